@@ -1,0 +1,51 @@
+//! What every request handler and socket task shares.
+
+use std::sync::Arc;
+
+use crate::auth::JwtVerifier;
+use crate::config::ServeConfig;
+
+pub struct App {
+    pub config: ServeConfig,
+    pub jwt: JwtVerifier,
+    /// Connections for REST/RPC requests and authorization checks; each use runs in its own
+    /// transaction with the caller's role and claims set locally.
+    pub pool: deadpool_postgres::Pool,
+    pub database_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("invalid database URL")]
+    DatabaseUrl(#[source] tokio_postgres::Error),
+    #[error("could not build the connection pool")]
+    Pool(#[source] deadpool_postgres::BuildError),
+    #[error("could not read a JWT public key file")]
+    KeyFile(#[source] std::io::Error),
+    #[error(transparent)]
+    Key(#[from] crate::auth::jwt_key_error::KeyError),
+}
+
+impl App {
+    pub fn new(config: ServeConfig, database_url: &str) -> Result<Arc<Self>, AppError> {
+        let jwt = JwtVerifier::new(&config.jwt_config().map_err(AppError::KeyFile)?)?;
+        let pg: tokio_postgres::Config = database_url.parse().map_err(AppError::DatabaseUrl)?;
+        let manager = deadpool_postgres::Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(config.pool_size)
+            .build()
+            .map_err(AppError::Pool)?;
+        Ok(Arc::new(Self {
+            config,
+            jwt,
+            pool,
+            database_url: database_url.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,291 @@
+//! Token verification. HS256 with Ripple's secret (the `apikey` and user tokens that
+//! `ripple token` mints), plus RS256/ES256 with configured public keys for tokens an
+//! external identity provider signs. `alg: none` and every algorithm we were not configured
+//! for are refused before any signature work.
+
+use jsonwebtoken::{
+    decode, decode_header, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use serde_json::Value;
+
+/// A secret that never shows itself in `Debug` or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JwtConfig {
+    /// HS256 shared secret.
+    pub secret: Option<Secret>,
+    /// PEM-encoded RSA or EC public keys, for RS256/ES256.
+    pub public_keys_pem: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token algorithm is not accepted")]
+    AlgorithmNotAllowed,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is missing the `{0}` claim")]
+    MissingClaim(&'static str),
+    #[error("token claim `{0}` has the wrong type")]
+    BadClaim(&'static str),
+    #[error("no key is configured to verify this token")]
+    NoKey,
+}
+
+/// The verified claims of a token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claims {
+    /// Every claim, as given; becomes `request.jwt.claims` in SQL.
+    pub raw: Value,
+    /// The database role the request runs as.
+    pub role: String,
+    pub sub: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+}
+
+impl Claims {
+    pub fn is_expired_at(&self, now_epoch: i64) -> bool {
+        self.exp <= now_epoch
+    }
+}
+
+pub struct JwtVerifier {
+    hs: Option<(DecodingKey, EncodingKey)>,
+    rsa: Vec<DecodingKey>,
+    ec: Vec<DecodingKey>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("hs256", &self.hs.is_some())
+            .field("rsa_keys", &self.rsa.len())
+            .field("ec_keys", &self.ec.len())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("public key {index} is neither an RSA nor an EC public key in PEM form")]
+pub struct KeyError {
+    pub index: usize,
+}
+
+pub fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl JwtVerifier {
+    pub fn new(config: &JwtConfig) -> Result<Self, KeyError> {
+        let hs = config.secret.as_ref().map(|s| {
+            (
+                DecodingKey::from_secret(s.expose().as_bytes()),
+                EncodingKey::from_secret(s.expose().as_bytes()),
+            )
+        });
+        let mut rsa = Vec::new();
+        let mut ec = Vec::new();
+        for (index, pem) in config.public_keys_pem.iter().enumerate() {
+            if let Ok(k) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+                rsa.push(k);
+            } else if let Ok(k) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+                ec.push(k);
+            } else {
+                return Err(KeyError { index });
+            }
+        }
+        Ok(Self { hs, rsa, ec })
+    }
+
+    /// Verifies signature and expiry and extracts the claims Ripple needs.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        // `decode_header` rejects `alg: none` (jsonwebtoken has no such algorithm).
+        let header = decode_header(token).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => AuthError::AlgorithmNotAllowed,
+            _ => AuthError::Malformed,
+        })?;
+        let keys: Vec<&DecodingKey> = match header.alg {
+            Algorithm::HS256 => self.hs.iter().map(|(d, _)| d).collect(),
+            Algorithm::RS256 => self.rsa.iter().collect(),
+            Algorithm::ES256 => self.ec.iter().collect(),
+            _ => return Err(AuthError::AlgorithmNotAllowed),
+        };
+        if keys.is_empty() {
+            return Err(AuthError::NoKey);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        // We check `exp` ourselves below so that a missing one is its own error.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let mut last = AuthError::BadSignature;
+        for key in keys {
+            match decode::<Value>(token, key, &validation) {
+                Ok(data) => return Self::claims(data.claims),
+                Err(e) => {
+                    last = match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                            AuthError::BadSignature
+                        }
+                        jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                            AuthError::AlgorithmNotAllowed
+                        }
+                        _ => AuthError::Malformed,
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn claims(raw: Value) -> Result<Claims, AuthError> {
+        let obj = raw.as_object().ok_or(AuthError::Malformed)?;
+        let exp = match obj.get("exp") {
+            None | Some(Value::Null) => return Err(AuthError::MissingClaim("exp")),
+            Some(v) => v.as_f64().ok_or(AuthError::BadClaim("exp"))? as i64,
+        };
+        let role = match obj.get("role") {
+            None | Some(Value::Null) => return Err(AuthError::MissingClaim("role")),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(_) => return Err(AuthError::BadClaim("role")),
+        };
+        let sub = match obj.get("sub") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(AuthError::BadClaim("sub")),
+        };
+        let claims = Claims {
+            raw,
+            role,
+            sub,
+            exp,
+        };
+        if claims.is_expired_at(now_epoch()) {
+            return Err(AuthError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Signs `claims` with the HS256 secret (`ripple token`, `ripple dev`, tests).
+    pub fn mint(&self, claims: &Value) -> Option<String> {
+        let (_, enc) = self.hs.as_ref()?;
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, enc).ok()
+    }
+
+    /// A token for `role` (and `sub`, for a user) valid for `ttl_secs`.
+    pub fn mint_for(&self, role: &str, sub: Option<&str>, ttl_secs: i64) -> Option<String> {
+        let now = now_epoch();
+        let mut claims = serde_json::json!({
+            "role": role, "iat": now, "exp": now + ttl_secs, "iss": "ripple",
+        });
+        if let Some(sub) = sub {
+            claims["sub"] = Value::String(sub.to_string());
+            claims["aud"] = Value::String("authenticated".into());
+        }
+        self.mint(&claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::new(&JwtConfig {
+            secret: Some(Secret::new("test-secret-at-least-32-bytes-long!!")),
+            public_keys_pem: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_minted_user_token_verifies_with_its_claims() {
+        let v = verifier();
+        let t = v.mint_for("authenticated", Some("u-1"), 60).unwrap();
+        let c = v.verify(&t).unwrap();
+        assert_eq!(c.role, "authenticated");
+        assert_eq!(c.sub.as_deref(), Some("u-1"));
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let v = verifier();
+        let t = v.mint_for("authenticated", Some("u"), -5).unwrap();
+        assert_eq!(v.verify(&t), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let other = JwtVerifier::new(&JwtConfig {
+            secret: Some(Secret::new("another-secret-another-secret-123")),
+            public_keys_pem: vec![],
+        })
+        .unwrap();
+        let t = other.mint_for("authenticated", Some("u"), 60).unwrap();
+        assert_eq!(verifier().verify(&t), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = b64.encode(br#"{"role":"service_role","exp":99999999999}"#);
+        let t = format!("{header}.{body}.");
+        assert_eq!(verifier().verify(&t), Err(AuthError::AlgorithmNotAllowed));
+    }
+
+    #[test]
+    fn missing_role_and_missing_exp_are_refused() {
+        let v = verifier();
+        let no_role = v
+            .mint(&serde_json::json!({"sub": "x", "exp": now_epoch() + 60}))
+            .unwrap();
+        assert_eq!(v.verify(&no_role), Err(AuthError::MissingClaim("role")));
+        let no_exp = v.mint(&serde_json::json!({"role": "anon"})).unwrap();
+        assert_eq!(v.verify(&no_exp), Err(AuthError::MissingClaim("exp")));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert_eq!(verifier().verify("not.a.jwt"), Err(AuthError::Malformed));
+        assert_eq!(verifier().verify(""), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn the_secret_does_not_show_in_debug() {
+        let s = Secret::new("hunter2-hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let c = JwtConfig {
+            secret: Some(s),
+            public_keys_pem: vec![],
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,73 @@
+//! Configuration: flags, each with a `RIPPLE_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::auth::{JwtConfig, Secret};
+
+/// Settings shared by `ripple serve` and `ripple dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Address for HTTP (REST/RPC, health, metrics) and the realtime WebSocket.
+    #[arg(long, env = "RIPPLE_LISTEN", default_value = "127.0.0.1:4000")]
+    pub listen: SocketAddr,
+
+    /// HS256 secret for the `apikey` and user tokens.
+    #[arg(long, env = "RIPPLE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM files with RSA/EC public keys accepted for RS256/ES256 tokens.
+    #[arg(
+        long = "jwt-public-key",
+        env = "RIPPLE_JWT_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
+    pub jwt_public_keys: Vec<PathBuf>,
+
+    /// Publication whose tables stream (membership is managed in SQL).
+    #[arg(long, env = "RIPPLE_PUBLICATION", default_value = crate::DEFAULT_PUBLICATION)]
+    pub publication: String,
+
+    /// Durable logical replication slot Ripple consumes.
+    #[arg(long, env = "RIPPLE_SLOT", default_value = crate::DEFAULT_SLOT)]
+    pub slot: String,
+
+    /// Connections in the pool used for requests and authorization checks.
+    #[arg(long, env = "RIPPLE_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: usize,
+
+    /// Statement timeout for request queries, in milliseconds.
+    #[arg(long, env = "RIPPLE_STATEMENT_TIMEOUT_MS", default_value_t = 8000)]
+    pub statement_timeout_ms: u64,
+
+    /// Largest accepted request body or WebSocket frame, in bytes.
+    #[arg(long, env = "RIPPLE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Schemas reachable over REST/RPC.
+    #[arg(
+        long,
+        env = "RIPPLE_DB_SCHEMAS",
+        value_delimiter = ',',
+        default_value = "public"
+    )]
+    pub schemas: Vec<String>,
+
+    /// Messages queued per WebSocket client before it is disconnected as too slow.
+    #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
+    pub client_queue: usize,
+}
+
+impl ServeConfig {
+    pub fn jwt_config(&self) -> std::io::Result<JwtConfig> {
+        let public_keys_pem = self
+            .jwt_public_keys
+            .iter()
+            .map(std::fs::read_to_string)
+            .collect::<Result<_, _>>()?;
+        Ok(JwtConfig {
+            secret: self.jwt_secret.clone().map(Secret::new),
+            public_keys_pem,
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! Ordinary (non-replication) database connections, and running a statement the way a
+//! request runs: as the token's role, with its claims visible to policies.
+
+use tokio_postgres::{Client, NoTls};
+
+/// Connects and drives the connection on its own task; errors end the connection and are
+/// logged without the URL (it may hold a password).
+pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(error = %error, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Makes the rest of the current transaction run as `role` with `claims` in
+/// `request.jwt.claims`, the PostgREST/Supabase convention that `auth.uid()` reads.
+/// Both settings are transaction-local, so a pooled connection carries nothing over.
+pub async fn set_request_claims(
+    tx: &impl tokio_postgres::GenericClient,
+    role: &str,
+    claims: &serde_json::Value,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+        &[&role, &claims.to_string()],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The `ripple` command: run the gateway, migrate a database, run a local development
+//! stack, mint tokens, tail the change stream.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ripple::app::App;
+use ripple::auth::{JwtConfig, JwtVerifier, Secret};
+use ripple::config::ServeConfig;
+use ripple::embedded::{Cluster, ClusterOptions, PgBinaries};
+use ripple::migrate::{self, MigrateOptions};
+
+#[derive(Parser)]
+#[command(name = "ripple", version, about = "Realtime gateway for PostgreSQL")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve realtime, REST and RPC against an existing database.
+    Serve {
+        #[arg(long, env = "RIPPLE_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[command(flatten)]
+        config: ServeConfig,
+    },
+    /// Local development: an embedded PostgreSQL (unless --database-url), migrated, with demo
+    /// users and their tokens, and the gateway serving it. Ctrl-C stops both.
+    Dev {
+        #[arg(long, env = "RIPPLE_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Folder for the embedded cluster and the generated secret; kept between runs.
+        #[arg(long, env = "RIPPLE_DATA_DIR", default_value = ".ripple")]
+        data_dir: PathBuf,
+        /// Loopback port of the embedded PostgreSQL.
+        #[arg(long, env = "RIPPLE_PG_PORT", default_value_t = 54329)]
+        pg_port: u16,
+        #[command(flatten)]
+        config: ServeConfig,
+    },
+    /// Apply schema/, sql/ and policies/ (safe to run again).
+    Migrate {
+        #[arg(long, env = "RIPPLE_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[arg(long, env = "RIPPLE_PUBLICATION", default_value = ripple::DEFAULT_PUBLICATION)]
+        publication: String,
+    },
+    /// Mint an HS256 token with the configured secret.
+    Token {
+        /// The user's id (becomes `sub`); omit for an anon key.
+        #[arg(long)]
+        sub: Option<String>,
+        /// Database role the token runs as.
+        #[arg(long)]
+        role: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+        #[arg(long, env = "RIPPLE_JWT_SECRET", hide_env_values = true)]
+        jwt_secret: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RIPPLE_LOG")
+                .unwrap_or_else(|_| "ripple=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ripple: {error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate {
+            database_url,
+            publication,
+        } => {
+            let report = migrate::run(&database_url, &MigrateOptions { publication }).await?;
+            println!(
+                "migrated: {} schema version(s) applied, {} function/policy file(s) applied",
+                report.schema_versions_applied.len(),
+                report.files_applied
+            );
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            role,
+            ttl,
+            jwt_secret,
+        } => {
+            let v = JwtVerifier::new(&JwtConfig {
+                secret: Some(Secret::new(jwt_secret)),
+                public_keys_pem: vec![],
+            })?;
+            let role = role.unwrap_or_else(|| {
+                if sub.is_some() {
+                    "authenticated".into()
+                } else {
+                    "anon".into()
+                }
+            });
+            let token = v
+                .mint_for(&role, sub.as_deref(), ttl)
+                .ok_or_else(|| anyhow::anyhow!("could not sign the token"))?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Serve {
+            database_url,
+            config,
+        } => {
+            if config.jwt_secret.is_none() && config.jwt_public_keys.is_empty() {
+                anyhow::bail!("set --jwt-secret (RIPPLE_JWT_SECRET) or --jwt-public-key");
+            }
+            serve(config, &database_url).await
+        }
+        Command::Dev {
+            database_url,
+            data_dir,
+            pg_port,
+            config,
+        } => dev(database_url, data_dir, pg_port, config).await,
+    }
+}
+
+async fn serve(config: ServeConfig, database_url: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, "ripple serving");
+    let app = App::new(config, database_url)?;
+    ripple::http::serve(listener, app, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    tracing::info!("ripple stopped");
+    Ok(())
+}
+
+/// Demo users `ripple dev` creates, with fixed ids so tokens stay valid across runs.
+const DEMO_USERS: &[(&str, &str)] = &[
+    ("00000000-0000-4000-8000-00000000a11c", "Alice"),
+    ("00000000-0000-4000-8000-000000000b0b", "Bob"),
+    ("00000000-0000-4000-8000-0000000ca201", "Carol"),
+];
+
+async fn dev(
+    database_url: Option<String>,
+    data_dir: PathBuf,
+    pg_port: u16,
+    mut config: ServeConfig,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)?;
+    let mut cluster = None;
+    let database_url = match database_url {
+        Some(url) => url,
+        None => {
+            let bin = PgBinaries::find()?;
+            let c = Cluster::init(
+                bin,
+                &data_dir.join("pgdata"),
+                &ClusterOptions {
+                    port: Some(pg_port),
+                    ..ClusterOptions::default()
+                },
+            )?;
+            if !c.is_running() {
+                c.start()?;
+            }
+            let admin = ripple::db::connect(&c.url("postgres")).await?;
+            let exists = admin
+                .query_opt("select 1 from pg_database where datname = 'ripple'", &[])
+                .await?
+                .is_some();
+            if !exists {
+                admin.batch_execute("create database ripple").await?;
+            }
+            let url = c.url("ripple");
+            eprintln!(
+                "embedded PostgreSQL running: {url} (data in {})",
+                c.data_dir().display()
+            );
+            cluster = Some(c);
+            url
+        }
+    };
+    let result = dev_inner(&database_url, &data_dir, &mut config).await;
+    if let Some(c) = cluster {
+        eprintln!("stopping embedded PostgreSQL");
+        c.stop()?;
+    }
+    result
+}
+
+async fn dev_inner(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    config: &mut ServeConfig,
+) -> anyhow::Result<()> {
+    let report = migrate::run(
+        database_url,
+        &MigrateOptions {
+            publication: config.publication.clone(),
+        },
+    )
+    .await?;
+    eprintln!(
+        "migrated ({} new schema version(s))",
+        report.schema_versions_applied.len()
+    );
+    if config.jwt_secret.is_none() {
+        // A generated secret, kept beside the cluster so tokens survive restarts.
+        let path = data_dir.join("jwt-secret");
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => {
+                use rand::Rng;
+                let s: String = rand::thread_rng()
+                    .sample_iter(&rand::distributions::Alphanumeric)
+                    .take(48)
+                    .map(char::from)
+                    .collect();
+                std::fs::write(&path, &s)?;
+                s
+            }
+        };
+        config.jwt_secret = Some(secret);
+    }
+    let client = ripple::db::connect(database_url).await?;
+    for (id, name) in DEMO_USERS {
+        let id: uuid::Uuid = id.parse()?;
+        client
+            .execute(
+                "insert into public.profiles (id, display_name) values ($1, $2) on conflict (id) do nothing",
+                &[&id, name],
+            )
+            .await?;
+    }
+    let v = JwtVerifier::new(&config.jwt_config()?)?;
+    let day = 24 * 3600;
+    println!("Ripple dev is up.");
+    println!("  http + realtime: http://{}", config.listen);
+    println!("  database:        {database_url}");
+    println!(
+        "  anon key (apikey): {}",
+        v.mint_for("anon", None, 365 * day).unwrap_or_default()
+    );
+    for (id, name) in DEMO_USERS {
+        println!(
+            "  {name:<6} {id}  token: {}",
+            v.mint_for("authenticated", Some(id), day)
+                .unwrap_or_default()
+        );
+    }
+    println!("Press Ctrl-C to stop.");
+    serve(config.clone(), database_url).await
+}

@@ -1,0 +1,206 @@
+-- Triggers: the rules that hold whoever writes (RPC, REST or a DBA's psql session).
+
+-- updated_at follows every update.
+create or replace function private.touch_updated_at() returns trigger
+language plpgsql set search_path = ''
+as $$
+begin
+  new.updated_at := now();
+  return new;
+end
+$$;
+
+drop trigger if exists touch_updated_at on public.profiles;
+create trigger touch_updated_at before update on public.profiles
+  for each row execute function private.touch_updated_at();
+drop trigger if exists touch_updated_at on public.conversations;
+create trigger touch_updated_at before update on public.conversations
+  for each row execute function private.touch_updated_at();
+
+-- New messages: validate content against the message kind and the configured limits.
+create or replace function private.message_before_insert() returns trigger
+language plpgsql set search_path = ''
+as $$
+declare
+  s private.settings := private.settings();
+begin
+  if new.kind = 'text' and coalesce(btrim(new.body), '') = '' then
+    perform private.fail('22023', 'a text message needs a body');
+  end if;
+  if new.kind in ('image', 'video', 'audio', 'file') and new.attachment_url is null then
+    perform private.fail('22023', 'a ' || new.kind::text || ' message needs an attachment url');
+  end if;
+  if char_length(new.body) > s.max_body_chars then
+    perform private.fail('22023', 'message body is too long',
+                         'at most ' || s.max_body_chars || ' characters');
+  end if;
+  new.edited_at := null;
+  new.deleted_at := null;
+  return new;
+end
+$$;
+
+drop trigger if exists message_before_insert on public.messages;
+create trigger message_before_insert before insert on public.messages
+  for each row execute function private.message_before_insert();
+
+-- Updates are edits or soft deletes, nothing else (for API callers; service_role and the
+-- table owner are trusted with corrections).
+-- * A soft delete (deleted_at set) clears the body and attachment; who may delete is the
+--   UPDATE policy's business (sender, or a group's owner/admin).
+-- * An edit changes only the body, only by the sender, only within the edit window.
+-- * A deleted message never changes again.
+create or replace function private.message_before_update() returns trigger
+language plpgsql set search_path = ''
+as $$
+declare
+  s private.settings := private.settings();
+begin
+  if old.deleted_at is not null then
+    perform private.fail('P0001', 'this message was deleted');
+  end if;
+  if new.deleted_at is not null then
+    new.deleted_at := now();
+    new.body := null;
+    new.attachment_url := null;
+    new.attachment_filename := null;
+    new.attachment_size := null;
+    new.attachment_mime_type := null;
+    return new;
+  end if;
+  if new.body is not distinct from old.body or not private.is_api_role() then
+    return new;
+  end if;
+  if old.kind = 'system' then
+    perform private.fail('42501', 'system messages cannot be edited');
+  end if;
+  if old.sender_id is distinct from auth.uid() then
+    perform private.fail('42501', 'only the sender can edit a message');
+  end if;
+  if now() - old.created_at > s.message_edit_window then
+    perform private.fail('P0001', 'the edit window for this message has passed',
+                         'messages can be edited for ' || s.message_edit_window::text);
+  end if;
+  if old.kind = 'text' and coalesce(btrim(new.body), '') = '' then
+    perform private.fail('22023', 'a text message needs a body', 'delete the message instead');
+  end if;
+  if char_length(new.body) > s.max_body_chars then
+    perform private.fail('22023', 'message body is too long');
+  end if;
+  new.edited_at := now();
+  return new;
+end
+$$;
+
+drop trigger if exists message_before_update on public.messages;
+create trigger message_before_update before update on public.messages
+  for each row execute function private.message_before_update();
+
+-- The conversation's preview follows its newest message (and that message's edits and
+-- deletion). SECURITY DEFINER: members may not update conversations themselves.
+create or replace function private.message_after_write() returns trigger
+language plpgsql security definer set search_path = ''
+as $$
+begin
+  if tg_op = 'INSERT' then
+    update public.conversations c
+       set last_message_at = new.created_at,
+           last_message_preview = private.preview(new),
+           last_message_id = new.id
+     where c.id = new.conversation_id
+       and (c.last_message_at is null or c.last_message_at <= new.created_at);
+  elsif new.body is distinct from old.body or new.deleted_at is distinct from old.deleted_at then
+    update public.conversations c
+       set last_message_preview = private.preview(new)
+     where c.id = new.conversation_id and c.last_message_id = new.id;
+  end if;
+  return null;
+end
+$$;
+
+drop trigger if exists message_after_write on public.messages;
+create trigger message_after_write after insert or update on public.messages
+  for each row execute function private.message_after_write();
+
+-- Role changes: only a group's owner changes roles, and never to or from owner (that is
+-- what leaving hands over). Read state, archive and mute belong to the member alone.
+create or replace function private.member_before_update() returns trigger
+language plpgsql set search_path = ''
+as $$
+begin
+  if not private.is_api_role() then
+    return new; -- the database's own triggers (owner hand-over) and trusted roles
+  end if;
+  if new.role is distinct from old.role then
+    if private.my_role(old.conversation_id) is distinct from 'owner'
+       or private.conversation_kind(old.conversation_id) <> 'group' then
+      perform private.fail('42501', 'only the group owner can change member roles');
+    end if;
+    if new.role = 'owner' or old.role = 'owner' then
+      perform private.fail('42501', 'ownership cannot be changed this way');
+    end if;
+  end if;
+  if old.user_id is distinct from auth.uid()
+     and (new.last_read_at is distinct from old.last_read_at
+          or new.last_read_message_id is distinct from old.last_read_message_id
+          or new.archived_at is distinct from old.archived_at
+          or new.muted_until is distinct from old.muted_until) then
+    perform private.fail('42501', 'read state, archive and mute belong to the member');
+  end if;
+  return new;
+end
+$$;
+
+drop trigger if exists member_before_update on public.conversation_members;
+create trigger member_before_update before update on public.conversation_members
+  for each row execute function private.member_before_update();
+
+-- Group membership changes are written into the conversation as system messages, and a
+-- departing owner hands ownership to the longest-standing admin (else member).
+-- SECURITY DEFINER: system messages are the database's own words, which no user may send.
+create or replace function private.member_after_change() returns trigger
+language plpgsql security definer set search_path = ''
+as $$
+declare
+  conv uuid := coalesce(new.conversation_id, old.conversation_id);
+  k public.conversation_kind;
+  actor uuid := auth.uid();
+  body text;
+  heir record;
+begin
+  select c.kind into k from public.conversations c where c.id = conv;
+  if k is distinct from 'group' then
+    return null; -- direct conversation, or the conversation itself is being deleted
+  end if;
+  if tg_op = 'INSERT' then
+    if private.created_by_me_now(conv) then
+      return null; -- the creator seeding the group; the creation message covers it
+    end if;
+    body := private.display_name(actor) || ' added ' || private.display_name(new.user_id);
+  else
+    if old.user_id = actor then
+      body := private.display_name(old.user_id) || ' left';
+    else
+      body := coalesce(private.display_name(actor), 'an administrator')
+              || ' removed ' || private.display_name(old.user_id);
+    end if;
+    if old.role = 'owner' then
+      select m.user_id into heir from public.conversation_members m
+       where m.conversation_id = conv
+       order by (m.role = 'admin') desc, m.joined_at, m.user_id
+       limit 1;
+      if found then
+        update public.conversation_members m set role = 'owner'
+         where m.conversation_id = conv and m.user_id = heir.user_id;
+      end if;
+    end if;
+  end if;
+  insert into public.messages (conversation_id, sender_id, kind, body)
+  values (conv, null, 'system', body);
+  return null;
+end
+$$;
+
+drop trigger if exists member_after_change on public.conversation_members;
+create trigger member_after_change after insert or delete on public.conversation_members
+  for each row execute function private.member_after_change();

@@ -1,0 +1,147 @@
+-- Read paths: conversation list, history, search. All SECURITY INVOKER: RLS decides.
+
+-- The caller's conversations, most recently active first, with preview, unread count and,
+-- for direct chats, the other member's profile. Page with `before` = the last row's
+-- `activity_at`.
+create or replace function public.list_conversations(
+  archived boolean default false,
+  lim integer default 50,
+  before timestamptz default null
+) returns table (
+  id uuid,
+  kind public.conversation_kind,
+  title text,
+  description text,
+  avatar_url text,
+  created_by uuid,
+  created_at timestamptz,
+  last_message_at timestamptz,
+  last_message_preview text,
+  last_message_id uuid,
+  activity_at timestamptz,
+  my_role public.member_role,
+  archived_at timestamptz,
+  muted_until timestamptz,
+  last_read_at timestamptz,
+  unread_count bigint,
+  member_count bigint,
+  other_member jsonb
+)
+language sql stable security invoker set search_path = ''
+as $$
+  select c.id, c.kind, c.title, c.description, c.avatar_url, c.created_by, c.created_at,
+         c.last_message_at, c.last_message_preview, c.last_message_id,
+         coalesce(c.last_message_at, c.created_at) as activity_at,
+         me.role, me.archived_at, me.muted_until, me.last_read_at,
+         (select count(*) from public.messages x
+           where x.conversation_id = c.id
+             and x.created_at > coalesce(me.last_read_at, '-infinity')
+             and x.sender_id is distinct from me.user_id
+             and x.kind <> 'system'
+             and x.deleted_at is null),
+         (select count(*) from public.conversation_members a where a.conversation_id = c.id),
+         case when c.kind = 'direct' then (
+           select jsonb_build_object('id', p.id, 'display_name', p.display_name,
+                                     'avatar_url', p.avatar_url, 'last_seen_at', p.last_seen_at)
+             from public.conversation_members o
+             join public.profiles p on p.id = o.user_id
+            where o.conversation_id = c.id and o.user_id <> me.user_id
+            limit 1)
+         end
+    from public.conversation_members me
+    join public.conversations c on c.id = me.conversation_id
+   where me.user_id = auth.uid()
+     and (me.archived_at is not null) = coalesce(list_conversations.archived, false)
+     and (list_conversations.before is null
+          or coalesce(c.last_message_at, c.created_at) < list_conversations.before)
+   order by coalesce(c.last_message_at, c.created_at) desc, c.id desc
+   limit least(greatest(coalesce(lim, 50), 1), 200)
+$$;
+
+-- A conversation's messages, newest first, `lim` at a time. Pass the last row's id as
+-- before_id for the next (older) page: keyset on (created_at, id), so concurrent sends
+-- never shift a page and each message appears exactly once.
+create or replace function public.get_messages(
+  conversation_id uuid,
+  lim integer default 50,
+  before_id uuid default null
+) returns setof jsonb
+language plpgsql stable security invoker set search_path = ''
+as $$
+declare
+  cursor_at timestamptz;
+  cursor_id uuid;
+begin
+  if not private.is_member(get_messages.conversation_id) then
+    perform private.fail('P0002', 'conversation not found');
+  end if;
+  if before_id is not null then
+    select x.created_at, x.id into cursor_at, cursor_id from public.messages x
+     where x.id = before_id and x.conversation_id = get_messages.conversation_id;
+    if not found then
+      perform private.fail('22023', 'before_id is not a message of this conversation');
+    end if;
+  end if;
+  -- jsonb rows: a `returns table` could not have a conversation_id column beside the
+  -- parameter of that name. client_id is shown only to its sender.
+  return query
+  select (to_jsonb(x) - 'client_id')
+         || jsonb_build_object(
+              'client_id', case when x.sender_id = auth.uid() then x.client_id end,
+              'sender_display_name', p.display_name,
+              'sender_avatar_url', p.avatar_url,
+              'reactions',
+              coalesce((select jsonb_agg(jsonb_build_object('emoji', r.emoji, 'count', r.n,
+                                                            'mine', r.mine) order by r.emoji)
+                          from (select rr.emoji, count(*) as n,
+                                       bool_or(rr.user_id = auth.uid()) as mine
+                                  from public.message_reactions rr
+                                 where rr.message_id = x.id group by rr.emoji) r),
+                       '[]'::jsonb))
+    from public.messages x
+    left join public.profiles p on p.id = x.sender_id
+   where x.conversation_id = get_messages.conversation_id
+     and (cursor_at is null or (x.created_at, x.id) < (cursor_at, cursor_id))
+   order by x.created_at desc, x.id desc
+   limit least(greatest(coalesce(lim, 50), 1), 200);
+end
+$$;
+
+-- Full-text search over the bodies of messages in the caller's conversations (RLS limits
+-- the rows; deleted messages have no body). Best matches first.
+create or replace function public.search_messages(query text, lim integer default 20)
+returns table (
+  id uuid,
+  conversation_id uuid,
+  sender_id uuid,
+  body text,
+  created_at timestamptz,
+  headline text,
+  rank real
+)
+language sql stable security invoker set search_path = ''
+as $$
+  with q as (select websearch_to_tsquery('english', coalesce(search_messages.query, '')) as tsq)
+  select x.id, x.conversation_id, x.sender_id, x.body, x.created_at,
+         ts_headline('english', x.body, q.tsq, 'MaxFragments=1, MaxWords=20, MinWords=5'),
+         ts_rank(to_tsvector('english'::regconfig, coalesce(x.body, '')), q.tsq)
+    from public.messages x, q
+   where to_tsvector('english'::regconfig, coalesce(x.body, '')) @@ q.tsq
+     and x.deleted_at is null
+     and x.kind <> 'system'
+   order by 7 desc, x.created_at desc, x.id
+   limit least(greatest(coalesce(lim, 20), 1), 100)
+$$;
+
+-- Record that the caller was just seen (Ripple calls it on a user's last disconnect).
+-- SECURITY DEFINER: last_seen_at is not writable by users (they could fake any time);
+-- this sets only the caller's, only to now().
+create or replace function public.touch_last_seen() returns void
+language sql volatile security definer set search_path = ''
+as $$
+  update public.profiles set last_seen_at = now() where id = auth.uid()
+$$;
+
+-- Functions are for signed-in users; anon may call nothing here.
+revoke execute on all functions in schema public from public;
+grant execute on all functions in schema public to authenticated, service_role;
