@@ -1,1 +1,281 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary (initdb in a temporary
+//! folder, `wal_level=logical`, a free loopback port, removed when the process exits), and
+//! a fresh database per test, cloned from a migrated template and dropped afterwards.
+//!
+//! ```no_run
+//! # async fn t() {
+//! let db = ripple_tests::fresh_db().await;          // migrated chat database
+//! let alice = db.create_user("Alice").await;
+//! let rows = db.as_user(alice).query("select * from public.list_conversations()", &[]).await;
+//! # }
+//! ```
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use ripple::embedded::{Cluster, ClusterOptions, PgBinaries};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
+use uuid::Uuid;
+
+/// HS256 secret used by tests that run the gateway.
+pub const JWT_SECRET: &str = "ripple-test-secret-0123456789abcdef0123456789";
+const TEMPLATE: &str = "ripple_template";
+
+pub struct TestCluster {
+    pub cluster: Cluster,
+    pub root: PathBuf,
+}
+
+static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The cluster of this test binary, started (and the template migrated) on first use.
+pub fn cluster() -> &'static TestCluster {
+    CLUSTER.get_or_init(|| {
+        // Runs on a plain thread: callers are usually inside a tokio runtime already.
+        std::thread::spawn(start_cluster)
+            .join()
+            .expect("starting the test cluster panicked")
+    })
+}
+
+fn start_cluster() -> TestCluster {
+    let bin = PgBinaries::find().expect("PostgreSQL binaries (initdb, pg_ctl) are required");
+    let root = std::env::temp_dir().join(format!(
+        "ripple-test-{}-{}",
+        std::process::id(),
+        Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&root).expect("create test cluster folder");
+    // The account that may run the cluster when we are root must reach the folder.
+    set_mode(&root, 0o755);
+    let mut last_err = None;
+    for _ in 0..3 {
+        let opts = ClusterOptions {
+            port: None,
+            ephemeral: true,
+            ..ClusterOptions::default()
+        };
+        let data = root.join(format!("data-{}", Uuid::new_v4().simple()));
+        let cluster = Cluster::init(bin.clone(), &data, &opts).expect("initdb");
+        cluster
+            .reap_after_exit(std::process::id(), &root)
+            .expect("start the cluster reaper");
+        match cluster.start() {
+            Ok(()) => {
+                let rt = tokio::runtime::Runtime::new().expect("runtime");
+                rt.block_on(async {
+                    let admin = ripple::db::connect(&cluster.url("postgres"))
+                        .await
+                        .expect("connect to test cluster");
+                    admin
+                        .batch_execute(&format!("create database {TEMPLATE}"))
+                        .await
+                        .expect("create template database");
+                    ripple::migrate::run(&cluster.url(TEMPLATE), &Default::default())
+                        .await
+                        .expect("migrate template database");
+                });
+                return TestCluster { cluster, root };
+            }
+            // Another process took the free port between our probe and the start.
+            Err(e) => last_err = Some(e),
+        }
+    }
+    panic!("could not start the test cluster: {last_err:?}");
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+/// A database of its own for one test; dropped (with its replication slots) on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    /// Superuser connection (the table owner: RLS does not apply).
+    pub client: Client,
+}
+
+/// A fresh, migrated chat database.
+pub async fn fresh_db() -> TestDb {
+    new_db(Some(TEMPLATE)).await
+}
+
+/// A fresh database with nothing in it (template0): for replication tests of arbitrary
+/// tables and types.
+pub async fn empty_db() -> TestDb {
+    new_db(None).await
+}
+
+async fn new_db(template: Option<&str>) -> TestDb {
+    let c = cluster();
+    let name = format!(
+        "t_{}_{}",
+        DB_COUNTER.fetch_add(1, Ordering::Relaxed),
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
+    let admin = ripple::db::connect(&c.cluster.url("postgres"))
+        .await
+        .expect("connect admin");
+    let sql = match template {
+        Some(t) => format!("create database {name} template {t}"),
+        None => format!("create database {name} template template0"),
+    };
+    // Two tests cloning the template at the same instant can collide; retry briefly.
+    let mut tries = 0;
+    loop {
+        match admin.batch_execute(&sql).await {
+            Ok(()) => break,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("create test database: {e}"),
+        }
+    }
+    let url = c.cluster.url(&name);
+    let client = ripple::db::connect(&url).await.expect("connect test db");
+    TestDb { name, url, client }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin_url = cluster().cluster.url("postgres");
+        // Drop runs outside async; use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let Ok(admin) = ripple::db::connect(&admin_url).await else {
+                    return;
+                };
+                let _ = admin
+                    .execute(
+                        "select pg_terminate_backend(active_pid) from pg_replication_slots \
+                         where database = $1 and active_pid is not null",
+                        &[&name],
+                    )
+                    .await;
+                for _ in 0..50 {
+                    let r = admin
+                        .execute(
+                            "select pg_drop_replication_slot(slot_name) from pg_replication_slots \
+                             where database = $1",
+                            &[&name],
+                        )
+                        .await;
+                    if r.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                let _ = admin
+                    .batch_execute(&format!("drop database if exists {name} with (force)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+impl TestDb {
+    /// A new superuser connection to this database.
+    pub async fn connect(&self) -> Client {
+        ripple::db::connect(&self.url).await.expect("connect")
+    }
+
+    /// Creates a user (a profile) and returns its id.
+    pub async fn create_user(&self, name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        self.client
+            .execute(
+                "insert into public.profiles (id, display_name) values ($1, $2)",
+                &[&id, &name],
+            )
+            .await
+            .expect("create user");
+        id
+    }
+
+    /// Runs statements as `authenticated` with `sub` = user, each in its own transaction,
+    /// exactly as Ripple runs a request.
+    pub fn as_user(&self, user: Uuid) -> Session<'_> {
+        Session {
+            db: self,
+            role: "authenticated".into(),
+            claims: serde_json::json!({"sub": user.to_string(), "role": "authenticated"}),
+        }
+    }
+
+    /// Runs statements as `anon` (no user).
+    pub fn as_anon(&self) -> Session<'_> {
+        Session {
+            db: self,
+            role: "anon".into(),
+            claims: serde_json::json!({"role": "anon"}),
+        }
+    }
+}
+
+/// Statements run as a request would run them: role and claims set for the transaction.
+pub struct Session<'a> {
+    db: &'a TestDb,
+    role: String,
+    claims: serde_json::Value,
+}
+
+impl Session<'_> {
+    /// Runs `sql` and returns its rows, or the database error.
+    pub async fn try_query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let mut client = self.db.connect().await;
+        let tx = client.transaction().await?;
+        ripple::db::set_request_claims(&tx, &self.role, &self.claims).await?;
+        let rows = tx.query(sql, params).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Runs `sql`, panicking with the database's message on error.
+    pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<Row> {
+        match self.try_query(sql, params).await {
+            Ok(rows) => rows,
+            Err(e) => panic!("{sql}: {}", describe(&e)),
+        }
+    }
+
+    pub async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Row {
+        let mut rows = self.query(sql, params).await;
+        assert_eq!(rows.len(), 1, "{sql}: expected one row, got {}", rows.len());
+        rows.remove(0)
+    }
+
+    /// Runs `sql` expecting an error; returns its SQLSTATE and message.
+    pub async fn query_err(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> (String, String) {
+        match self.try_query(sql, params).await {
+            Ok(rows) => panic!("{sql}: expected an error, got {} row(s)", rows.len()),
+            Err(e) => {
+                let db = e
+                    .as_db_error()
+                    .unwrap_or_else(|| panic!("{sql}: not a database error: {e}"));
+                (db.code().code().to_string(), db.message().to_string())
+            }
+        }
+    }
+}
+
+/// The database's message for an error (tokio-postgres' Display says only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
