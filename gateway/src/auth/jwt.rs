@@ -124,7 +124,12 @@ impl JwtVerifier {
 
     /// Verifies signature and expiry and extracts the claims Ripple needs.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        // `decode_header` rejects `alg: none` (jsonwebtoken has no such algorithm).
+        // Look at `alg` ourselves first: jsonwebtoken cannot even parse `none`, and a token
+        // naming an algorithm we do not accept deserves that answer, not "malformed".
+        let alg = Self::header_alg(token)?;
+        if !matches!(alg.as_str(), "HS256" | "RS256" | "ES256") {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
         let header = decode_header(token).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => AuthError::AlgorithmNotAllowed,
             _ => AuthError::Malformed,
@@ -162,6 +167,20 @@ impl JwtVerifier {
             }
         }
         Err(last)
+    }
+
+    fn header_alg(token: &str) -> Result<String, AuthError> {
+        use base64::Engine;
+        let first = token.split('.').next().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(first.trim_end_matches('='))
+            .map_err(|_| AuthError::Malformed)?;
+        let header: Value = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+        header
+            .get("alg")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(AuthError::Malformed)
     }
 
     fn claims(raw: Value) -> Result<Claims, AuthError> {
