@@ -30,3 +30,4 @@ pub mod decode;
 pub mod http;
 pub mod realtime;
 pub mod replication;
+pub mod server;

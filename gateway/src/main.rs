@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ripple::app::App;
 use ripple::auth::{JwtConfig, JwtVerifier, Secret};
 use ripple::config::ServeConfig;
 use ripple::embedded::{Cluster, ClusterOptions, PgBinaries};
@@ -146,8 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(config: ServeConfig, database_url: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "ripple serving");
-    let app = App::new(config, database_url)?;
-    ripple::http::serve(listener, app, async {
+    ripple::server::run(listener, config, database_url, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

@@ -279,3 +279,84 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// A running gateway (HTTP, REST/RPC, realtime) serving a test database on a free
+/// loopback port. Stops when dropped.
+pub struct Gateway {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    /// An `apikey` (role anon), as Supabase's anon key.
+    pub anon_key: String,
+    verifier: ripple::auth::JwtVerifier,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Default settings for a test gateway; tests tweak fields before `spawn_gateway_with`.
+pub fn gateway_config() -> ripple::config::ServeConfig {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        c: ripple::config::ServeConfig,
+    }
+    let mut c = Wrap::parse_from(["ripple-test"]).c;
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.jwt_secret = Some(JWT_SECRET.into());
+    c
+}
+
+/// Starts a gateway for `db` with default test settings.
+pub async fn spawn_gateway(db: &TestDb) -> Gateway {
+    spawn_gateway_with(db, gateway_config()).await
+}
+
+pub async fn spawn_gateway_with(db: &TestDb, config: ripple::config::ServeConfig) -> Gateway {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("bind gateway");
+    let addr = listener.local_addr().expect("addr");
+    let verifier = ripple::auth::JwtVerifier::new(&config.jwt_config().expect("jwt config"))
+        .expect("jwt verifier");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let url = db.url.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ripple::server::run(listener, config, &url, async {
+            let _ = rx.await;
+        })
+        .await
+        {
+            eprintln!("test gateway stopped with an error: {e:#}");
+        }
+    });
+    let anon_key = verifier.mint_for("anon", None, 3600).expect("anon key");
+    Gateway {
+        url: format!("http://{addr}"),
+        addr,
+        anon_key,
+        verifier,
+        stop: Some(tx),
+    }
+}
+
+impl Gateway {
+    /// A user token (role authenticated) valid for `ttl_secs`.
+    pub fn token_for(&self, user: Uuid, ttl_secs: i64) -> String {
+        self.verifier
+            .mint_for("authenticated", Some(&user.to_string()), ttl_secs)
+            .expect("mint")
+    }
+
+    /// Signs arbitrary claims with the test secret.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        self.verifier.mint(claims).expect("mint")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
