@@ -31,3 +31,4 @@ pub mod http;
 pub mod realtime;
 pub mod replication;
 pub mod server;
+pub mod tail;

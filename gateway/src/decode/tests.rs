@@ -287,7 +287,7 @@ fn stream_start_stop_commit_abort() {
             first_segment: true
         })
     );
-    assert_eq!(parse(&[b'E'], false).unwrap(), PgOutput::StreamStop);
+    assert_eq!(parse(b"E", false).unwrap(), PgOutput::StreamStop);
     let b = B::tag(b'c').u32(900).u8(0).u64(500).u64(580).u64(PG_TS).0;
     assert_eq!(
         parse(&b, false).unwrap(),
