@@ -72,7 +72,11 @@ async fn concurrent_starts_by_both_users_make_one_conversation() {
     let u = users(&db, &["A", "B"]).await;
     let mut tasks = Vec::new();
     for i in 0..16 {
-        let (me, other) = if i % 2 == 0 { (u[0], u[1]) } else { (u[1], u[0]) };
+        let (me, other) = if i % 2 == 0 {
+            (u[0], u[1])
+        } else {
+            (u[1], u[0])
+        };
         let url = db.url.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = ripple::db::connect(&url).await.unwrap();
@@ -146,7 +150,10 @@ async fn an_initial_message_is_sent_and_becomes_the_preview() {
             &[&conv],
         )
         .await;
-    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("and a reply"));
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("and a reply")
+    );
     assert_eq!(row.get::<_, Option<Uuid>>(1), Some(later));
 }
 
@@ -155,7 +162,8 @@ async fn a_retry_with_the_same_client_id_returns_the_first_message() {
     let db = fresh_db().await;
     let u = users(&db, &["A", "B"]).await;
     let conv = start_direct(&db, u[0], u[1]).await;
-    let sql = "select (m).id, (m).body from (select public.send_message($1, $2, client_id => 'c-1') m) s";
+    let sql =
+        "select (m).id, (m).body from (select public.send_message($1, $2, client_id => 'c-1') m) s";
     let first = db.as_user(u[0]).query_one(sql, &[&conv, &"first"]).await;
     let retry = db.as_user(u[0]).query_one(sql, &[&conv, &"retry"]).await;
     assert_eq!(first.get::<_, Uuid>(0), retry.get::<_, Uuid>(0));
@@ -219,7 +227,9 @@ async fn send_message_validates_its_arguments() {
     let other = start_direct(&db, u[0], u[2]).await;
     let elsewhere = send(&db, u[0], other, "elsewhere").await;
     let a = db.as_user(u[0]);
-    let (code, _) = a.query_err("select public.send_message($1, '  ')", &[&conv]).await;
+    let (code, _) = a
+        .query_err("select public.send_message($1, '  ')", &[&conv])
+        .await;
     assert_eq!(code, "22023", "empty text");
     let (code, _) = a
         .query_err("select public.send_message($1, 'pic', 'image')", &[&conv])
@@ -409,10 +419,7 @@ async fn unread_counts_follow_sends_reads_and_deletes() {
     assert_eq!(unread(&db, u[0]).await["total_unread"], 1);
     // Reading up to the first message leaves one unread in ab.
     db.as_user(u[1])
-        .query(
-            "select public.mark_conversation_read($1, $2)",
-            &[&ab, &m1],
-        )
+        .query("select public.mark_conversation_read($1, $2)", &[&ab, &m1])
         .await;
     assert_eq!(unread(&db, u[1]).await["total_unread"], 2);
     // A deleted message stops counting.
@@ -425,10 +432,7 @@ async fn unread_counts_follow_sends_reads_and_deletes() {
         .query("select public.mark_conversation_read($1)", &[&ab])
         .await;
     db.as_user(u[1])
-        .query(
-            "select public.mark_conversation_read($1, $2)",
-            &[&ab, &m1],
-        )
+        .query("select public.mark_conversation_read($1, $2)", &[&ab, &m1])
         .await;
     assert_eq!(unread(&db, u[1]).await["total_unread"], 0);
     // An outsider cannot mark someone else's conversation.
@@ -494,10 +498,7 @@ async fn pages_return_each_message_exactly_once_while_others_are_sending() {
     loop {
         let rows = db
             .as_user(u[0])
-            .query(
-                "select public.get_messages($1, 7, $2)",
-                &[&conv, &cursor],
-            )
+            .query("select public.get_messages($1, 7, $2)", &[&conv, &cursor])
             .await;
         if rows.is_empty() {
             break;
@@ -518,7 +519,11 @@ async fn pages_return_each_message_exactly_once_while_others_are_sending() {
     assert_eq!(older.len(), 120, "every pre-existing message once");
     assert_eq!(unique.len(), 120, "no duplicates across pages");
     let all_unique: HashSet<&String> = seen.iter().collect();
-    assert_eq!(all_unique.len(), seen.len(), "no message twice, live ones included");
+    assert_eq!(
+        all_unique.len(),
+        seen.len(),
+        "no message twice, live ones included"
+    );
     // Newest first within the historical messages.
     let positions: Vec<usize> = older
         .iter()
@@ -600,7 +605,11 @@ async fn forwarding_needs_membership_on_both_sides() {
     assert_eq!(fwd.get::<_, Uuid>(0), ac);
     assert_eq!(fwd.get::<_, Option<Uuid>>(1), Some(m));
     assert_eq!(fwd.get::<_, String>(2), "worth sharing");
-    assert_eq!(fwd.get::<_, Uuid>(3), u[0], "forwarded in the forwarder's name");
+    assert_eq!(
+        fwd.get::<_, Uuid>(3),
+        u[0],
+        "forwarded in the forwarder's name"
+    );
     // B cannot forward into A and C's conversation; C cannot forward what C cannot see.
     let (code, _) = db
         .as_user(u[1])
@@ -679,7 +688,9 @@ async fn list_conversations_shows_previews_unread_counts_and_the_other_member() 
     let other: Value = rows[1].get("other_member");
     assert_eq!(other["display_name"], "Bo");
     assert_eq!(
-        rows[1].get::<_, Option<String>>("last_message_preview").as_deref(),
+        rows[1]
+            .get::<_, Option<String>>("last_message_preview")
+            .as_deref(),
         Some("first")
     );
     // Archiving moves it to the archived list, for Amy only.
@@ -693,7 +704,10 @@ async fn list_conversations_shows_previews_unread_counts_and_the_other_member() 
     assert_eq!(active.len(), 1);
     let archived = db
         .as_user(u[0])
-        .query("select id from public.list_conversations(archived => true)", &[])
+        .query(
+            "select id from public.list_conversations(archived => true)",
+            &[],
+        )
         .await;
     assert_eq!(archived.len(), 1);
     assert_eq!(archived[0].get::<_, Uuid>(0), ab);
@@ -769,7 +783,10 @@ async fn group_membership_changes_write_system_messages() {
         .await
         .get(0);
     db.as_user(u[0])
-        .query("select public.add_conversation_member($1, $2)", &[&g, &u[2]])
+        .query(
+            "select public.add_conversation_member($1, $2)",
+            &[&g, &u[2]],
+        )
         .await;
     db.as_user(u[0])
         .query(
@@ -787,9 +804,15 @@ async fn group_membership_changes_write_system_messages() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(bodies.contains(&"Ada created the group \"Book club\"".to_string()), "{bodies:?}");
+    assert!(
+        bodies.contains(&"Ada created the group \"Book club\"".to_string()),
+        "{bodies:?}"
+    );
     assert!(bodies.contains(&"Ada added Cal".to_string()), "{bodies:?}");
-    assert!(bodies.contains(&"Ada removed Bea".to_string()), "{bodies:?}");
+    assert!(
+        bodies.contains(&"Ada removed Bea".to_string()),
+        "{bodies:?}"
+    );
     // System messages count as nobody's unread and cannot be edited.
     assert_eq!(unread(&db, u[2]).await["total_unread"], 0);
     let sys: Uuid = db
