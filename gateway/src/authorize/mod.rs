@@ -196,7 +196,7 @@ impl RlsAuthorizer {
             let role = &identities[ident_idx].role;
             for (&oid, table_asks) in tables {
                 let cached = self
-                    .plan(&client, oid, role)
+                    .plan(client, oid, role)
                     .await
                     .map_err(AuthorizeError::Db)?;
                 let plan = &cached.plan;
