@@ -263,7 +263,9 @@ impl Assembler {
             Some(OldTuple::Key(t)) => Some(to_map(rel, relation, t, true, None)?),
             // An UPDATE that kept its key sends no old tuple: the old key is the new one.
             None => match (&record, rel.info.replica_identity) {
-                (Some(rec), ReplicaIdentity::Default | ReplicaIdentity::Index) => {
+                (Some(rec), ReplicaIdentity::Default | ReplicaIdentity::Index)
+                    if kind == ChangeKind::Update =>
+                {
                     let mut m = Map::new();
                     for c in rel.info.columns.iter().filter(|c| c.is_key) {
                         if let Some(v) = rec.get(&c.name) {
@@ -399,6 +401,10 @@ mod tests {
         assert_eq!(t.changes.len(), 3);
         let rec = t.changes[0].record.as_ref().unwrap();
         assert_eq!(rec["id"].to_string(), "9007199254740993");
+        assert!(
+            t.changes[0].old_record.is_none(),
+            "an INSERT has no old row"
+        );
         assert_eq!(rec["body"], json!("hi"));
         // Unchanged TOAST: left out of the record and named, not invented.
         let u = &t.changes[1];

@@ -107,13 +107,23 @@ pub async fn slot_state(
 ) -> Result<Option<SlotState>, ReplicationError> {
     let row = client
         .query_opt(
-            "select coalesce(plugin, '')::text, confirmed_flush_lsn::text \
-             from pg_replication_slots where slot_name = $1 and database = current_database()",
+            "select coalesce(plugin, '')::text, confirmed_flush_lsn::text, \
+                    coalesce(database, '')::text, current_database()::text \
+             from pg_replication_slots where slot_name = $1",
             &[&slot],
         )
         .await
         .map_err(ReplicationError::Catalog)?;
-    Ok(row.map(|r| SlotState {
+    let Some(r) = row else { return Ok(None) };
+    let (database, current): (String, String) = (r.get(2), r.get(3));
+    if database != current {
+        // Slot names are cluster-wide; another database's slot cannot stream this one.
+        return Err(ReplicationError::Config(format!(
+            "replication slot {slot:?} belongs to database {database:?}, not {current:?}; \
+             choose another slot name"
+        )));
+    }
+    Ok(Some(SlotState {
         plugin: r.get(0),
         confirmed_flush: r.get::<_, Option<String>>(1).as_deref().and_then(parse_lsn),
     }))
