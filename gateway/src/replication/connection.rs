@@ -464,9 +464,24 @@ impl ReplicationConnection {
         self.flush().await
     }
 
-    /// Ends the session politely: CopyDone then Terminate. Errors are moot at this point.
+    /// Ends the session politely: CopyDone, then wait for the server to finish streaming
+    /// (discarding what it still sends), then Terminate. Closing a socket with unread
+    /// data makes the kernel send a reset, and the server may then never read the status
+    /// update we sent just before: so we drain first. Errors are moot at this point.
     pub async fn close(mut self) {
         frontend::copy_done(&mut self.write_buf);
+        let drained = tokio::time::timeout(Duration::from_secs(3), async {
+            self.flush().await?;
+            loop {
+                if self.next_message().await?.tag == b'Z' {
+                    return Ok::<(), ReplicationError>(());
+                }
+            }
+        })
+        .await;
+        if !matches!(drained, Ok(Ok(()))) {
+            tracing::debug!("replication connection closed without the server's goodbye");
+        }
         frontend::terminate(&mut self.write_buf);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
         let _ = self.io.shutdown().await;

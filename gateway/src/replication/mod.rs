@@ -27,6 +27,11 @@
 //! server come again, unless the consumer passes the last LSN it processed as
 //! [`ReplicationConfig::resume_after`]; a graceful [`ReplicationHandle::shutdown`] reports
 //! the final confirmed position first.
+//!
+//! PostgreSQL's fast shutdown waits for each logical walsender until its client has
+//! confirmed everything sent. Ripple reports the consumer's confirmations within a status
+//! interval, and the server's own position whenever nothing is in flight, so a consumer
+//! that keeps confirming lets the server stop; one that stops confirming holds it up.
 
 mod assemble;
 mod connection;
@@ -136,7 +141,8 @@ impl ReplicationHandle {
         *self.shared.state.borrow() == StreamState::Streaming
     }
 
-    /// Follows the connection state.
+    /// Follows the connection state. Do not hold a `borrow()` (or the guard `wait_for`
+    /// returns) across an await: the stream waits for it to publish the next state.
     pub fn state(&self) -> watch::Receiver<StreamState> {
         self.shared.state.subscribe()
     }
