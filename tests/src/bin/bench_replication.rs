@@ -1,0 +1,190 @@
+//! Replication throughput: the same workload consumed by `pg_recvlogical` (pgoutput,
+//! raw messages to /dev/null) and by Ripple's consumer (typed decoding into
+//! Transactions with JSON rows), in one run, on one throwaway cluster.
+//!
+//! ```text
+//! cargo run --release -p ripple-tests --bin bench_replication [-- --rows 200000 --per-txn 50 --rounds 2]
+//! ```
+//!
+//! Each consumer gets its own slot, created before the workload, so both read exactly the
+//! same WAL; rounds alternate the two so neither always runs on a warmer cache. Prints
+//! changes per second of each (best round) and the ratio.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ripple::change::parse_lsn;
+use ripple::replication::{self, ReplicationConfig};
+
+#[derive(Parser)]
+struct Args {
+    /// Rows inserted (each one change).
+    #[arg(long, default_value_t = 200_000)]
+    rows: u64,
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 50)]
+    per_txn: u64,
+    /// Runs of each consumer.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let db = ripple_tests::empty_db().await;
+    db.client
+        .batch_execute(
+            "create table bench_messages ( \
+               id bigint primary key, author uuid not null, body text not null, \
+               created_at timestamptz not null, score numeric, meta jsonb, \
+               tags text[], edited bool not null default false); \
+             create publication bench for table bench_messages;",
+        )
+        .await?;
+    let slots: Vec<(String, bool)> = (0..args.rounds)
+        .flat_map(|r| {
+            [
+                (format!("bench_recv_{r}"), true),
+                (format!("bench_ripple_{r}"), false),
+            ]
+        })
+        .collect();
+    for (slot, _) in &slots {
+        db.client
+            .execute(
+                "select pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[slot],
+            )
+            .await?;
+    }
+    let txns = args.rows.div_ceil(args.per_txn);
+    let t0 = Instant::now();
+    db.client
+        .batch_execute(&format!(
+            "do $$ begin for t in 0..{last} loop \
+               insert into bench_messages \
+               select g, md5(g::text)::uuid, 'message body number ' || g || ' with some text', \
+                      now(), g * 1.25, jsonb_build_object('n', g, 'kind', 'chat'), \
+                      array['a', 'b c'], g % 2 = 0 \
+                 from generate_series(t * {per} + 1, least((t + 1) * {per}, {rows})) g; \
+               commit; \
+             end loop; end $$",
+            last = txns - 1,
+            per = args.per_txn,
+            rows = args.rows
+        ))
+        .await?;
+    let end: String = db
+        .client
+        // The insert position: with synchronous_commit off the last commits may not be
+        // written out yet, and pg_current_wal_lsn() would stop pg_recvlogical short.
+        .query_one("select pg_current_wal_insert_lsn()::text", &[])
+        .await?
+        .get(0);
+    let end_lsn = parse_lsn(&end).expect("lsn");
+    eprintln!(
+        "workload: {} rows in {} transactions written in {:.2?}; end {end}",
+        args.rows,
+        txns,
+        t0.elapsed()
+    );
+
+    let bindir = ripple::embedded::PgBinaries::find()?.bindir;
+    let recvlogical = [
+        "/usr/bin/pg_recvlogical".into(),
+        bindir.join("pg_recvlogical"),
+    ]
+    .into_iter()
+    .find(|p: &std::path::PathBuf| p.is_file())
+    .expect("pg_recvlogical");
+    let mut recv_rates = Vec::new();
+    let mut ripple_rates = Vec::new();
+    let mut last_commit = 0;
+    for (slot, is_recv) in &slots {
+        if *is_recv {
+            let start = Instant::now();
+            let status = Command::new(&recvlogical)
+                .args(["-d", &db.url, "--slot", slot, "--start", "--no-loop"])
+                .args(["-E", &end, "-f", "/dev/null"])
+                .args(["-o", "proto_version=1", "-o", "publication_names=bench"])
+                .stdin(Stdio::null())
+                .status()?;
+            let took = start.elapsed();
+            anyhow::ensure!(status.success(), "pg_recvlogical failed: {status}");
+            let rate = args.rows as f64 / took.as_secs_f64();
+            eprintln!("  pg_recvlogical {slot}: {took:.2?}, {rate:.0} changes/s");
+            recv_rates.push(rate);
+        } else {
+            let (took, last) = ripple_consume(&db.url, slot, args.rows, end_lsn).await?;
+            last_commit = last;
+            let rate = args.rows as f64 / took.as_secs_f64();
+            eprintln!("  ripple         {slot}: {took:.2?}, {rate:.0} changes/s");
+            ripple_rates.push(rate);
+        }
+    }
+    // pg_recvlogical reports what it wrote as flushed when it exits: check it read the
+    // whole workload, up to the last commit Ripple saw.
+    for (slot, is_recv) in &slots {
+        if *is_recv {
+            let confirmed: String = db
+                .client
+                .query_one(
+                    "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = $1",
+                    &[slot],
+                )
+                .await?
+                .get(0);
+            anyhow::ensure!(
+                parse_lsn(&confirmed).unwrap_or(0) >= last_commit,
+                "pg_recvlogical stopped at {confirmed}, before the last commit"
+            );
+        }
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    let (recv, rip) = (best(&recv_rates), best(&ripple_rates));
+    println!("changes: {} in {} transactions", args.rows, txns);
+    println!("pg_recvlogical (pgoutput, raw): {recv:>10.0} changes/s");
+    println!("ripple (typed JSON rows):       {rip:>10.0} changes/s");
+    println!("ratio ripple / pg_recvlogical:  {:>10.2}", rip / recv);
+    Ok(())
+}
+
+/// Starts Ripple's stream on `slot` and times until every change has arrived.
+async fn ripple_consume(
+    url: &str,
+    slot: &str,
+    rows: u64,
+    end_lsn: u64,
+) -> anyhow::Result<(Duration, u64)> {
+    let start = Instant::now();
+    let mut config = ReplicationConfig::new(url, slot, "bench");
+    config.protocol_version = Some(1);
+    config.create_publication = false;
+    let (mut rx, handle) = replication::start(config).await?;
+    let mut changes = 0u64;
+    let mut bytes_of_json = 0usize;
+    let mut last = 0;
+    while changes < rows {
+        let t = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+        changes += t.changes.len() as u64;
+        // Touch the typed rows so nothing is optimised away.
+        if let Some(r) = t.changes.last().and_then(|c| c.record.as_ref()) {
+            bytes_of_json += r.len();
+        }
+        handle.confirm(t.commit_lsn);
+        last = t.commit_lsn;
+        anyhow::ensure!(t.commit_lsn <= end_lsn, "read past the workload");
+    }
+    let took = start.elapsed();
+    anyhow::ensure!(bytes_of_json > 0);
+    handle.shutdown().await;
+    Ok((took, last))
+}
