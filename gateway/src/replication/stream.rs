@@ -306,6 +306,16 @@ impl Streamer {
             return Ok(None);
         }
         let lsn = t.commit_lsn;
+        // The common case: room in the queue, no timer needed.
+        let t = match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Arc::new(t));
+                self.last_delivered = lsn;
+                return Ok(None);
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Ok(Some(End::Stop)),
+            Err(mpsc::error::TrySendError::Full(())) => t,
+        };
         let mut tick = tokio::time::interval(self.config.status_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let tx = self.tx.clone();
