@@ -39,6 +39,8 @@ impl std::error::Error for ServerError {}
 pub enum ReplicationError {
     #[error("invalid replication configuration: {0}")]
     Config(String),
+    #[error("invalid database URL")]
+    Url(#[source] tokio_postgres::Error),
     #[error("could not connect to {target}")]
     Connect {
         target: String,
@@ -87,6 +89,8 @@ pub enum ReplicationError {
     Protocol(String),
     #[error("could not decode a replication message")]
     Decode(#[source] DecodeError),
+    #[error("the replication stream contradicted itself")]
+    Assemble(#[source] super::assemble::AssembleError),
     #[error("catalog query failed")]
     Catalog(#[source] tokio_postgres::Error),
 }

@@ -163,10 +163,8 @@ pub async fn start(
     config: ReplicationConfig,
 ) -> Result<(mpsc::Receiver<Arc<Transaction>>, ReplicationHandle), ReplicationError> {
     setup::check_slot_name(&config.slot)?;
-    let pg_config: tokio_postgres::Config = config
-        .database_url
-        .parse()
-        .map_err(|e| ReplicationError::Config(format!("invalid database URL: {e}")))?;
+    let pg_config: tokio_postgres::Config =
+        config.database_url.parse().map_err(ReplicationError::Url)?;
     let params = ConnectParams::from_config(&pg_config)?;
     let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
     let (state, _) = watch::channel(StreamState::Streaming);

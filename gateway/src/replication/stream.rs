@@ -283,7 +283,7 @@ impl Streamer {
                 let committed = self
                     .assembler
                     .apply(msg)
-                    .map_err(|e| ReplicationError::Protocol(e.to_string()))?;
+                    .map_err(ReplicationError::Assemble)?;
                 if let Some(t) = committed {
                     return self.deliver(conn, t, shutdown).await;
                 }

@@ -183,8 +183,9 @@ async fn ripple_consume(
         last = t.commit_lsn;
         anyhow::ensure!(t.commit_lsn <= end_lsn, "read past the workload");
     }
-    let took = start.elapsed();
     anyhow::ensure!(bytes_of_json > 0);
+    // Counted like pg_recvlogical's run, which includes its final report and exit.
     handle.shutdown().await;
+    let took = start.elapsed();
     Ok((took, last))
 }
