@@ -597,3 +597,85 @@ async fn tail_on_a_temporary_slot_sees_changes_from_its_start_and_leaves_no_slot
         .get(0);
     assert_eq!(left, 0, "the temporary slot went away with the connection");
 }
+
+async fn slot_confirmed(db: &ripple_tests::TestDb, slot: &str) -> u64 {
+    let s: String = db
+        .client
+        .query_one(
+            "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    ripple::change::parse_lsn(&s).unwrap()
+}
+
+#[tokio::test]
+async fn the_server_is_told_only_what_the_consumer_confirmed() {
+    let db = empty_db().await;
+    db.client
+        .batch_execute("create table t (id int primary key)")
+        .await
+        .unwrap();
+    publish(&db, "p", &["t"]).await;
+    let mut s = start(&db, "s", "p").await;
+    let slot = slot_name(&db, "s");
+    let before = slot_confirmed(&db, &slot).await;
+    db.client
+        .batch_execute("insert into t values (1)")
+        .await
+        .unwrap();
+    db.client
+        .batch_execute("insert into t values (2)")
+        .await
+        .unwrap();
+    let first = s.0.recv().await.unwrap();
+    let second = s.0.recv().await.unwrap();
+    // Nothing confirmed: the slot stays where it was, however long we wait.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(slot_confirmed(&db, &slot).await, before);
+    s.1.confirm(first.commit_lsn);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(slot_confirmed(&db, &slot).await, first.commit_lsn);
+    s.1.confirm(second.commit_lsn);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(slot_confirmed(&db, &slot).await >= second.commit_lsn);
+    s.1.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_stream_answers_keepalives_and_keeps_its_connection() {
+    let db = empty_db().await;
+    // The server drops a walsender that does not answer within this.
+    db.client
+        .batch_execute(&format!(
+            "alter database {} set wal_sender_timeout = '1s'; \
+             create table t (id int primary key);",
+            db.name
+        ))
+        .await
+        .unwrap();
+    publish(&db, "p", &["t"]).await;
+    let mut s = start(&db, "s", "p").await;
+    let pid = || async {
+        db.client
+            .query_one(
+                "select active_pid from pg_replication_slots where slot_name = $1",
+                &[&slot_name(&db, "s")],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<i32>>(0)
+    };
+    let before = pid().await.expect("slot in use");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(pid().await, Some(before), "same walsender: never timed out");
+    assert!(s.1.is_up());
+    db.client
+        .batch_execute("insert into t values (1)")
+        .await
+        .unwrap();
+    assert_eq!(inserted_ids(&collect_changes(&mut s, 1).await), vec![1]);
+    s.1.shutdown().await;
+}

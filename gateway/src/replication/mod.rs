@@ -170,7 +170,8 @@ pub async fn start(
     let (state, _) = watch::channel(StreamState::Streaming);
     let (shutdown, _) = watch::channel(false);
     let shared = Arc::new(Shared {
-        confirmed: Default::default(),
+        // The consumer's own record counts as confirmed: the slot may move past it.
+        confirmed: config.resume_after.unwrap_or(0).into(),
         state,
         shutdown,
     });
