@@ -131,6 +131,8 @@ pub(crate) fn describe_auth_error(e: &AuthError) -> String {
 
 /// `GET /realtime/v1/websocket` (and `/socket/websocket`): checks the `apikey` and the
 /// protocol version, then upgrades and hands the socket to its own task.
+// Async like every handler the router awaits; the socket itself runs on its own task.
+#[allow(clippy::unused_async)]
 pub async fn upgrade(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     let Some(key) = api_key(&req) else {
         return unauthorized("apikey is required (query parameter `apikey` or header `apikey`)");
@@ -168,9 +170,11 @@ pub async fn upgrade(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                let mut config = WebSocketConfig::default();
-                config.max_message_size = Some(max);
-                config.max_frame_size = Some(max);
+                let config = WebSocketConfig {
+                    max_message_size: Some(max),
+                    max_frame_size: Some(max),
+                    ..WebSocketConfig::default()
+                };
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
