@@ -43,10 +43,12 @@ pub fn cluster() -> &'static TestCluster {
 
 fn start_cluster() -> TestCluster {
     let bin = PgBinaries::find().expect("PostgreSQL binaries (initdb, pg_ctl) are required");
+    // Short names: the cluster's Unix socket lives in the data folder, and its path may
+    // not exceed 107 bytes.
     let root = std::env::temp_dir().join(format!(
         "ripple-test-{}-{}",
         std::process::id(),
-        Uuid::new_v4().simple()
+        &Uuid::new_v4().simple().to_string()[..8]
     ));
     std::fs::create_dir_all(&root).expect("create test cluster folder");
     // The account that may run the cluster when we are root must reach the folder.
@@ -58,7 +60,10 @@ fn start_cluster() -> TestCluster {
             ephemeral: true,
             ..ClusterOptions::default()
         };
-        let data = root.join(format!("data-{}", Uuid::new_v4().simple()));
+        let data = root.join(format!(
+            "data-{}",
+            &Uuid::new_v4().simple().to_string()[..8]
+        ));
         let cluster = Cluster::init(bin.clone(), &data, &opts).expect("initdb");
         cluster
             .reap_after_exit(std::process::id(), &root)

@@ -182,7 +182,11 @@ async fn malformed_frames_and_unknown_events_get_error_replies_and_the_socket_su
         .await;
     assert_eq!(reason(&c.reply_to(&r).await), "unmatched topic");
     // Unknown event on a joined channel.
-    c.join_ok("realtime:room", json!({"config": {"presence": {"enabled": false}}})).await;
+    c.join_ok(
+        "realtime:room",
+        json!({"config": {"presence": {"enabled": false}}}),
+    )
+    .await;
     let r = c.send(Some("1"), "realtime:room", "shout", json!({})).await;
     assert!(reason(&c.reply_to(&r).await).contains("UnknownEvent"));
     c.assert_nothing_pending().await;
@@ -398,7 +402,10 @@ async fn broadcast_honours_self_and_ack_across_framings_including_binary_frames(
     )
     .await;
     quiet
-        .join_ok("realtime:elsewhere", json!({"config": {"presence": {"enabled": false}}}))
+        .join_ok(
+            "realtime:elsewhere",
+            json!({"config": {"presence": {"enabled": false}}}),
+        )
         .await;
     // A's JSON broadcast: A gets it back (self) and an ack; B gets it.
     let r = a
