@@ -109,3 +109,21 @@ test('presence: a join is seen by others, and a disconnect is seen as a leave', 
   await waitFor('alice to leave', () => leaves.includes('alice'))
   assert.equal(bChannel.presenceState().alice, undefined)
 })
+
+test('postgres_changes bindings are accepted as realtime-js matches them, then Subscribed to PostgreSQL', async () => {
+  const B = await client(tokens.b)
+  const system = []
+  const channel = B.channel(`db:${conversation}`)
+    .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'messages', filter: `conversation_id=eq.${conversation}` }, () => {})
+    .on('postgres_changes', { event: '*', schema: 'public', table: 'conversations' }, () => {})
+    .on('system', {}, (p) => system.push(p))
+  // CHANNEL_ERROR here would mean the reply's bindings did not match the client's.
+  await subscribe(channel)
+  await waitFor('the system message', () => system.length > 0)
+  assert.equal(system[0].message, 'Subscribed to PostgreSQL')
+  assert.equal(system[0].status, 'ok')
+
+  const bad = B.channel('db-bad').on('postgres_changes', { event: '*', schema: 'public', table: 'no_such_table' }, () => {})
+  await assert.rejects(subscribe(bad), /does not exist/)
+  await B.removeChannel(bad)
+})

@@ -66,7 +66,7 @@ async fn supabase_js_realtime_typing_on_a_private_channel_and_presence() {
         "node --test failed:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("pass 2"),
-        "both node tests ran and passed:\n{stdout}"
+        stdout.contains("pass 3"),
+        "all node tests ran and passed:\n{stdout}"
     );
 }

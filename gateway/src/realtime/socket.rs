@@ -786,7 +786,10 @@ impl Session {
                 .await;
             }
             End::Error(e) => tracing::debug!(socket = id, error = %e, "socket error"),
-            End::ClientClosed => {}
+            // Completes the closing handshake (tungstenite queued our Close reply).
+            End::ClientClosed => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+            }
         }
         let topics: Vec<String> = self.channels.keys().cloned().collect();
         for t in topics {
