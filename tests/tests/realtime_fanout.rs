@@ -469,3 +469,43 @@ async fn a_closed_socket_takes_its_subscriptions_along_and_its_user_is_marked_la
     assert!(carol_seen.is_none(), "carol is still connected");
     drop(carol);
 }
+
+#[tokio::test]
+async fn a_transaction_arrives_in_commit_order_and_each_claim_set_is_checked_once() {
+    let c = chat().await;
+    let spec = json!([{"event": "INSERT", "schema": "public", "table": "messages"}]);
+    // Two tabs of Bob with the same token share one claim set; Carol has her own.
+    let bob_token = c.gw.token_for(c.bob, 600);
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let mut tab = Client::connect(c.gw.addr, &c.gw.anon_key, "1.0.0").await;
+        tab.join_ok("realtime:db", changes_payload(&bob_token, spec.clone()))
+            .await;
+        tabs.push(tab);
+    }
+    let (mut carol, _) = subscriber(&c, c.carol, spec).await;
+    let rel = relation(&c.db, "public", "messages").await;
+    let mut changes = Vec::new();
+    for body in ["one", "two", "three"] {
+        let id = send_message(&c, body).await;
+        changes.push(change(
+            &rel,
+            ChangeKind::Insert,
+            Some(row(&c.db, MESSAGE_JSON, &id).await),
+            None,
+        ));
+    }
+    let auth = LiveRowAuthorizer::new(c.gw.app.pool.clone());
+    let report = ripple::realtime::deliver(&c.gw.app.realtime, &tx(changes), &auth)
+        .await
+        .unwrap();
+    assert_eq!(report.candidates, 9, "3 changes x 3 channels");
+    assert_eq!(report.checks, 6, "3 changes x 2 distinct claim sets");
+    assert_eq!((report.delivered, report.hidden), (6, 3));
+    for tab in &mut tabs {
+        for body in ["one", "two", "three"] {
+            assert_eq!(tab.recv().await.payload["data"]["record"]["body"], body);
+        }
+    }
+    carol.assert_nothing_pending().await;
+}

@@ -13,6 +13,12 @@
 //!
 //! `protocol` and `filter` are pure (no I/O). `reference_authorizer` is the per-subscriber
 //! live-row check, for tests and as the benchmark's reference.
+//!
+//! Wiring: `App::new` creates `app.realtime`. The replication consumer calls, for each
+//! committed transaction in commit order, `realtime::deliver(&app.realtime, &tx, &authorizer)`
+//! and may confirm `tx.commit_lsn` once it returns (messages are then in the sockets' queues).
+//! A subscription takes part in every `deliver` that starts after its channel was told
+//! "Subscribed to PostgreSQL".
 
 pub mod fanout;
 pub mod filter;
