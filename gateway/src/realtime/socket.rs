@@ -333,9 +333,13 @@ impl Session {
                 return;
             }
         };
+        let mut reads = TopicAccess {
+            broadcast: true,
+            presence: true,
+        };
         if config.private {
             match private::read_access(&self.app.pool, &sub_topic, &claims).await {
-                Ok(a) if a.any() => {}
+                Ok(a) if a.any() => reads = a,
                 Ok(_) => {
                     self.reply_error(
                         &m,
@@ -436,6 +440,8 @@ impl Session {
                 topic: topic.clone(),
                 broadcast_self: config.broadcast_self,
                 presence_enabled: config.presence_enabled,
+                read_broadcast: reads.broadcast,
+                read_presence: reads.presence,
                 presence_key,
             },
         );

@@ -28,6 +28,10 @@ pub struct Member {
     pub topic: Arc<str>,
     pub broadcast_self: bool,
     pub presence_enabled: bool,
+    /// May this channel receive broadcasts / presence? Always on a public channel; on a
+    /// private one, what the `realtime.messages` SELECT policies allowed at join.
+    pub read_broadcast: bool,
+    pub read_presence: bool,
     /// `config.presence.key`, or a generated one.
     pub presence_key: String,
 }
@@ -102,7 +106,11 @@ impl Topic {
             return;
         }
         let payload = json!({"joins": group(joins), "leaves": group(leaves)}).to_string();
-        for m in self.members.values().filter(|m| m.presence_enabled) {
+        for m in self
+            .members
+            .values()
+            .filter(|m| m.presence_enabled && m.read_presence)
+        {
             m.socket.push(message(m, "presence_diff", payload.clone()));
         }
     }
@@ -135,7 +143,7 @@ impl Topics {
     pub fn join(&self, key: &TopicKey, channel: u64, member: Member) {
         let mut topics = self.lock();
         let topic = topics.entry(key.clone()).or_default();
-        if member.presence_enabled {
+        if member.presence_enabled && member.read_presence {
             member
                 .socket
                 .push(message(&member, "presence_state", topic.state_json()));
@@ -166,7 +174,7 @@ impl Topics {
         };
         let mut n = 0;
         for (channel, m) in &topic.members {
-            if *channel == from && !m.broadcast_self {
+            if (*channel == from && !m.broadcast_self) || !m.read_broadcast {
                 continue;
             }
             let out = BroadcastOut {
@@ -196,8 +204,10 @@ impl Topics {
         if !member.presence_enabled {
             member.presence_enabled = true;
             let m = member.clone();
-            m.socket
-                .push(message(&m, "presence_state", topic.state_json()));
+            if m.read_presence {
+                m.socket
+                    .push(message(&m, "presence_state", topic.state_json()));
+            }
         }
         let pkey = topic.members[&channel].presence_key.clone();
         let leaves = topic.take_metas(channel);
@@ -245,6 +255,8 @@ mod tests {
                 topic: "realtime:room".into(),
                 broadcast_self: me,
                 presence_enabled: presence,
+                read_broadcast: true,
+                read_presence: true,
                 presence_key: key.into(),
             },
             rx,
@@ -294,6 +306,12 @@ mod tests {
             0,
             "the private topic is another topic"
         );
+        // A member the policies let read presence but not broadcasts gets no broadcasts.
+        let (mut c, mut rc) = member(3, "c", false, false);
+        c.read_broadcast = false;
+        t.join(&key(false), 3, c);
+        assert_eq!(t.broadcast(&key(false), 1, &msg), 1);
+        assert!(rc.try_recv().is_err());
     }
 
     #[test]
