@@ -12,6 +12,8 @@ pub struct App {
     /// transaction with the caller's role and claims set locally.
     pub pool: deadpool_postgres::Pool,
     pub database_url: String,
+    /// Realtime's shared state: live subscriptions, topics; the fan-out delivers through it.
+    pub realtime: Arc<crate::realtime::Realtime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,7 @@ impl App {
             jwt,
             pool,
             database_url: database_url.to_string(),
+            realtime: Arc::new(crate::realtime::Realtime::new()),
         }))
     }
 }

@@ -56,6 +56,11 @@ pub struct ServeConfig {
     /// Messages queued per WebSocket client before it is disconnected as too slow.
     #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,
+
+    /// Seconds without a frame from a WebSocket client (clients heartbeat every 25 s) after
+    /// which its socket is closed.
+    #[arg(long, env = "RIPPLE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub ws_idle_timeout_secs: u64,
 }
 
 impl ServeConfig {
