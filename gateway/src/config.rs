@@ -24,6 +24,15 @@ pub struct ServeConfig {
     )]
     pub jwt_public_keys: Vec<PathBuf>,
 
+    /// Database roles a token's `role` claim may name.
+    #[arg(
+        long,
+        env = "RIPPLE_DB_ROLES",
+        value_delimiter = ',',
+        default_value = "anon,authenticated,service_role"
+    )]
+    pub db_roles: Vec<String>,
+
     /// Publication whose tables stream (membership is managed in SQL).
     #[arg(long, env = "RIPPLE_PUBLICATION", default_value = crate::DEFAULT_PUBLICATION)]
     pub publication: String,
@@ -73,6 +82,7 @@ impl ServeConfig {
         Ok(JwtConfig {
             secret: self.jwt_secret.clone().map(Secret::new),
             public_keys_pem,
+            allowed_roles: self.db_roles.clone(),
         })
     }
 }

@@ -110,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = JwtVerifier::new(&JwtConfig {
                 secret: Some(Secret::new(jwt_secret)),
                 public_keys_pem: vec![],
+                ..Default::default()
             })?;
             let role = role.unwrap_or_else(|| {
                 if sub.is_some() {

@@ -77,6 +77,7 @@ fn ripple_dev_runs_a_migrated_postgres_prints_tokens_and_stops_it_on_ctrl_c() {
     let v = ripple::auth::JwtVerifier::new(&ripple::auth::JwtConfig {
         secret: Some(ripple::auth::Secret::new(secret.trim())),
         public_keys_pem: vec![],
+        ..Default::default()
     })
     .unwrap();
     let claims = v.verify(&token).expect("the printed token verifies");
@@ -112,6 +113,7 @@ fn ripple_token_mints_a_token_for_a_user_and_an_anon_key() {
     let v = ripple::auth::JwtVerifier::new(&ripple::auth::JwtConfig {
         secret: Some(ripple::auth::Secret::new(secret)),
         public_keys_pem: vec![],
+        ..Default::default()
     })
     .unwrap();
     let user = v

@@ -56,6 +56,12 @@ async fn the_handshake_refuses_missing_bad_expired_and_alg_none_apikeys_with_401
         handshake_status(&format!("{base}?apikey={expired}")).await,
         401
     );
+    // Signed with our secret, but naming the superuser: never acted on.
+    let superuser = gw.sign(&json!({"role": "postgres", "exp": 99999999999i64}));
+    assert_eq!(
+        handshake_status(&format!("{base}?apikey={superuser}")).await,
+        401
+    );
     let none = alg_none_token(&json!({"role": "service_role", "exp": 99999999999i64}));
     assert_eq!(
         handshake_status(&format!("{base}?apikey={none}")).await,
@@ -65,7 +71,7 @@ async fn the_handshake_refuses_missing_bad_expired_and_alg_none_apikeys_with_401
         secret: Some(ripple::auth::Secret::new(
             "another-secret-another-secret-another",
         )),
-        public_keys_pem: vec![],
+        ..Default::default()
     })
     .unwrap()
     .mint_for("anon", None, 60)

@@ -33,6 +33,10 @@ pub struct JwtConfig {
     pub secret: Option<Secret>,
     /// PEM-encoded RSA or EC public keys, for RS256/ES256.
     pub public_keys_pem: Vec<String>,
+    /// Database roles a token's `role` claim may name (empty: any). A token is a request to
+    /// `SET ROLE`; without this list a validly signed `"role": "postgres"` would run as the
+    /// superuser.
+    pub allowed_roles: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub enum AuthError {
     BadClaim(&'static str),
     #[error("no key is configured to verify this token")]
     NoKey,
+    #[error("token role is not allowed")]
+    RoleNotAllowed,
 }
 
 /// The verified claims of a token.
@@ -72,6 +78,7 @@ impl Claims {
 }
 
 pub struct JwtVerifier {
+    allowed_roles: Vec<String>,
     hs: Option<(DecodingKey, EncodingKey)>,
     rsa: Vec<DecodingKey>,
     ec: Vec<DecodingKey>,
@@ -119,7 +126,12 @@ impl JwtVerifier {
                 return Err(KeyError { index });
             }
         }
-        Ok(Self { hs, rsa, ec })
+        Ok(Self {
+            allowed_roles: config.allowed_roles.clone(),
+            hs,
+            rsa,
+            ec,
+        })
     }
 
     /// Verifies signature and expiry and extracts the claims Ripple needs.
@@ -152,7 +164,14 @@ impl JwtVerifier {
         let mut last = AuthError::BadSignature;
         for key in keys {
             match decode::<Value>(token, key, &validation) {
-                Ok(data) => return Self::claims(data.claims),
+                Ok(data) => {
+                    let claims = Self::claims(data.claims)?;
+                    if !self.allowed_roles.is_empty() && !self.allowed_roles.contains(&claims.role)
+                    {
+                        return Err(AuthError::RoleNotAllowed);
+                    }
+                    return Ok(claims);
+                }
                 Err(e) => {
                     last = match e.kind() {
                         jsonwebtoken::errors::ErrorKind::InvalidSignature => {
@@ -239,6 +258,7 @@ mod tests {
         JwtVerifier::new(&JwtConfig {
             secret: Some(Secret::new("test-secret-at-least-32-bytes-long!!")),
             public_keys_pem: vec![],
+            ..Default::default()
         })
         .unwrap()
     }
@@ -264,6 +284,7 @@ mod tests {
         let other = JwtVerifier::new(&JwtConfig {
             secret: Some(Secret::new("another-secret-another-secret-123")),
             public_keys_pem: vec![],
+            ..Default::default()
         })
         .unwrap();
         let t = other.mint_for("authenticated", Some("u"), 60).unwrap();
@@ -292,6 +313,20 @@ mod tests {
     }
 
     #[test]
+    fn a_role_outside_the_allowed_list_is_refused() {
+        let v = JwtVerifier::new(&JwtConfig {
+            secret: Some(Secret::new("test-secret-at-least-32-bytes-long!!")),
+            allowed_roles: vec!["anon".into(), "authenticated".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let su = v.mint_for("postgres", None, 60).unwrap();
+        assert_eq!(v.verify(&su), Err(AuthError::RoleNotAllowed));
+        let ok = v.mint_for("authenticated", Some("u"), 60).unwrap();
+        assert!(v.verify(&ok).is_ok());
+    }
+
+    #[test]
     fn garbage_is_malformed() {
         assert_eq!(verifier().verify("not.a.jwt"), Err(AuthError::Malformed));
         assert_eq!(verifier().verify(""), Err(AuthError::Malformed));
@@ -303,7 +338,7 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         let c = JwtConfig {
             secret: Some(s),
-            public_keys_pem: vec![],
+            ..Default::default()
         };
         assert!(!format!("{c:?}").contains("hunter2"));
     }

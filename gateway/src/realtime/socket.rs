@@ -191,6 +191,9 @@ fn reason_for(e: &AuthError) -> String {
         AuthError::AlgorithmNotAllowed => "InvalidJWTToken: token algorithm is not accepted".into(),
         AuthError::Malformed => "MalformedJWT: The token provided is not a valid JWT".into(),
         AuthError::NoKey => "JwtSignerError: no key is configured to verify this token".into(),
+        AuthError::RoleNotAllowed => {
+            "InvalidJWTToken: the token's role is not one Ripple may act as".into()
+        }
     }
 }
 
