@@ -125,7 +125,8 @@ create table public.messages (
   forwarded_from_id uuid references public.messages (id) on delete set null,
   -- Idempotency key chosen by the sending client; a retry returns the first message.
   client_id text check (char_length(client_id) <= 200),
-  created_at timestamptz not null default now(),
+  -- clock_timestamp, not now(): messages sent in one transaction keep their order.
+  created_at timestamptz not null default clock_timestamp(),
   edited_at timestamptz,
   deleted_at timestamptz,
   constraint messages_id_conversation unique (id, conversation_id),

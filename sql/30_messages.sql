@@ -58,7 +58,7 @@ begin
           attachment ->> 'url', attachment ->> 'filename', (attachment ->> 'size')::bigint,
           attachment ->> 'mime_type', send_message.client_id)
   -- A concurrent retry that won the race: fall through and return its row.
-  on conflict (sender_id, client_id) do nothing
+  on conflict on constraint messages_client_id_unique do nothing
   returning * into m;
   if m.id is null then
     select * into strict m from public.messages x

@@ -6,15 +6,18 @@ do $$
 declare
   pub text := coalesce(nullif(current_setting('ripple.publication', true), ''), 'ripple');
   t text;
+  tables text[] := array['public.profiles', 'public.conversations', 'public.conversation_members',
+                         'public.messages', 'public.message_reactions',
+                         -- Ripple's cache-invalidation signal (see schema/V3).
+                         'ripple.security_changes'];
 begin
   if not exists (select 1 from pg_publication where pubname = pub) then
     execute format('create publication %I', pub);
   end if;
-  foreach t in array array['profiles', 'conversations', 'conversation_members', 'messages',
-                           'message_reactions'] loop
+  foreach t in array tables loop
     if not exists (select 1 from pg_publication_tables
-                    where pubname = pub and schemaname = 'public' and tablename = t) then
-      execute format('alter publication %I add table public.%I', pub, t);
+                    where pubname = pub and format('%I.%I', schemaname, tablename) = t) then
+      execute format('alter publication %I add table %s', pub, t);
     end if;
   end loop;
 end

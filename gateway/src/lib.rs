@@ -14,6 +14,7 @@
 //! `ripple dev` and the tests.
 
 pub mod auth;
+pub mod authorize;
 pub mod change;
 pub mod config;
 pub mod db;

@@ -45,10 +45,12 @@ pub fn cluster() -> &'static TestCluster {
 
 fn start_cluster() -> TestCluster {
     let bin = PgBinaries::find().expect("PostgreSQL binaries (initdb, pg_ctl) are required");
+    // Short: the server's Unix socket lives in the data folder, and socket paths are
+    // limited to 107 bytes.
     let root = std::env::temp_dir().join(format!(
-        "ripple-test-{}-{}",
+        "rpl-{}-{}",
         std::process::id(),
-        Uuid::new_v4().simple()
+        &Uuid::new_v4().simple().to_string()[..8]
     ));
     std::fs::create_dir_all(&root).expect("create test cluster folder");
     // The account that may run the cluster when we are root must reach the folder.
@@ -60,7 +62,7 @@ fn start_cluster() -> TestCluster {
             ephemeral: true,
             ..ClusterOptions::default()
         };
-        let data = root.join(format!("data-{}", Uuid::new_v4().simple()));
+        let data = root.join(format!("d{}", &Uuid::new_v4().simple().to_string()[..6]));
         let cluster = Cluster::init(bin.clone(), &data, &opts).expect("initdb");
         cluster
             .reap_after_exit(std::process::id(), &root)

@@ -31,7 +31,10 @@ async fn a_fresh_database_is_migrated_and_dropped_after_use() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(tables, 5, "the chat tables are in the publication");
+    assert_eq!(
+        tables, 6,
+        "the chat tables and the security-change feed are in the publication"
+    );
     drop(db);
     let admin = ripple::db::connect(&cluster().cluster.url("postgres"))
         .await

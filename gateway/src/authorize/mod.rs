@@ -1,0 +1,334 @@
+//! Which subscribers may see a change: asked of the database's own row-level security.
+//!
+//! Supabase Realtime re-reads the live row once per subscriber per change. We instead:
+//! - judge the row *as the change carries it* (the new row for INSERT/UPDATE, the old row
+//!   for DELETE), so a row updated or deleted right after its insert is still judged as it
+//!   was, and deletes are authorized too;
+//! - ask once per distinct identity (role + claims), not per subscriber;
+//! - check all rows of a transaction for an identity in one statement per table, and send
+//!   every statement of the batch in one pipelined round trip;
+//! - cache each (table, role) plan (`plan.rs`), dropping the cache when the replication
+//!   stream shows a policy, grant or table change (`ripple.security_changes`).
+
+mod plan;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio_postgres::Row;
+
+use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
+pub use plan::{CheckPlan, Decision};
+
+/// A distinct identity to authorize for: the role a query runs as and the claims it sees.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub role: String,
+    /// The claims as JSON text (what `request.jwt.claims` holds).
+    pub claims: String,
+}
+
+/// The answer for one (change, identity) question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub visible: bool,
+    /// Columns the identity's role may select; the rest are removed before delivery.
+    pub columns: Arc<Vec<String>>,
+}
+
+impl Verdict {
+    fn hidden() -> Self {
+        Self {
+            visible: false,
+            columns: Arc::new(Vec::new()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    #[error("no database connection for authorization")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("authorization query failed")]
+    Db(#[source] tokio_postgres::Error),
+}
+
+/// How long a cached plan may be used without a signal from the stream (covers databases
+/// where the event trigger could not be installed).
+const PLAN_TTL: Duration = Duration::from_secs(30);
+
+/// The schema and table whose changes mean "policies or grants changed".
+pub const SECURITY_FEED: (&str, &str) = ("ripple", "security_changes");
+
+struct CachedPlan {
+    plan: CheckPlan,
+    loaded: Instant,
+}
+
+pub struct RlsAuthorizer {
+    pool: deadpool_postgres::Pool,
+    plans: Mutex<HashMap<(u32, String), Arc<CachedPlan>>>,
+}
+
+/// The row a change is judged on, or None when it cannot be judged (and so reaches no one).
+pub fn row_to_judge(change: &RowChange) -> Option<Map<String, Value>> {
+    match change.kind {
+        ChangeKind::Insert => change.record.clone(),
+        ChangeKind::Update => {
+            let mut row = change.record.clone()?;
+            // Unchanged TOASTed values are not in the new tuple; the full old row has them.
+            if let Some(old) = &change.old_record {
+                for col in &change.unchanged_toast {
+                    if let Some(v) = old.get(col) {
+                        row.insert(col.clone(), v.clone());
+                    }
+                }
+            }
+            Some(row)
+        }
+        // Only a full old row can be judged; a key alone would let the policy see nulls.
+        ChangeKind::Delete if change.relation.replica_identity == ReplicaIdentity::Full => {
+            change.old_record.clone()
+        }
+        ChangeKind::Delete | ChangeKind::Truncate => None,
+    }
+}
+
+type QueryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+impl RlsAuthorizer {
+    pub fn new(pool: deadpool_postgres::Pool) -> Self {
+        Self {
+            pool,
+            plans: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forget every cached plan (policies, grants or tables changed).
+    pub fn invalidate(&self) {
+        self.plans.lock().expect("plan cache lock").clear();
+    }
+
+    /// Call for every transaction, before authorizing its changes: a transaction that
+    /// touched the security feed invalidates the plans.
+    pub fn observe(&self, tx: &Transaction) {
+        let touched = tx
+            .changes
+            .iter()
+            .any(|c| c.relation.schema == SECURITY_FEED.0 && c.relation.name == SECURITY_FEED.1);
+        if touched {
+            tracing::info!("policies or grants changed; authorization plans reloaded");
+            self.invalidate();
+        }
+    }
+
+    async fn plan(
+        &self,
+        client: &tokio_postgres::Client,
+        oid: u32,
+        role: &str,
+    ) -> Result<Arc<CachedPlan>, tokio_postgres::Error> {
+        let key = (oid, role.to_string());
+        if let Some(p) = self.plans.lock().expect("plan cache lock").get(&key) {
+            if p.loaded.elapsed() < PLAN_TTL {
+                return Ok(p.clone());
+            }
+        }
+        let plan = Arc::new(CachedPlan {
+            plan: plan::load(client, oid, role).await?,
+            loaded: Instant::now(),
+        });
+        self.plans
+            .lock()
+            .expect("plan cache lock")
+            .insert(key, plan.clone());
+        Ok(plan)
+    }
+
+    /// Answers `asks`, each a (change index, identity index), in one round trip when the
+    /// plans are cached. Returns one verdict per ask, in order. Fails closed: a check that
+    /// errors (a policy raising for some claims, say) makes its rows invisible.
+    pub async fn authorize(
+        &self,
+        changes: &[&RowChange],
+        identities: &[Identity],
+        asks: &[(usize, usize)],
+    ) -> Result<Vec<Verdict>, AuthorizeError> {
+        let mut verdicts = vec![Verdict::hidden(); asks.len()];
+        if asks.is_empty() {
+            return Ok(verdicts);
+        }
+        let pooled = self.pool.get().await.map_err(AuthorizeError::Pool)?;
+        let client: &tokio_postgres::Client = &pooled;
+        let rows: Vec<Option<Value>> = changes
+            .iter()
+            .map(|c| row_to_judge(c).map(Value::Object))
+            .collect();
+
+        // Group the questions: identity -> table -> asks (with the row to check).
+        let mut by_identity: HashMap<usize, HashMap<u32, Vec<usize>>> = HashMap::new();
+        for (ask_idx, &(change_idx, ident_idx)) in asks.iter().enumerate() {
+            if rows[change_idx].is_none() {
+                continue; // cannot be judged: stays hidden
+            }
+            by_identity
+                .entry(ident_idx)
+                .or_default()
+                .entry(changes[change_idx].relation.oid)
+                .or_default()
+                .push(ask_idx);
+        }
+
+        // Resolve plans first (catalog reads only on a cache miss).
+        struct Check {
+            ident: usize,
+            asks: Vec<usize>,
+            sql: String,
+            rows: Value,
+        }
+        let mut checks: Vec<Check> = Vec::new();
+        for (&ident_idx, tables) in &by_identity {
+            let role = &identities[ident_idx].role;
+            for (&oid, table_asks) in tables {
+                let cached = self
+                    .plan(client, oid, role)
+                    .await
+                    .map_err(AuthorizeError::Db)?;
+                let plan = &cached.plan;
+                match &plan.decision {
+                    Decision::Never => {}
+                    Decision::Always => {
+                        for &a in table_asks {
+                            verdicts[a] = Verdict {
+                                visible: true,
+                                columns: plan.columns.clone(),
+                            };
+                        }
+                    }
+                    Decision::Check(sql) => {
+                        for &a in table_asks {
+                            // Visible only if the check says so; columns known already.
+                            verdicts[a].columns = plan.columns.clone();
+                        }
+                        let batch: Vec<Value> = table_asks
+                            .iter()
+                            .map(|&a| rows[asks[a].0].clone().expect("judged rows only"))
+                            .collect();
+                        checks.push(Check {
+                            ident: ident_idx,
+                            asks: table_asks.clone(),
+                            sql: sql.clone(),
+                            rows: Value::Array(batch),
+                        });
+                    }
+                }
+            }
+        }
+        if checks.is_empty() {
+            return Ok(verdicts);
+        }
+        checks.sort_by_key(|c| c.ident);
+
+        let set_claims = pooled
+            .prepare_cached(
+                "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
+            )
+            .await
+            .map_err(AuthorizeError::Db)?;
+        let mut statements = Vec::with_capacity(checks.len());
+        for c in &checks {
+            statements.push(
+                pooled
+                    .prepare_cached(&c.sql)
+                    .await
+                    .map_err(AuthorizeError::Db)?,
+            );
+        }
+
+        // Fast path: one read-only transaction, every statement pipelined.
+        let outcome = {
+            let mut futs: Vec<QueryFuture<'_>> = Vec::new();
+            futs.push(Box::pin(async {
+                client
+                    .batch_execute("begin transaction isolation level read committed read only")
+                    .await
+                    .map(|()| Vec::new())
+            }));
+            let mut result_slots = Vec::new();
+            let mut last_ident = None;
+            for (i, c) in checks.iter().enumerate() {
+                if last_ident != Some(c.ident) {
+                    let id = &identities[c.ident];
+                    let set_claims = &set_claims;
+                    futs.push(Box::pin(async move {
+                        client.query(set_claims, &[&id.role, &id.claims]).await
+                    }));
+                    last_ident = Some(c.ident);
+                }
+                result_slots.push(futs.len());
+                let stmt = &statements[i];
+                futs.push(Box::pin(
+                    async move { client.query(stmt, &[&c.rows]).await },
+                ));
+            }
+            futs.push(Box::pin(async {
+                client.batch_execute("rollback").await.map(|()| Vec::new())
+            }));
+            let results = futures_util::future::join_all(futs).await;
+            if results.iter().all(Result::is_ok) {
+                Some(
+                    result_slots
+                        .iter()
+                        .map(|&s| results[s].as_ref().expect("checked ok").clone())
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                let _ = client.batch_execute("rollback").await;
+                None
+            }
+        };
+        let per_check: Vec<Option<Vec<Row>>> = match outcome {
+            Some(all) => all.into_iter().map(Some).collect(),
+            // Slow path: something failed and aborted the batch. Retry each check alone so
+            // one identity's failure hides only its own rows.
+            None => {
+                let mut out = Vec::with_capacity(checks.len());
+                for (i, c) in checks.iter().enumerate() {
+                    let id = &identities[c.ident];
+                    let r = async {
+                        client.batch_execute("begin transaction read only").await?;
+                        client.query(&set_claims, &[&id.role, &id.claims]).await?;
+                        let rows = client.query(&statements[i], &[&c.rows]).await;
+                        client.batch_execute("rollback").await?;
+                        rows
+                    }
+                    .await;
+                    match r {
+                        Ok(rows) => out.push(Some(rows)),
+                        Err(error) => {
+                            let _ = client.batch_execute("rollback").await;
+                            tracing::warn!(error = %error, role = %id.role, "authorization check failed; rows hidden");
+                            out.push(None);
+                        }
+                    }
+                }
+                out
+            }
+        };
+        for (c, rows) in checks.iter().zip(per_check) {
+            let Some(rows) = rows else { continue };
+            for r in rows {
+                let pos: i64 = r.get(0);
+                if let Some(&ask) = c.asks.get((pos - 1) as usize) {
+                    verdicts[ask].visible = true;
+                }
+            }
+        }
+        Ok(verdicts)
+    }
+}
