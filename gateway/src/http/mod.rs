@@ -171,12 +171,7 @@ async fn read_body(
     body: Incoming,
     limit: usize,
 ) -> Result<Bytes, rest::ApiError> {
-    let announced = parts
-        .headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
+    if announced_length_over(&parts.headers, limit) {
         return Err(rest::ApiError::body_too_large(limit));
     }
     match Limited::new(body, limit).collect().await {
@@ -189,6 +184,16 @@ async fn read_body(
                 .with_source(BoxedError(e)))
         }
     }
+}
+
+/// Did the client announce a body longer than `limit`? (A missing or unreadable length is
+/// not an announcement: the limited read catches those bodies.)
+pub(crate) fn announced_length_over(headers: &hyper::HeaderMap, limit: usize) -> bool {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
 }
 
 /// `Limited`'s error is a `Box<dyn Error>`, which is not itself an `Error`.
