@@ -182,8 +182,8 @@ async fn get_passes_query_arguments_typed_by_the_signature_and_filters_the_rest(
             .await;
     }
     // lim is an integer argument given as query text; body=eq.m3 filters the rows.
-    let path = format!("/rest/v1/rpc/search_messages?query=m3&lim=10&select=body,conversation_id");
-    let r = rest(&c.gw, Method::GET, &path, Some(&c.bob_token), &[], None).await;
+    let path = "/rest/v1/rpc/search_messages?query=m3&lim=10&select=body,conversation_id";
+    let r = rest(&c.gw, Method::GET, path, Some(&c.bob_token), &[], None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json(),
