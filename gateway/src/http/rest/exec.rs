@@ -1,21 +1,24 @@
 //! Running a planned statement the way every request runs: in its own transaction, as the
 //! caller's role with the claims in `request.jwt.claims`, under a statement timeout.
 //!
-//! Three round trips: BEGIN; then the claims, the settings and the statement itself,
-//! pipelined (all prepared once per connection and cached); then COMMIT. Pipelining is
-//! safe because PostgreSQL runs them in the order sent and they share the transaction: if
-//! setting the role fails, the statement fails too ("transaction aborted") and we report
-//! the first error.
+//! Three round trips: BEGIN; then the settings and the statement itself, pipelined (both
+//! prepared once per connection and cached); then COMMIT. Pipelining is safe because
+//! PostgreSQL runs them in the order sent and they share the transaction: if setting the
+//! role fails, the statement fails too ("transaction aborted") and we report the first
+//! error.
 
 use tokio_postgres::types::ToSql;
 
 use super::error::ApiError;
 use super::sql::{Kind, Param, Statement};
 
-/// Transaction-local settings besides the claims. search_path is the request's schema, as
-/// PostgREST sets it, for functions that do not pin their own.
-const SETTINGS_SQL: &str =
-    "select set_config('statement_timeout', $1, true), set_config('search_path', $2, true)";
+/// Everything set before a request's statement, transaction-locally, in one statement: the
+/// role and claims exactly as [`crate::db::set_request_claims`] sets them (`$1`, `$2`), then
+/// the statement timeout and search_path (the request's schema, as PostgREST sets it, for
+/// functions that do not pin their own).
+const SETUP_SQL: &str =
+    "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+     set_config('statement_timeout', $3, true), set_config('search_path', $4, true)";
 
 pub struct Settings<'a> {
     pub role: &'a str,
@@ -60,8 +63,7 @@ pub async fn run<T>(
         .read_only(settings.read_only)
         .start()
         .await?;
-    let claims_stmt = tx.prepare_cached(crate::db::SET_REQUEST_CLAIMS_SQL).await?;
-    let settings_stmt = tx.prepare_cached(SETTINGS_SQL).await?;
+    let setup_stmt = tx.prepare_cached(SETUP_SQL).await?;
     let main = tx
         .prepare_typed_cached(&stmt.sql, &stmt.param_types())
         .await?;
@@ -78,13 +80,12 @@ pub async fn run<T>(
         })
         .collect();
 
-    let claims_params: [&(dyn ToSql + Sync); 2] = [&settings.role, &claims_text];
-    let settings_params: [&(dyn ToSql + Sync); 2] = [&timeout, &search_path];
+    let setup_params: [&(dyn ToSql + Sync); 4] =
+        [&settings.role, &claims_text, &timeout, &search_path];
     // `biased`: poll in the order written, so the messages go out in that order.
-    let (claims, setup, outcome) = tokio::join!(
+    let (setup, outcome) = tokio::join!(
         biased;
-        tx.execute(&claims_stmt, &claims_params),
-        tx.execute(&settings_stmt, &settings_params),
+        tx.execute(&setup_stmt, &setup_params),
         async {
             match stmt.kind {
                 Kind::Rows => {
@@ -106,9 +107,16 @@ pub async fn run<T>(
             }
         }
     );
-    claims?;
     setup?;
     let result = finish(outcome?).map_err(Error::Api)?;
     tx.commit().await?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_setup_sets_claims_the_way_db_does() {
+        assert!(super::SETUP_SQL.starts_with(crate::db::SET_REQUEST_CLAIMS_SQL));
+    }
 }

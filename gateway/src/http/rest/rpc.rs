@@ -155,7 +155,9 @@ fn not_found(req: &ApiRequest, name: &str, given: &[String], overloads: &[Functi
 pub fn statement(call: &Call<'_>, req: &ApiRequest) -> Result<Statement, ApiError> {
     let f = call.function;
     let mut binds = Binds::default();
-    let mut ctes = Vec::new();
+    // The arguments: one json parameter typed by json_to_record, joined laterally so the
+    // call reads each as a column (`"a" => _ripple_x."a"`).
+    let mut args_from = String::new();
     let mut named = Vec::new();
     if !call.arg_names.is_empty() {
         let args_param = binds.text(call.args_json.clone());
@@ -171,16 +173,16 @@ pub fn statement(call: &Call<'_>, req: &ApiRequest) -> Result<Statement, ApiErro
                 format!("{} {}", quote_ident(&a.name), a.type_sql)
             })
             .collect();
-        ctes.push(format!(
-            "_ripple_args as (select * from json_to_record({args_param}::json) as _ripple_x({}))",
+        args_from = format!(
+            "json_to_record({args_param}::json) as _ripple_x({}) cross join lateral ",
             defs.join(", ")
-        ));
+        );
         named = call
             .arg_names
             .iter()
             .map(|n| {
                 let q = quote_ident(n);
-                format!("{q} => (select {q} from _ripple_args)")
+                format!("{q} => _ripple_x.{q}")
             })
             .collect();
     }
@@ -194,20 +196,20 @@ pub fn statement(call: &Call<'_>, req: &ApiRequest) -> Result<Statement, ApiErro
             let filter = where_clause(&mut binds, columns, relation, &call.filters)?;
             let order = order_clause(columns, relation, &req.order)?;
             let limit = limit_clause(&mut binds, req);
-            let total = if req.prefer.count {
-                format!("(select count(*) from _ripple_all {SRC}{filter})")
+            let agg = json_array_of("_ripple_r", req.accept);
+            let sql = if req.prefer.count {
+                // The function runs once; its rows are both counted and paged.
+                format!(
+                    "with _ripple_all as materialized (select {SRC}.* from {args_from}{call_sql} {SRC}) \
+                     select {agg}::text, count(*), (select count(*) from _ripple_all {SRC}{filter}) \
+                     from (select {proj} from _ripple_all {SRC}{filter}{order}{limit}) _ripple_r"
+                )
             } else {
-                "null::bigint".into()
+                format!(
+                    "select {agg}::text, count(*), null::bigint \
+                     from (select {proj} from {args_from}{call_sql} {SRC}{filter}{order}{limit}) _ripple_r"
+                )
             };
-            ctes.push(format!(
-                "_ripple_all as materialized (select * from {call_sql})"
-            ));
-            let sql = format!(
-                "{}select {}::text, count(*), {total} \
-                 from (select {proj} from _ripple_all {SRC}{filter}{order}{limit}) _ripple_r",
-                with(&ctes),
-                json_array_of("_ripple_r", req.accept)
-            );
             let shape = if f.returns_set {
                 Shape::Array
             } else {
@@ -223,31 +225,29 @@ pub fn statement(call: &Call<'_>, req: &ApiRequest) -> Result<Statement, ApiErro
         }
         Returns::Scalar { .. } if f.returns_set => {
             let limit = limit_clause(&mut binds, req);
-            let total = if req.prefer.count {
-                "(select count(*) from _ripple_all)".to_string()
+            let agg = json_array_of("_ripple_r._ripple_v", req.accept);
+            let sql = if req.prefer.count {
+                format!(
+                    "with _ripple_all as materialized (select {SRC}._ripple_v from {args_from}{call_sql} as {SRC}(_ripple_v)) \
+                     select {agg}::text, count(*), (select count(*) from _ripple_all) \
+                     from (select {SRC}._ripple_v from _ripple_all {SRC}{limit}) _ripple_r"
+                )
             } else {
-                "null::bigint".into()
+                format!(
+                    "select {agg}::text, count(*), null::bigint \
+                     from (select {SRC}._ripple_v from {args_from}{call_sql} as {SRC}(_ripple_v){limit}) _ripple_r"
+                )
             };
-            ctes.push(format!(
-                "_ripple_all as materialized (select * from {call_sql} as _ripple_f(_ripple_v))"
-            ));
-            let sql = format!(
-                "{}select {}::text, count(*), {total} \
-                 from (select {SRC}._ripple_v from _ripple_all {SRC}{limit}) _ripple_r",
-                with(&ctes),
-                json_array_of("_ripple_r._ripple_v", req.accept)
-            );
             (sql, Kind::Rows, Shape::Array)
         }
         Returns::Scalar { .. } => {
             let value = if req.accept.strip_nulls() {
-                "json_strip_nulls(to_json(_ripple_f._ripple_v))"
+                format!("json_strip_nulls(to_json({SRC}._ripple_v))")
             } else {
-                "to_json(_ripple_f._ripple_v)"
+                format!("to_json({SRC}._ripple_v)")
             };
             let sql = format!(
-                "{}select {value}::text, 1::bigint, null::bigint from {call_sql} as _ripple_f(_ripple_v)",
-                with(&ctes)
+                "select {value}::text, 1::bigint, null::bigint from {args_from}{call_sql} as {SRC}(_ripple_v)"
             );
             (sql, Kind::Rows, Shape::Scalar)
         }
@@ -258,7 +258,7 @@ pub fn statement(call: &Call<'_>, req: &ApiRequest) -> Result<Statement, ApiErro
                     qualified(&f.schema, &f.name)
                 )));
             }
-            let sql = format!("{}select {call_sql}", with(&ctes));
+            let sql = format!("select {SRC}.* from {args_from}{call_sql} as {SRC}(_ripple_v)");
             (sql, Kind::Execute, Shape::Empty)
         }
     };
@@ -268,13 +268,4 @@ pub fn statement(call: &Call<'_>, req: &ApiRequest) -> Result<Statement, ApiErro
         kind,
         shape,
     })
-}
-
-/// `with a as (...), b as (...) ` or nothing.
-fn with(ctes: &[String]) -> String {
-    if ctes.is_empty() {
-        String::new()
-    } else {
-        format!("with {} ", ctes.join(", "))
-    }
 }
