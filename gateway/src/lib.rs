@@ -29,6 +29,8 @@ pub const DEFAULT_SLOT: &str = "ripple";
 pub mod app;
 pub mod decode;
 pub mod http;
+pub mod metrics;
 pub mod realtime;
 pub mod replication;
 pub mod server;
+pub mod status;

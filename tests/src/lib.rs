@@ -10,6 +10,8 @@
 //! # }
 //! ```
 
+pub mod http;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
