@@ -207,7 +207,7 @@ test('edit within the window, and not after it', async () => {
   assert.ok(edited.edited_at);
 
   // Negative: Bob cannot edit Alice's message (it is not his to update: not found).
-  fails(await bob.rpc('edit_message', { message_id: target.id, body: 'mine now' }), 404, 'P0002', 'bob edits');
+  fails(await bob.rpc('edit_message', { message_id: target.id, body: 'mine now' }), 403, '42501', 'bob edits');
   const viaTable = await bob.from('messages').update({ body: 'mine now' }, { count: 'exact' }).eq('id', target.id);
   assert.equal(viaTable.error, null);
   assert.equal(viaTable.count, 0, 'the update policy leaves Bob no row');
