@@ -34,3 +34,4 @@ pub mod realtime;
 pub mod replication;
 pub mod server;
 pub mod status;
+pub mod tail;

@@ -47,6 +47,14 @@ enum Command {
         #[arg(long, env = "RIPPLE_PUBLICATION", default_value = ripple::DEFAULT_PUBLICATION)]
         publication: String,
     },
+    /// Print each change as one JSON line (table, type, commit LSN and time, record,
+    /// old_record) from the slot, or from a temporary slot with --temporary.
+    Tail {
+        #[arg(long, env = "RIPPLE_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[command(flatten)]
+        options: ripple::tail::TailOptions,
+    },
     /// Mint an HS256 token with the configured secret.
     Token {
         /// The user's id (becomes `sub`); omit for an anon key.
@@ -99,6 +107,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.schema_versions_applied.len(),
                 report.files_applied
             );
+            Ok(())
+        }
+        Command::Tail {
+            database_url,
+            options,
+        } => {
+            let stdout = std::io::stdout().lock();
+            ripple::tail::run(
+                &database_url,
+                &options,
+                std::io::BufWriter::new(stdout),
+                async {
+                    let _ = tokio::signal::ctrl_c().await;
+                },
+            )
+            .await?;
             Ok(())
         }
         Command::Token {

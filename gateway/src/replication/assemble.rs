@@ -1,0 +1,571 @@
+//! Decoded pgoutput messages -> committed [`Transaction`]s with JSON rows. Keeps the
+//! relations the stream has described (and follows them as they change), buffers a
+//! transaction until its commit, and buffers streamed (protocol 2) transactions by xid
+//! until they commit or abort. No I/O: type names the server did not describe are asked
+//! of the catalog by the caller, between messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::change::{
+    ChangeKind, ColumnInfo, RelationInfo, ReplicaIdentity, RowChange, Transaction,
+};
+use crate::decode::pgoutput::{Relation, Tuple};
+use crate::decode::{
+    binary_to_json, text_to_json, types, CatalogType, Cell, OldTuple, PgOutput, TypeInfo, ValueKind,
+};
+
+/// A relation as last described, with each column's conversion ready.
+struct RelationState {
+    info: Arc<RelationInfo>,
+    kinds: Vec<ValueKind>,
+}
+
+struct Pending {
+    xid: u32,
+    changes: Vec<RowChange>,
+}
+
+/// The stream contradicted itself (a change for a relation never described, a commit
+/// without a begin). The connection is restarted from the slot when this happens.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("change for relation {0} before its Relation message")]
+    UnknownRelation(u32),
+    #[error("{0} outside a transaction")]
+    OutsideTransaction(&'static str),
+    #[error("tuple has {got} column(s), relation {relation} has {want}")]
+    ColumnCount {
+        relation: u32,
+        got: usize,
+        want: usize,
+    },
+}
+
+#[derive(Default)]
+pub struct Assembler {
+    relations: HashMap<u32, RelationState>,
+    catalog: HashMap<u32, CatalogType>,
+    types: HashMap<u32, TypeInfo>,
+    current: Option<Pending>,
+    /// Streamed transactions by top-level xid: (subtransaction xid, change).
+    streams: HashMap<u32, Vec<(u32, RowChange)>>,
+    stream_block: Option<u32>,
+}
+
+impl Assembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True between Stream Start and Stream Stop (the parser needs to know).
+    pub fn in_stream_block(&self) -> bool {
+        self.stream_block.is_some()
+    }
+
+    /// No transaction has begun and not yet ended.
+    pub fn idle(&self) -> bool {
+        self.current.is_none() && self.streams.is_empty()
+    }
+
+    /// A new session re-sends relations and restarts open transactions; forget them.
+    /// Resolved types are kept (an OID never changes meaning while the type exists).
+    pub fn reset_session(&mut self) {
+        self.relations.clear();
+        self.current = None;
+        self.streams.clear();
+        self.stream_block = None;
+    }
+
+    /// Column type OIDs of `rel` we can resolve neither as built-ins nor from catalog
+    /// rows already known.
+    pub fn missing_types(&self, rel: &Relation) -> Vec<u32> {
+        let mut out: Vec<u32> = rel
+            .columns
+            .iter()
+            .map(|c| c.type_oid)
+            .filter(|oid| {
+                !self.types.contains_key(oid)
+                    && !self.catalog.contains_key(oid)
+                    && types::builtin(*oid).is_none()
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Adds pg_type rows (the caller's answer to [`Self::missing_types`]).
+    pub fn add_catalog_rows(&mut self, rows: impl IntoIterator<Item = CatalogType>) {
+        for row in rows {
+            self.types.remove(&row.oid);
+            self.catalog.insert(row.oid, row);
+        }
+    }
+
+    fn type_info(&mut self, oid: u32) -> TypeInfo {
+        if let Some(t) = self.types.get(&oid) {
+            return t.clone();
+        }
+        let t = types::resolve(oid, &self.catalog);
+        // A type missing from the catalog answer stays unresolved, so a later Relation
+        // message (after the type is created) asks again.
+        if t.name != "unknown" {
+            self.types.insert(oid, t.clone());
+        }
+        t
+    }
+
+    fn relation(&mut self, r: Relation) {
+        let mut columns = Vec::with_capacity(r.columns.len());
+        let mut kinds = Vec::with_capacity(r.columns.len());
+        for c in r.columns {
+            let t = self.type_info(c.type_oid);
+            kinds.push(t.kind);
+            columns.push(ColumnInfo {
+                name: c.name,
+                type_oid: c.type_oid,
+                type_name: t.name,
+                is_key: c.is_key,
+            });
+        }
+        let replica_identity = match r.replica_identity {
+            b'f' => ReplicaIdentity::Full,
+            b'n' => ReplicaIdentity::Nothing,
+            b'i' => ReplicaIdentity::Index,
+            _ => ReplicaIdentity::Default,
+        };
+        let info = Arc::new(RelationInfo {
+            oid: r.oid,
+            schema: r.namespace,
+            name: r.name,
+            replica_identity,
+            columns,
+        });
+        self.relations.insert(r.oid, RelationState { info, kinds });
+    }
+
+    /// Applies one message; returns the transaction it committed, if any.
+    pub fn apply(&mut self, msg: PgOutput<'_>) -> Result<Option<Transaction>, AssembleError> {
+        match msg {
+            PgOutput::Begin(b) => {
+                self.current = Some(Pending {
+                    xid: b.xid,
+                    changes: Vec::new(),
+                });
+            }
+            PgOutput::Commit(c) => {
+                let p = self
+                    .current
+                    .take()
+                    .ok_or(AssembleError::OutsideTransaction("Commit"))?;
+                return Ok(Some(Transaction {
+                    xid: p.xid,
+                    commit_lsn: c.end_lsn,
+                    commit_time_micros: c.commit_time_micros,
+                    changes: p.changes,
+                }));
+            }
+            PgOutput::Relation(r) => self.relation(r),
+            PgOutput::Insert(m) => {
+                let change = self.row_change(m.relation, ChangeKind::Insert, Some(&m.new), None)?;
+                self.push(m.xid, change)?;
+            }
+            PgOutput::Update(m) => {
+                let change =
+                    self.row_change(m.relation, ChangeKind::Update, Some(&m.new), m.old.as_ref())?;
+                self.push(m.xid, change)?;
+            }
+            PgOutput::Delete(m) => {
+                let change = self.row_change(m.relation, ChangeKind::Delete, None, Some(&m.old))?;
+                self.push(m.xid, change)?;
+            }
+            PgOutput::Truncate(t) => {
+                for oid in &t.relations {
+                    let rel = self
+                        .relations
+                        .get(oid)
+                        .ok_or(AssembleError::UnknownRelation(*oid))?;
+                    let change = RowChange {
+                        relation: rel.info.clone(),
+                        kind: ChangeKind::Truncate,
+                        record: None,
+                        old_record: None,
+                        unchanged_toast: Vec::new(),
+                    };
+                    self.push(t.xid, change)?;
+                }
+            }
+            PgOutput::StreamStart(s) => {
+                self.stream_block = Some(s.xid);
+                self.streams.entry(s.xid).or_default();
+            }
+            PgOutput::StreamStop => self.stream_block = None,
+            PgOutput::StreamCommit(c) => {
+                let changes = self.streams.remove(&c.xid).unwrap_or_default();
+                return Ok(Some(Transaction {
+                    xid: c.xid,
+                    commit_lsn: c.end_lsn,
+                    commit_time_micros: c.commit_time_micros,
+                    changes: changes.into_iter().map(|(_, ch)| ch).collect(),
+                }));
+            }
+            PgOutput::StreamAbort(a) => {
+                if a.xid == a.subxid {
+                    self.streams.remove(&a.xid);
+                } else if let Some(changes) = self.streams.get_mut(&a.xid) {
+                    changes.retain(|(sub, _)| *sub != a.subxid);
+                }
+            }
+            // Type names come from the catalog; origins and logical messages carry no rows.
+            PgOutput::Type(_) | PgOutput::Origin(_) | PgOutput::Message(_) => {}
+        }
+        Ok(None)
+    }
+
+    fn push(&mut self, xid: Option<u32>, change: RowChange) -> Result<(), AssembleError> {
+        match (self.stream_block, xid) {
+            (Some(top), Some(sub)) => {
+                self.streams.entry(top).or_default().push((sub, change));
+                Ok(())
+            }
+            _ => {
+                let p = self
+                    .current
+                    .as_mut()
+                    .ok_or(AssembleError::OutsideTransaction("row change"))?;
+                p.changes.push(change);
+                Ok(())
+            }
+        }
+    }
+
+    fn row_change(
+        &self,
+        relation: u32,
+        kind: ChangeKind,
+        new: Option<&Tuple<'_>>,
+        old: Option<&OldTuple<'_>>,
+    ) -> Result<RowChange, AssembleError> {
+        let rel = self
+            .relations
+            .get(&relation)
+            .ok_or(AssembleError::UnknownRelation(relation))?;
+        let mut unchanged_toast = Vec::new();
+        let record = match new {
+            Some(t) => Some(to_map(rel, relation, t, false, Some(&mut unchanged_toast))?),
+            None => None,
+        };
+        let old_record = match old {
+            Some(OldTuple::Full(t)) => Some(to_map(rel, relation, t, false, None)?),
+            Some(OldTuple::Key(t)) => Some(to_map(rel, relation, t, true, None)?),
+            // An UPDATE that kept its key sends no old tuple: the old key is the new one.
+            None => match (&record, rel.info.replica_identity) {
+                (Some(rec), ReplicaIdentity::Default | ReplicaIdentity::Index)
+                    if kind == ChangeKind::Update =>
+                {
+                    let mut m = Map::new();
+                    for c in rel.info.columns.iter().filter(|c| c.is_key) {
+                        if let Some(v) = rec.get(&c.name) {
+                            m.insert(c.name.clone(), v.clone());
+                        }
+                    }
+                    (!m.is_empty()).then_some(m)
+                }
+                _ => None,
+            },
+        };
+        Ok(RowChange {
+            relation: rel.info.clone(),
+            kind,
+            record,
+            old_record,
+            unchanged_toast,
+        })
+    }
+}
+
+fn to_map(
+    rel: &RelationState,
+    relation: u32,
+    tuple: &Tuple<'_>,
+    key_only: bool,
+    mut unchanged: Option<&mut Vec<String>>,
+) -> Result<Map<String, Value>, AssembleError> {
+    let cols = &rel.info.columns;
+    if tuple.len() != cols.len() {
+        return Err(AssembleError::ColumnCount {
+            relation,
+            got: tuple.len(),
+            want: cols.len(),
+        });
+    }
+    let mut m = Map::with_capacity(cols.len());
+    for ((cell, col), kind) in tuple.iter().zip(cols).zip(&rel.kinds) {
+        if key_only && !col.is_key {
+            continue;
+        }
+        let v = match cell {
+            Cell::Null => Value::Null,
+            Cell::Text(t) => text_to_json(kind, t),
+            Cell::Binary(b) => binary_to_json(b),
+            Cell::UnchangedToast => {
+                if let Some(u) = unchanged.as_deref_mut() {
+                    u.push(col.name.clone());
+                }
+                continue;
+            }
+        };
+        m.insert(col.name.clone(), v);
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::pgoutput::*;
+    use serde_json::json;
+
+    fn rel(identity: u8) -> PgOutput<'static> {
+        PgOutput::Relation(Relation {
+            xid: None,
+            oid: 10,
+            namespace: "public".into(),
+            name: "t".into(),
+            replica_identity: identity,
+            columns: vec![
+                RelationColumn {
+                    is_key: true,
+                    name: "id".into(),
+                    type_oid: 20,
+                    type_modifier: -1,
+                },
+                RelationColumn {
+                    is_key: false,
+                    name: "body".into(),
+                    type_oid: 25,
+                    type_modifier: -1,
+                },
+            ],
+        })
+    }
+
+    fn begin(xid: u32) -> PgOutput<'static> {
+        PgOutput::Begin(Begin {
+            final_lsn: 90,
+            commit_time_micros: 5,
+            xid,
+        })
+    }
+
+    fn commit(end: u64) -> PgOutput<'static> {
+        PgOutput::Commit(Commit {
+            flags: 0,
+            commit_lsn: end - 8,
+            end_lsn: end,
+            commit_time_micros: 5,
+        })
+    }
+
+    #[test]
+    fn a_transaction_collects_typed_rows_until_commit() {
+        let mut a = Assembler::new();
+        a.apply(rel(b'd')).unwrap();
+        a.apply(begin(7)).unwrap();
+        assert!(!a.idle());
+        let ins = PgOutput::Insert(Insert {
+            xid: None,
+            relation: 10,
+            new: vec![Cell::Text(b"9007199254740993"), Cell::Text(b"hi")],
+        });
+        assert!(a.apply(ins).unwrap().is_none());
+        let upd = PgOutput::Update(Update {
+            xid: None,
+            relation: 10,
+            old: None,
+            new: vec![Cell::Text(b"9007199254740993"), Cell::UnchangedToast],
+        });
+        a.apply(upd).unwrap();
+        let del = PgOutput::Delete(Delete {
+            xid: None,
+            relation: 10,
+            old: OldTuple::Key(vec![Cell::Text(b"3"), Cell::Null]),
+        });
+        a.apply(del).unwrap();
+        let t = a.apply(commit(100)).unwrap().expect("committed");
+        assert!(a.idle());
+        assert_eq!((t.xid, t.commit_lsn), (7, 100));
+        assert_eq!(t.changes.len(), 3);
+        let rec = t.changes[0].record.as_ref().unwrap();
+        assert_eq!(rec["id"].to_string(), "9007199254740993");
+        assert!(
+            t.changes[0].old_record.is_none(),
+            "an INSERT has no old row"
+        );
+        assert_eq!(rec["body"], json!("hi"));
+        // Unchanged TOAST: left out of the record and named, not invented.
+        let u = &t.changes[1];
+        assert_eq!(u.unchanged_toast, vec!["body".to_string()]);
+        assert!(!u.record.as_ref().unwrap().contains_key("body"));
+        assert_eq!(
+            Value::Object(u.old_record.clone().unwrap()).to_string(),
+            r#"{"id":9007199254740993}"#
+        );
+        let d = &t.changes[2];
+        assert_eq!(d.kind, ChangeKind::Delete);
+        assert_eq!(
+            Value::Object(d.old_record.clone().unwrap()),
+            json!({"id": 3})
+        );
+    }
+
+    #[test]
+    fn a_new_relation_message_changes_the_columns_of_later_rows() {
+        let mut a = Assembler::new();
+        a.apply(rel(b'f')).unwrap();
+        a.apply(begin(1)).unwrap();
+        a.apply(PgOutput::Relation(Relation {
+            xid: None,
+            oid: 10,
+            namespace: "public".into(),
+            name: "t".into(),
+            replica_identity: b'f',
+            columns: vec![RelationColumn {
+                is_key: true,
+                name: "id".into(),
+                type_oid: 20,
+                type_modifier: -1,
+            }],
+        }))
+        .unwrap();
+        a.apply(PgOutput::Insert(Insert {
+            xid: None,
+            relation: 10,
+            new: vec![Cell::Text(b"1")],
+        }))
+        .unwrap();
+        let t = a.apply(commit(50)).unwrap().unwrap();
+        assert_eq!(t.changes[0].relation.columns.len(), 1);
+        assert_eq!(
+            Value::Object(t.changes[0].record.clone().unwrap()),
+            json!({"id": 1})
+        );
+    }
+
+    #[test]
+    fn streamed_transactions_commit_whole_and_aborted_subtransactions_vanish() {
+        let mut a = Assembler::new();
+        a.apply(rel(b'd')).unwrap();
+        let ins = |xid, id: &'static [u8]| {
+            PgOutput::Insert(Insert {
+                xid: Some(xid),
+                relation: 10,
+                new: vec![Cell::Text(id), Cell::Null],
+            })
+        };
+        a.apply(PgOutput::StreamStart(StreamStart {
+            xid: 500,
+            first_segment: true,
+        }))
+        .unwrap();
+        assert!(a.in_stream_block());
+        a.apply(ins(500, b"1")).unwrap();
+        a.apply(ins(501, b"2")).unwrap();
+        a.apply(PgOutput::StreamStop).unwrap();
+        assert!(!a.in_stream_block());
+        assert!(!a.idle());
+        // A regular transaction may commit between stream blocks.
+        a.apply(begin(600)).unwrap();
+        let t = a.apply(commit(70)).unwrap().unwrap();
+        assert_eq!(t.xid, 600);
+        a.apply(PgOutput::StreamStart(StreamStart {
+            xid: 500,
+            first_segment: false,
+        }))
+        .unwrap();
+        a.apply(ins(502, b"3")).unwrap();
+        a.apply(PgOutput::StreamStop).unwrap();
+        a.apply(PgOutput::StreamAbort(StreamAbort {
+            xid: 500,
+            subxid: 501,
+        }))
+        .unwrap();
+        let t = a
+            .apply(PgOutput::StreamCommit(StreamCommit {
+                xid: 500,
+                flags: 0,
+                commit_lsn: 90,
+                end_lsn: 99,
+                commit_time_micros: 1,
+            }))
+            .unwrap()
+            .unwrap();
+        let ids: Vec<String> = t
+            .changes
+            .iter()
+            .map(|c| c.record.as_ref().unwrap()["id"].to_string())
+            .collect();
+        assert_eq!(ids, vec!["1", "3"]);
+        assert_eq!(t.commit_lsn, 99);
+        assert!(a.idle());
+
+        a.apply(PgOutput::StreamStart(StreamStart {
+            xid: 700,
+            first_segment: true,
+        }))
+        .unwrap();
+        a.apply(ins(700, b"4")).unwrap();
+        a.apply(PgOutput::StreamStop).unwrap();
+        a.apply(PgOutput::StreamAbort(StreamAbort {
+            xid: 700,
+            subxid: 700,
+        }))
+        .unwrap();
+        assert!(a.idle());
+    }
+
+    #[test]
+    fn truncate_names_each_relation() {
+        let mut a = Assembler::new();
+        a.apply(rel(b'd')).unwrap();
+        a.apply(begin(1)).unwrap();
+        a.apply(PgOutput::Truncate(Truncate {
+            xid: None,
+            options: 0,
+            relations: vec![10],
+        }))
+        .unwrap();
+        let t = a.apply(commit(20)).unwrap().unwrap();
+        assert_eq!(t.changes[0].kind, ChangeKind::Truncate);
+        assert_eq!(t.changes[0].relation.name, "t");
+    }
+
+    #[test]
+    fn contradictions_are_errors() {
+        let mut a = Assembler::new();
+        assert!(a.apply(commit(20)).is_err());
+        a.apply(begin(1)).unwrap();
+        let ins = PgOutput::Insert(Insert {
+            xid: None,
+            relation: 99,
+            new: vec![],
+        });
+        assert!(matches!(
+            a.apply(ins),
+            Err(AssembleError::UnknownRelation(99))
+        ));
+        a.apply(rel(b'd')).unwrap();
+        let short = PgOutput::Insert(Insert {
+            xid: None,
+            relation: 10,
+            new: vec![Cell::Null],
+        });
+        assert!(matches!(
+            a.apply(short),
+            Err(AssembleError::ColumnCount { .. })
+        ));
+    }
+}

@@ -1,0 +1,407 @@
+//! The task that owns the replication socket: reads XLogData and keepalives, decodes and
+//! assembles transactions, hands them to the consumer in commit order, reports back only
+//! what the consumer confirmed, and reconnects (resuming from the slot) when the
+//! connection or the server goes away.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use super::assemble::Assembler;
+use super::connection::{ConnectParams, ReplicationConnection};
+use super::error::ReplicationError;
+use super::{setup, ReplicationConfig, StreamState};
+use crate::change::{format_lsn, Lsn, Transaction};
+use crate::decode::{self, PgOutput, WalFrame};
+
+/// State shared with [`super::ReplicationHandle`].
+pub(crate) struct Shared {
+    /// Highest commit LSN the consumer has fully processed.
+    pub confirmed: AtomicU64,
+    pub state: watch::Sender<StreamState>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// Why streaming on one connection ended.
+enum End {
+    /// Shutdown asked for, or the consumer went away: stop for good.
+    Stop,
+}
+
+/// At least this often we tell the server we are alive, even with nothing new to report,
+/// well inside the default wal_sender_timeout (60 s).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+pub(crate) struct Streamer {
+    config: ReplicationConfig,
+    params: ConnectParams,
+    pg_config: tokio_postgres::Config,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Arc<Transaction>>,
+    assembler: Assembler,
+    catalog: Option<Client>,
+    /// Commit LSN of the last transaction handed to the consumer (or skipped as already
+    /// delivered): anything at or below it that the server sends again is a duplicate.
+    last_delivered: Lsn,
+    /// Flush position last reported to the server; only ever grows.
+    last_reported: Lsn,
+    /// Highest WAL position the server says it has sent (keepalives); reported as flushed
+    /// only when the consumer is idle and has confirmed everything.
+    server_wal_end: Lsn,
+    /// Highest WAL position received.
+    received: Lsn,
+    last_status_at: Instant,
+}
+
+impl Streamer {
+    pub fn new(
+        config: ReplicationConfig,
+        params: ConnectParams,
+        pg_config: tokio_postgres::Config,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Arc<Transaction>>,
+    ) -> Self {
+        let start = config.resume_after.unwrap_or(0);
+        Self {
+            config,
+            params,
+            pg_config,
+            shared,
+            tx,
+            assembler: Assembler::new(),
+            catalog: None,
+            last_delivered: start,
+            last_reported: 0,
+            server_wal_end: 0,
+            received: 0,
+            last_status_at: Instant::now(),
+        }
+    }
+
+    async fn catalog(&mut self) -> Result<&Client, ReplicationError> {
+        let stale = self.catalog.as_ref().map_or(true, Client::is_closed);
+        if stale {
+            self.catalog = Some(setup::catalog_client(&self.pg_config).await?);
+        }
+        Ok(self.catalog.as_ref().expect("catalog client just set"))
+    }
+
+    /// Connects, checks the server, makes sure the publication and slot exist, and starts
+    /// streaming from the slot (skipping what this process already delivered).
+    pub async fn open_session(&mut self) -> Result<ReplicationConnection, ReplicationError> {
+        let mut conn = ReplicationConnection::connect(&self.params).await?;
+        setup::check_wal_level(&mut conn).await?;
+        let ident = conn
+            .simple_query("IDENTIFY_SYSTEM", "IDENTIFY_SYSTEM")
+            .await?;
+        let publication = self.config.publication.clone();
+        let slot = self.config.slot.clone();
+        let create_publication = self.config.create_publication;
+        if create_publication {
+            setup::ensure_publication(self.catalog().await?, &publication).await?;
+        }
+        if self.config.temporary_slot {
+            setup::create_slot(&mut conn, &slot, true).await?;
+            if self.last_delivered > 0 {
+                tracing::warn!(slot = %slot, "temporary slot recreated: changes made while disconnected are not replayed");
+            }
+        } else {
+            match setup::slot_state(self.catalog().await?, &slot).await? {
+                Some(s) if s.plugin != "pgoutput" => {
+                    return Err(ReplicationError::SlotPlugin {
+                        slot,
+                        plugin: s.plugin,
+                    })
+                }
+                Some(s) => {
+                    tracing::debug!(slot = %slot, confirmed = %format_lsn(s.confirmed_flush.unwrap_or(0)), "resuming from slot");
+                }
+                None => match setup::create_slot(&mut conn, &slot, false).await {
+                    Ok(_) => {}
+                    // Created by someone else in the meantime: use it.
+                    Err(e) if e.code() == Some("42710") => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        let proto = self
+            .config
+            .protocol_version
+            .unwrap_or(if conn.server_version_num >= 140000 {
+                2
+            } else {
+                1
+            });
+        let mut options = format!(
+            "proto_version '{proto}', publication_names {}",
+            setup::quote_literal(&setup::quote_ident(&publication))
+        );
+        if proto >= 2 {
+            options.push_str(", streaming 'on'");
+        }
+        // The server starts at the slot's confirmed position or here, whichever is later,
+        // and skips transactions that committed before it.
+        let start = self.last_delivered;
+        let cmd = format!(
+            "START_REPLICATION SLOT {} LOGICAL {} ({options})",
+            setup::quote_ident(&slot),
+            format_lsn(start)
+        );
+        conn.start_replication(&cmd).await?;
+        self.assembler.reset_session();
+        tracing::info!(
+            slot = %slot,
+            publication = %publication,
+            proto,
+            start = %format_lsn(start),
+            server_lsn = %ident.first().and_then(|r| r.get(2).cloned().flatten()).unwrap_or_default(),
+            "replication streaming"
+        );
+        Ok(conn)
+    }
+
+    /// Streams, reconnecting with backoff, until shutdown or the consumer goes away.
+    pub async fn run(mut self, mut conn: ReplicationConnection) {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        loop {
+            self.shared.state.send_replace(StreamState::Streaming);
+            let error = match self.stream(&mut conn, &mut shutdown).await {
+                Ok(End::Stop) => {
+                    let _ = self.send_status(&mut conn, false).await;
+                    conn.close().await;
+                    break;
+                }
+                Err(e) => e,
+            };
+            drop(conn);
+            tracing::warn!(error = %error_chain(&error), "replication connection lost; reconnecting");
+            let mut attempt: u32 = 0;
+            let mut last_error = error;
+            conn = loop {
+                attempt += 1;
+                self.shared.state.send_replace(StreamState::Reconnecting {
+                    attempt,
+                    error: error_chain(&last_error),
+                });
+                let delay = backoff(attempt, self.config.max_backoff);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped(&mut shutdown) => {
+                        self.shared.state.send_replace(StreamState::Stopped);
+                        return;
+                    }
+                }
+                match self.open_session().await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        tracing::debug!(attempt, error = %error_chain(&e), "reconnect failed");
+                        last_error = e;
+                    }
+                }
+            };
+            tracing::info!(attempt, "replication reconnected");
+        }
+        self.shared.state.send_replace(StreamState::Stopped);
+    }
+
+    async fn stream(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<End, ReplicationError> {
+        let mut tick = tokio::time::interval(self.config.status_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while let Some(m) = conn.try_next_message()? {
+                match m.tag {
+                    b'd' => {
+                        if let Some(end) = self.on_copy_data(conn, &m.body, shutdown).await? {
+                            return Ok(end);
+                        }
+                    }
+                    b'E' => {
+                        return Err(ReplicationError::Server {
+                            during: "streaming",
+                            source: Box::new(super::connection::parse_error(&m.body)),
+                        })
+                    }
+                    b'c' => return Err(ReplicationError::Closed),
+                    _ => {}
+                }
+            }
+            if *shutdown.borrow() {
+                return Ok(End::Stop);
+            }
+            tokio::select! {
+                r = conn.fill() => r?,
+                _ = tick.tick() => self.maybe_send_status(conn).await?,
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn on_copy_data(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        body: &[u8],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<End>, ReplicationError> {
+        match decode::parse_frame(body).map_err(ReplicationError::Decode)? {
+            WalFrame::Keepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                self.server_wal_end = self.server_wal_end.max(wal_end);
+                self.received = self.received.max(wal_end);
+                if reply_requested {
+                    self.send_status(conn, false).await?;
+                }
+            }
+            WalFrame::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
+                self.received = self.received.max(wal_end).max(wal_start);
+                let msg = decode::parse(data, self.assembler.in_stream_block())
+                    .map_err(ReplicationError::Decode)?;
+                if let PgOutput::Relation(r) = &msg {
+                    let missing = self.assembler.missing_types(r);
+                    if !missing.is_empty() {
+                        let rows = {
+                            let catalog = self.catalog().await?;
+                            setup::catalog_types(catalog, &missing).await?
+                        };
+                        self.assembler.add_catalog_rows(rows);
+                    }
+                }
+                let committed = self
+                    .assembler
+                    .apply(msg)
+                    .map_err(|e| ReplicationError::Protocol(e.to_string()))?;
+                if let Some(t) = committed {
+                    return self.deliver(conn, t, shutdown).await;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hands a transaction to the consumer, unless it was delivered before (a resume
+    /// re-sends what was not yet confirmed). While the consumer's queue is full we keep
+    /// answering the server so it does not time us out.
+    async fn deliver(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        t: Transaction,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<End>, ReplicationError> {
+        if t.commit_lsn <= self.last_delivered {
+            tracing::debug!(lsn = %format_lsn(t.commit_lsn), "skipping transaction delivered before");
+            return Ok(None);
+        }
+        let lsn = t.commit_lsn;
+        let mut tick = tokio::time::interval(self.config.status_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tx = self.tx.clone();
+        let permit = loop {
+            tokio::select! {
+                biased;
+                p = tx.reserve() => match p {
+                    Ok(p) => break p,
+                    // The consumer is gone: nothing more to do.
+                    Err(_) => return Ok(Some(End::Stop)),
+                },
+                _ = stopped(shutdown) => return Ok(Some(End::Stop)),
+                _ = tick.tick() => self.maybe_send_status(conn).await?,
+            }
+        };
+        permit.send(Arc::new(t));
+        self.last_delivered = lsn;
+        Ok(None)
+    }
+
+    /// The position the server may forget everything before: what the consumer confirmed,
+    /// or, when nothing is in flight and everything delivered is confirmed, the server's
+    /// own position (so an idle slot does not hold WAL back).
+    fn flush_position(&self) -> Lsn {
+        let confirmed = self.shared.confirmed.load(Ordering::Acquire);
+        let mut flush = confirmed.min(self.last_delivered);
+        if confirmed >= self.last_delivered && self.assembler.idle() {
+            flush = flush.max(self.server_wal_end);
+        }
+        flush.max(self.last_reported)
+    }
+
+    /// Sends a status update if the flush position moved (at most once per status
+    /// interval, as the caller's timer fires) or the heartbeat is due.
+    async fn maybe_send_status(
+        &mut self,
+        conn: &mut ReplicationConnection,
+    ) -> Result<(), ReplicationError> {
+        if self.flush_position() > self.last_reported || self.last_status_at.elapsed() >= HEARTBEAT
+        {
+            self.send_status(conn, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_status(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        reply: bool,
+    ) -> Result<(), ReplicationError> {
+        let flush = self.flush_position();
+        let now = chrono::Utc::now().timestamp_micros();
+        let msg = decode::standby_status_update(self.received.max(flush), flush, flush, now, reply);
+        conn.queue_copy_data(&msg)?;
+        conn.send().await?;
+        if flush > self.last_reported {
+            tracing::trace!(flush = %format_lsn(flush), "reported position");
+        }
+        self.last_reported = flush;
+        self.last_status_at = Instant::now();
+        Ok(())
+    }
+}
+
+/// Resolves once shutdown is asked for (the watch's guard never crosses an await).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn backoff(attempt: u32, max: Duration) -> Duration {
+    let ms = 100u64.saturating_mul(1 << attempt.min(16).saturating_sub(1));
+    Duration::from_millis(ms).min(max)
+}
+
+/// An error and its causes on one line, for logs and the health state.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(5);
+        assert_eq!(backoff(1, max), Duration::from_millis(100));
+        assert_eq!(backoff(2, max), Duration::from_millis(200));
+        assert_eq!(backoff(4, max), Duration::from_millis(800));
+        assert_eq!(backoff(30, max), max);
+    }
+}

@@ -1,0 +1,111 @@
+//! `ripple tail`: the change stream as JSON lines, one per row change, like
+//! `pg_recvlogical` but typed. Each transaction is confirmed to the server only after its
+//! lines are written and flushed, so a tail on a durable slot that stops (or is killed)
+//! resumes where its output ends.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::change::{format_lsn, Lsn, Transaction};
+use crate::replication::{self, ReplicationConfig, ReplicationError};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TailOptions {
+    /// Publication whose tables stream.
+    #[arg(long, env = "RIPPLE_PUBLICATION", default_value = crate::DEFAULT_PUBLICATION)]
+    pub publication: String,
+    /// Durable slot to consume (created if absent). Ignored with --temporary.
+    #[arg(long, env = "RIPPLE_SLOT", default_value = crate::DEFAULT_SLOT)]
+    pub slot: String,
+    /// Use a temporary slot that disappears when tail exits: see changes from now on
+    /// without touching the gateway's slot.
+    #[arg(long)]
+    pub temporary: bool,
+    /// Skip transactions committed at or before this LSN (e.g. the last `commit_lsn` a
+    /// previous run printed).
+    #[arg(long, value_parser = parse_lsn_arg)]
+    pub start_after: Option<Lsn>,
+    /// Stop after this many changes.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+fn parse_lsn_arg(s: &str) -> Result<Lsn, String> {
+    crate::change::parse_lsn(s).ok_or_else(|| format!("{s:?} is not an LSN like 16/B374D848"))
+}
+
+/// One row change as a JSON object.
+pub fn change_lines(t: &Transaction) -> impl Iterator<Item = Value> + '_ {
+    let lsn = format_lsn(t.commit_lsn);
+    let time = t.commit_timestamp();
+    t.changes.iter().map(move |c| {
+        let mut v = json!({
+            "schema": c.relation.schema,
+            "table": c.relation.name,
+            "type": c.kind.as_str(),
+            "commit_lsn": lsn,
+            "commit_time": time,
+            "xid": t.xid,
+            "record": c.record.clone().map(Value::Object).unwrap_or(Value::Null),
+            "old_record": c.old_record.clone().map(Value::Object).unwrap_or(Value::Null),
+        });
+        if !c.unchanged_toast.is_empty() {
+            v["unchanged_toast"] = json!(c.unchanged_toast);
+        }
+        v
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error("could not write to the output")]
+    Output(#[source] std::io::Error),
+}
+
+/// Streams until `stop` resolves, the limit is reached, or output fails.
+pub async fn run(
+    database_url: &str,
+    opts: &TailOptions,
+    mut out: impl Write,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), TailError> {
+    let mut config = ReplicationConfig::new(database_url, &opts.slot, &opts.publication);
+    if opts.temporary {
+        config.temporary_slot = true;
+        config.slot = format!("ripple_tail_{}", std::process::id());
+    }
+    config.resume_after = opts.start_after;
+    let (mut rx, handle) = replication::start(config).await?;
+    let mut printed = 0u64;
+    tokio::pin!(stop);
+    let result = loop {
+        let t: Arc<Transaction> = tokio::select! {
+            t = rx.recv() => match t {
+                Some(t) => t,
+                None => break Ok(()),
+            },
+            _ = &mut stop => break Ok(()),
+        };
+        let mut write = || -> std::io::Result<()> {
+            for line in change_lines(&t) {
+                serde_json::to_writer(&mut out, &line)?;
+                out.write_all(b"\n")?;
+                printed += 1;
+            }
+            out.flush()
+        };
+        if let Err(e) = write() {
+            break Err(TailError::Output(e));
+        }
+        handle.confirm(t.commit_lsn);
+        if opts.limit.is_some_and(|l| printed >= l) {
+            break Ok(());
+        }
+    };
+    handle.shutdown().await;
+    result
+}
