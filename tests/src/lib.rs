@@ -315,7 +315,11 @@ pub async fn spawn_gateway(db: &TestDb) -> Gateway {
     spawn_gateway_with(db, gateway_config()).await
 }
 
-pub async fn spawn_gateway_with(db: &TestDb, config: ripple::config::ServeConfig) -> Gateway {
+pub async fn spawn_gateway_with(db: &TestDb, mut config: ripple::config::ServeConfig) -> Gateway {
+    // Slots are cluster-wide: one per test database, dropped with it.
+    if config.slot == ripple::DEFAULT_SLOT {
+        config.slot = db.name.clone();
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .expect("bind gateway");

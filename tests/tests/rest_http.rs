@@ -287,13 +287,39 @@ async fn wrong_content_type_and_bad_json_are_refused_in_postgrest_form() {
 async fn health_is_ready_only_with_database_and_replication() {
     let db = fresh_db().await;
     let gw = spawn_gateway(&db).await;
-    // Nothing has told this gateway its replication stream is up.
-    let r = request(gw.addr, Method::GET, "/health", &[], None).await;
-    assert_eq!(r.status, 503, "{}", r.text());
+    // Ready once the database answers and the replication stream runs.
+    let mut r = request(gw.addr, Method::GET, "/health", &[], None).await;
+    for _ in 0..100 {
+        if r.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r = request(gw.addr, Method::GET, "/health", &[], None).await;
+    }
+    assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["database"], "up");
-    assert_eq!(v["replication"], "down");
-    assert_eq!(v["down"], json!(["replication"]));
+    assert_eq!(v["replication"], "up");
+    // Cut the stream: until it reconnects, health says replication is down.
+    db.client
+        .execute(
+            "select pg_terminate_backend(active_pid) from pg_replication_slots \
+             where database = current_database() and active_pid is not null",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut saw_down = false;
+    for _ in 0..200 {
+        let r = request(gw.addr, Method::GET, "/health", &[], None).await;
+        if r.status == 503 {
+            assert_eq!(r.json()["down"], json!(["replication"]));
+            saw_down = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(saw_down, "health reported the lost stream");
 
     // A gateway whose database is unreachable says so too.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

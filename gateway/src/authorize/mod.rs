@@ -382,4 +382,8 @@ impl crate::realtime::fanout::Authorizer for RlsAuthorizer {
             Ok(out)
         })
     }
+
+    fn observe(&self, tx: &Transaction) {
+        RlsAuthorizer::observe(self, tx);
+    }
 }

@@ -78,6 +78,11 @@ pub type AuthorizeFuture<'a> =
 /// Hidden for what is missing; an error hides the whole transaction (fail closed).
 pub trait Authorizer: Send + Sync {
     fn authorize<'a>(&'a self, tx: &'a Transaction, checks: &'a [Check]) -> AuthorizeFuture<'a>;
+
+    /// Sees every transaction, in commit order, before any of its changes are authorized
+    /// (whether or not they have candidates): an authorizer that caches what it read from
+    /// the catalog drops it here when the stream shows a policy or grant change.
+    fn observe(&self, _tx: &Transaction) {}
 }
 
 /// What one `deliver` did.
