@@ -315,7 +315,24 @@ pub async fn spawn_gateway(db: &TestDb) -> Gateway {
     spawn_gateway_with(db, gateway_config()).await
 }
 
-pub async fn spawn_gateway_with(db: &TestDb, mut config: ripple::config::ServeConfig) -> Gateway {
+pub async fn spawn_gateway_with(db: &TestDb, config: ripple::config::ServeConfig) -> Gateway {
+    spawn_gateway_using(
+        db,
+        config,
+        Box::new(|app| {
+            std::sync::Arc::new(ripple::authorize::RlsAuthorizer::new(app.pool.clone()))
+        }),
+    )
+    .await
+}
+
+/// A gateway whose fan-out asks `make_authorizer`'s authorizer (the benchmark runs the
+/// per-subscriber live-row reference through the same pipeline this way).
+pub async fn spawn_gateway_using(
+    db: &TestDb,
+    mut config: ripple::config::ServeConfig,
+    make_authorizer: ripple::server::MakeAuthorizer,
+) -> Gateway {
     // Slots are cluster-wide: one per test database, dropped with it.
     if config.slot == ripple::DEFAULT_SLOT {
         config.slot = db.name.clone();
@@ -329,9 +346,15 @@ pub async fn spawn_gateway_with(db: &TestDb, mut config: ripple::config::ServeCo
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let url = db.url.clone();
     tokio::spawn(async move {
-        if let Err(e) = ripple::server::run(listener, config, &url, async {
-            let _ = rx.await;
-        })
+        if let Err(e) = ripple::server::run_with(
+            listener,
+            config,
+            &url,
+            async {
+                let _ = rx.await;
+            },
+            make_authorizer,
+        )
         .await
         {
             eprintln!("test gateway stopped with an error: {e:#}");
