@@ -326,6 +326,81 @@ mod tests {
         assert!(v.verify(&ok).is_ok());
     }
 
+    /// Keys generated for these tests only (`openssl genrsa` / `ecparam -name prime256v1`).
+    const RSA_PRIVATE: &str = include_str!("testdata/rsa_private.pem");
+    const RSA_PUBLIC: &str = include_str!("testdata/rsa_public.pem");
+    const EC_PRIVATE: &str = include_str!("testdata/ec_private.pem");
+    const EC_PUBLIC: &str = include_str!("testdata/ec_public.pem");
+
+    fn signed(alg: Algorithm, key: &EncodingKey, role: &str) -> String {
+        let claims = serde_json::json!({"sub": "u-9", "role": role, "exp": now_epoch() + 60});
+        jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_verify_with_configured_public_keys() {
+        let v = JwtVerifier::new(&JwtConfig {
+            public_keys_pem: vec![RSA_PUBLIC.into(), EC_PUBLIC.into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let ec = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let c = v
+            .verify(&signed(Algorithm::RS256, &rsa, "authenticated"))
+            .unwrap();
+        assert_eq!(c.sub.as_deref(), Some("u-9"));
+        let c = v
+            .verify(&signed(Algorithm::ES256, &ec, "authenticated"))
+            .unwrap();
+        assert_eq!(c.role, "authenticated");
+        // Without an HS256 secret, an HS256 token has no key; with only the RSA key, an
+        // ES256 token has none either.
+        let hs = EncodingKey::from_secret(b"whatever-secret-whatever-secret!");
+        assert_eq!(
+            v.verify(&signed(Algorithm::HS256, &hs, "anon")),
+            Err(AuthError::NoKey)
+        );
+        let rsa_only = JwtVerifier::new(&JwtConfig {
+            public_keys_pem: vec![RSA_PUBLIC.into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            rsa_only.verify(&signed(Algorithm::ES256, &ec, "anon")),
+            Err(AuthError::NoKey)
+        );
+    }
+
+    #[test]
+    fn a_tampered_rs256_signature_is_refused() {
+        let v = JwtVerifier::new(&JwtConfig {
+            public_keys_pem: vec![RSA_PUBLIC.into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let good = signed(Algorithm::RS256, &rsa, "anon");
+        assert!(v.verify(&good).is_ok());
+        // Change one character in the middle of the signature (whole bits, not padding).
+        let (head_body, sig) = good.rsplit_once('.').unwrap();
+        let mut sig: Vec<char> = sig.chars().collect();
+        let mid = sig.len() / 2;
+        sig[mid] = if sig[mid] == 'A' { 'B' } else { 'A' };
+        let tampered = format!("{head_body}.{}", sig.into_iter().collect::<String>());
+        assert_eq!(v.verify(&tampered), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn a_non_pem_public_key_is_a_configuration_error() {
+        let e = JwtVerifier::new(&JwtConfig {
+            public_keys_pem: vec!["not a key".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.index, 0);
+    }
+
     #[test]
     fn garbage_is_malformed() {
         assert_eq!(verifier().verify("not.a.jwt"), Err(AuthError::Malformed));
