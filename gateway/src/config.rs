@@ -62,6 +62,10 @@ pub struct ServeConfig {
     )]
     pub schemas: Vec<String>,
 
+    /// Most WebSocket connections open at once; more are refused with 429.
+    #[arg(long, env = "RIPPLE_MAX_SOCKETS", default_value_t = 10_000)]
+    pub max_sockets: usize,
+
     /// Messages queued per WebSocket client before it is disconnected as too slow.
     #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,

@@ -755,3 +755,29 @@ async fn a_slow_reader_is_told_and_disconnected_while_others_keep_receiving() {
         "the slow reader's channel is gone"
     );
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_429_until_one_closes() {
+    let db = fresh_db().await;
+    let mut config = gateway_config();
+    config.max_sockets = 2;
+    let gw = spawn_gateway_with(&db, config).await;
+    let url = format!(
+        "ws://{}/realtime/v1/websocket?apikey={}&vsn=1.0.0",
+        gw.addr, gw.anon_key
+    );
+    let (first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (_second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(handshake_status(&url).await, 429);
+    drop(first);
+    // The slot frees once the server notices the close.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = handshake_status(&url).await;
+        if status == 101 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 101);
+}

@@ -56,6 +56,17 @@ pub struct Realtime {
     next_id: AtomicU64,
     /// Open sockets per user (`sub`), to record `last_seen_at` on their last disconnect.
     users: Mutex<HashMap<String, usize>>,
+    /// Open sockets in all, against `RIPPLE_MAX_SOCKETS`.
+    open_sockets: std::sync::atomic::AtomicUsize,
+}
+
+/// Holds one place among the open sockets until dropped.
+struct SocketSlot(Arc<App>);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.realtime.open_sockets.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Realtime {
@@ -87,6 +98,23 @@ impl Realtime {
             }
             None => false,
         }
+    }
+
+    /// Sockets open now.
+    pub fn open_sockets(&self) -> usize {
+        self.open_sockets.load(Ordering::Acquire)
+    }
+
+    /// Takes a place for a new socket, or None when `max` are open.
+    fn reserve_socket(app: &Arc<App>) -> Option<SocketSlot> {
+        let max = app.config.max_sockets;
+        app.realtime
+            .open_sockets
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SocketSlot(app.clone()))
     }
 
     /// Sockets currently open for a user.
@@ -171,9 +199,16 @@ pub async fn upgrade(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
             r#"{"message":"expected a WebSocket upgrade"}"#.into(),
         );
     }
+    let Some(slot) = Realtime::reserve_socket(&app) else {
+        return json(
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({"message": "too many connections"}).to_string(),
+        );
+    };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
     let max = app.config.max_body_bytes;
     tokio::spawn(async move {
+        let _slot = slot;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let config = WebSocketConfig {
