@@ -141,3 +141,19 @@ fn ripple_serve_without_a_secret_or_key_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--jwt-secret"), "{err}");
 }
+
+#[test]
+fn ripple_dev_without_postgres_binaries_says_how_to_install_them_and_fails() {
+    let dir = std::env::temp_dir().join(format!("rdev-missing-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_ripple"))
+        .args(["dev", "--data-dir"])
+        .arg(&dir)
+        .env("RIPPLE_PG_BINDIR", "/nonexistent/postgresql/bin")
+        .env_remove("RIPPLE_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install postgresql"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
