@@ -11,6 +11,7 @@
 //! ```
 
 pub mod http;
+pub mod node;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
