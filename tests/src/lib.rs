@@ -227,6 +227,27 @@ impl TestDb {
     }
 }
 
+/// Runs `sql` as `user` (role `authenticated`) in its own transaction on a new connection
+/// to `url`: for spawned tasks, which cannot borrow a `TestDb`.
+pub async fn query_as(
+    url: &str,
+    user: Uuid,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let mut client = ripple::db::connect(url).await?;
+    let tx = client.transaction().await?;
+    ripple::db::set_request_claims(
+        &tx,
+        "authenticated",
+        &serde_json::json!({"sub": user.to_string(), "role": "authenticated"}),
+    )
+    .await?;
+    let rows = tx.query(sql, params).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 /// Statements run as a request would run them: role and claims set for the transaction.
 pub struct Session<'a> {
     db: &'a TestDb,
