@@ -76,6 +76,15 @@ as $$
 declare
   m public.messages;
 begin
+  -- A member who can see the message but is not its sender is told so (403), rather
+  -- than getting "not found" from the UPDATE policy hiding the row.
+  select * into m from public.messages x where x.id = edit_message.message_id;
+  if not found then
+    perform private.fail('P0002', 'message not found');
+  end if;
+  if m.sender_id is distinct from auth.uid() then
+    perform private.fail('42501', 'only the sender can edit a message');
+  end if;
   update public.messages x set body = edit_message.body
    where x.id = edit_message.message_id
   returning * into m;

@@ -12,6 +12,14 @@ pub struct App {
     /// transaction with the caller's role and claims set locally.
     pub pool: deadpool_postgres::Pool,
     pub database_url: String,
+    /// Realtime's shared state: live subscriptions, topics; the fan-out delivers through it.
+    pub realtime: Arc<crate::realtime::Realtime>,
+    /// Readiness flags for `GET /health` (the replication stream sets its own).
+    pub status: crate::status::Status,
+    /// Counters, gauges and histograms served at `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// REST/RPC state shared by requests (the catalog cache).
+    pub rest: crate::http::rest::RestState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +49,18 @@ impl App {
             .max_size(config.pool_size)
             .build()
             .map_err(AppError::Pool)?;
+        let metrics = crate::metrics::Metrics::default();
+        metrics.register_pool(&pool);
+        let rest = crate::http::rest::RestState::new(&config, &metrics);
         Ok(Arc::new(Self {
             config,
             jwt,
             pool,
             database_url: database_url.to_string(),
+            realtime: Arc::new(crate::realtime::Realtime::new()),
+            status: crate::status::Status::default(),
+            metrics,
+            rest,
         }))
     }
 }

@@ -24,6 +24,15 @@ pub struct ServeConfig {
     )]
     pub jwt_public_keys: Vec<PathBuf>,
 
+    /// Database roles a token's `role` claim may name.
+    #[arg(
+        long,
+        env = "RIPPLE_DB_ROLES",
+        value_delimiter = ',',
+        default_value = "anon,authenticated,service_role"
+    )]
+    pub db_roles: Vec<String>,
+
     /// Publication whose tables stream (membership is managed in SQL).
     #[arg(long, env = "RIPPLE_PUBLICATION", default_value = crate::DEFAULT_PUBLICATION)]
     pub publication: String,
@@ -53,9 +62,18 @@ pub struct ServeConfig {
     )]
     pub schemas: Vec<String>,
 
+    /// Most WebSocket connections open at once; more are refused with 429.
+    #[arg(long, env = "RIPPLE_MAX_SOCKETS", default_value_t = 10_000)]
+    pub max_sockets: usize,
+
     /// Messages queued per WebSocket client before it is disconnected as too slow.
     #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,
+
+    /// Seconds without a frame from a WebSocket client (clients heartbeat every 25 s) after
+    /// which its socket is closed.
+    #[arg(long, env = "RIPPLE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub ws_idle_timeout_secs: u64,
 }
 
 impl ServeConfig {
@@ -68,6 +86,7 @@ impl ServeConfig {
         Ok(JwtConfig {
             secret: self.jwt_secret.clone().map(Secret::new),
             public_keys_pem,
+            allowed_roles: self.db_roles.clone(),
         })
     }
 }

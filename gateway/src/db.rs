@@ -15,6 +15,12 @@ pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// The statement behind [`set_request_claims`] (`$1` role, `$2` claims as JSON text), for
+/// callers that prepare it once per connection and pipeline it ahead of a request's own
+/// statement (REST does).
+pub const SET_REQUEST_CLAIMS_SQL: &str =
+    "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)";
+
 /// Makes the rest of the current transaction run as `role` with `claims` in
 /// `request.jwt.claims`, the PostgREST/Supabase convention that `auth.uid()` reads.
 /// Both settings are transaction-local, so a pooled connection carries nothing over.
@@ -23,10 +29,7 @@ pub async fn set_request_claims(
     role: &str,
     claims: &serde_json::Value,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
-        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-        &[&role, &claims.to_string()],
-    )
-    .await?;
+    tx.execute(SET_REQUEST_CLAIMS_SQL, &[&role, &claims.to_string()])
+        .await?;
     Ok(())
 }

@@ -46,8 +46,18 @@ pub struct PgBinaries {
 impl PgBinaries {
     /// Finds `initdb` and `pg_ctl`: PATH first, then `pg_config --bindir`, then the newest
     /// Debian-style `/usr/lib/postgresql/<major>/bin`.
+    ///
+    /// `RIPPLE_PG_BINDIR`, when set, is the only place looked at (to pin a version).
     pub fn find() -> Result<Self, EmbeddedError> {
         let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+        if let Some(dir) = std::env::var_os("RIPPLE_PG_BINDIR") {
+            let dir = PathBuf::from(dir);
+            return if has_both(&dir) {
+                Ok(Self { bindir: dir })
+            } else {
+                Err(EmbeddedError::BinariesMissing)
+            };
+        }
         if let Some(path) = std::env::var_os("PATH") {
             for dir in std::env::split_paths(&path) {
                 if has_both(&dir) {

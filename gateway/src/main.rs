@@ -95,7 +95,25 @@ fn main() -> ExitCode {
     }
 }
 
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Ctrl-C or SIGTERM. The handlers are installed now, before any slow start-up step, so a
+/// signal that arrives early stops Ripple cleanly (and its embedded PostgreSQL) instead of
+/// killing the process.
+fn shutdown_signal() -> std::io::Result<Shutdown> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(Box::pin(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     match cli.command {
         Command::Migrate {
             database_url,
@@ -118,9 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &database_url,
                 &options,
                 std::io::BufWriter::new(stdout),
-                async {
-                    let _ = tokio::signal::ctrl_c().await;
-                },
+                shutdown,
             )
             .await?;
             Ok(())
@@ -134,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = JwtVerifier::new(&JwtConfig {
                 secret: Some(Secret::new(jwt_secret)),
                 public_keys_pem: vec![],
+                ..Default::default()
             })?;
             let role = role.unwrap_or_else(|| {
                 if sub.is_some() {
@@ -155,24 +172,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if config.jwt_secret.is_none() && config.jwt_public_keys.is_empty() {
                 anyhow::bail!("set --jwt-secret (RIPPLE_JWT_SECRET) or --jwt-public-key");
             }
-            serve(config, &database_url).await
+            serve(config, &database_url, shutdown).await
         }
         Command::Dev {
             database_url,
             data_dir,
             pg_port,
             config,
-        } => dev(database_url, data_dir, pg_port, config).await,
+        } => dev(database_url, data_dir, pg_port, config, shutdown).await,
     }
 }
 
-async fn serve(config: ServeConfig, database_url: &str) -> anyhow::Result<()> {
+async fn serve(config: ServeConfig, database_url: &str, shutdown: Shutdown) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "ripple serving");
-    ripple::server::run(listener, config, database_url, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    ripple::server::run(listener, config, database_url, shutdown).await?;
     tracing::info!("ripple stopped");
     Ok(())
 }
@@ -189,6 +203,7 @@ async fn dev(
     data_dir: PathBuf,
     pg_port: u16,
     mut config: ServeConfig,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let mut cluster = None;
@@ -224,7 +239,7 @@ async fn dev(
             url
         }
     };
-    let result = dev_inner(&database_url, &data_dir, &mut config).await;
+    let result = dev_inner(&database_url, &data_dir, &mut config, shutdown).await;
     if let Some(c) = cluster {
         eprintln!("stopping embedded PostgreSQL");
         c.stop()?;
@@ -236,6 +251,7 @@ async fn dev_inner(
     database_url: &str,
     data_dir: &std::path::Path,
     config: &mut ServeConfig,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let report = migrate::run(
         database_url,
@@ -293,5 +309,5 @@ async fn dev_inner(
         );
     }
     println!("Press Ctrl-C to stop.");
-    serve(config.clone(), database_url).await
+    serve(config.clone(), database_url, shutdown).await
 }

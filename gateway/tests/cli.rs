@@ -77,6 +77,7 @@ fn ripple_dev_runs_a_migrated_postgres_prints_tokens_and_stops_it_on_ctrl_c() {
     let v = ripple::auth::JwtVerifier::new(&ripple::auth::JwtConfig {
         secret: Some(ripple::auth::Secret::new(secret.trim())),
         public_keys_pem: vec![],
+        ..Default::default()
     })
     .unwrap();
     let claims = v.verify(&token).expect("the printed token verifies");
@@ -112,6 +113,7 @@ fn ripple_token_mints_a_token_for_a_user_and_an_anon_key() {
     let v = ripple::auth::JwtVerifier::new(&ripple::auth::JwtConfig {
         secret: Some(ripple::auth::Secret::new(secret)),
         public_keys_pem: vec![],
+        ..Default::default()
     })
     .unwrap();
     let user = v
@@ -138,4 +140,20 @@ fn ripple_serve_without_a_secret_or_key_refuses_to_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--jwt-secret"), "{err}");
+}
+
+#[test]
+fn ripple_dev_without_postgres_binaries_says_how_to_install_them_and_fails() {
+    let dir = std::env::temp_dir().join(format!("rdev-missing-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_ripple"))
+        .args(["dev", "--data-dir"])
+        .arg(&dir)
+        .env("RIPPLE_PG_BINDIR", "/nonexistent/postgresql/bin")
+        .env_remove("RIPPLE_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install postgresql"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,6 +10,9 @@
 //! # }
 //! ```
 
+pub mod http;
+pub mod node;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -224,6 +227,27 @@ impl TestDb {
     }
 }
 
+/// Runs `sql` as `user` (role `authenticated`) in its own transaction on a new connection
+/// to `url`: for spawned tasks, which cannot borrow a `TestDb`.
+pub async fn query_as(
+    url: &str,
+    user: Uuid,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let mut client = ripple::db::connect(url).await?;
+    let tx = client.transaction().await?;
+    ripple::db::set_request_claims(
+        &tx,
+        "authenticated",
+        &serde_json::json!({"sub": user.to_string(), "role": "authenticated"}),
+    )
+    .await?;
+    let rows = tx.query(sql, params).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 /// Statements run as a request would run them: role and claims set for the transaction.
 pub struct Session<'a> {
     db: &'a TestDb,
@@ -314,6 +338,27 @@ pub async fn spawn_gateway(db: &TestDb) -> Gateway {
 }
 
 pub async fn spawn_gateway_with(db: &TestDb, config: ripple::config::ServeConfig) -> Gateway {
+    spawn_gateway_using(
+        db,
+        config,
+        Box::new(|app| {
+            std::sync::Arc::new(ripple::authorize::RlsAuthorizer::new(app.pool.clone()))
+        }),
+    )
+    .await
+}
+
+/// A gateway whose fan-out asks `make_authorizer`'s authorizer (the benchmark runs the
+/// per-subscriber live-row reference through the same pipeline this way).
+pub async fn spawn_gateway_using(
+    db: &TestDb,
+    mut config: ripple::config::ServeConfig,
+    make_authorizer: ripple::server::MakeAuthorizer,
+) -> Gateway {
+    // Slots are cluster-wide: one per test database, dropped with it.
+    if config.slot == ripple::DEFAULT_SLOT {
+        config.slot = db.name.clone();
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .expect("bind gateway");
@@ -323,9 +368,15 @@ pub async fn spawn_gateway_with(db: &TestDb, config: ripple::config::ServeConfig
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let url = db.url.clone();
     tokio::spawn(async move {
-        if let Err(e) = ripple::server::run(listener, config, &url, async {
-            let _ = rx.await;
-        })
+        if let Err(e) = ripple::server::run_with(
+            listener,
+            config,
+            &url,
+            async {
+                let _ = rx.await;
+            },
+            make_authorizer,
+        )
         .await
         {
             eprintln!("test gateway stopped with an error: {e:#}");

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use ripple_tests::{fresh_db, TestDb};
+use ripple_tests::{fresh_db, query_as, TestDb};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -79,22 +79,15 @@ async fn concurrent_starts_by_both_users_make_one_conversation() {
         };
         let url = db.url.clone();
         tasks.push(tokio::spawn(async move {
-            let mut c = ripple::db::connect(&url).await.unwrap();
-            let tx = c.transaction().await.unwrap();
-            ripple::db::set_request_claims(
-                &tx,
-                "authenticated",
-                &serde_json::json!({"sub": me.to_string(), "role": "authenticated"}),
+            let rows = query_as(
+                &url,
+                me,
+                "select public.start_direct_conversation($1)",
+                &[&other],
             )
             .await
             .unwrap();
-            let id: Uuid = tx
-                .query_one("select public.start_direct_conversation($1)", &[&other])
-                .await
-                .unwrap()
-                .get(0);
-            tx.commit().await.unwrap();
-            id
+            rows[0].get::<_, Uuid>(0)
         }));
     }
     let mut ids = HashSet::new();
@@ -174,25 +167,15 @@ async fn a_retry_with_the_same_client_id_returns_the_first_message() {
         let url = db.url.clone();
         let me = u[0];
         tasks.push(tokio::spawn(async move {
-            let mut c = ripple::db::connect(&url).await.unwrap();
-            let tx = c.transaction().await.unwrap();
-            ripple::db::set_request_claims(
-                &tx,
-                "authenticated",
-                &serde_json::json!({"sub": me.to_string(), "role": "authenticated"}),
+            let rows = query_as(
+                &url,
+                me,
+                "select (public.send_message($1, 'x', client_id => 'c-2')).id",
+                &[&conv],
             )
             .await
             .unwrap();
-            let id: Uuid = tx
-                .query_one(
-                    "select (public.send_message($1, 'x', client_id => 'c-2')).id",
-                    &[&conv],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            tx.commit().await.unwrap();
-            id
+            rows[0].get::<_, Uuid>(0)
         }));
     }
     let mut ids = HashSet::new();
@@ -473,23 +456,15 @@ async fn pages_return_each_message_exactly_once_while_others_are_sending() {
     let url = db.url.clone();
     let bob = u[1];
     let writer = tokio::spawn(async move {
-        let c = ripple::db::connect(&url).await.unwrap();
         for i in 0..60 {
-            c.batch_execute("begin").await.unwrap();
-            ripple::db::set_request_claims(
-                &c,
-                "authenticated",
-                &serde_json::json!({"sub": bob.to_string(), "role": "authenticated"}),
-            )
-            .await
-            .unwrap();
-            c.execute(
+            query_as(
+                &url,
+                bob,
                 "select public.send_message($1, $2)",
                 &[&conv, &format!("live{i}")],
             )
             .await
             .unwrap();
-            c.batch_execute("commit").await.unwrap();
         }
     });
     let mut seen: Vec<String> = Vec::new();

@@ -174,7 +174,10 @@ async fn a_member_cannot_edit_or_delete_anothers_message_in_a_direct_chat() {
             &[&d.msg],
         )
         .await;
-    assert_eq!(code, "P0002", "the row is not Bob's to update");
+    assert_eq!(
+        code, "42501",
+        "Bob sees the message but it is not his to edit"
+    );
     let (code, _) = bob
         .query_err("select public.delete_message($1)", &[&d.msg])
         .await;

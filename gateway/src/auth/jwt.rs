@@ -33,6 +33,10 @@ pub struct JwtConfig {
     pub secret: Option<Secret>,
     /// PEM-encoded RSA or EC public keys, for RS256/ES256.
     pub public_keys_pem: Vec<String>,
+    /// Database roles a token's `role` claim may name (empty: any). A token is a request to
+    /// `SET ROLE`; without this list a validly signed `"role": "postgres"` would run as the
+    /// superuser.
+    pub allowed_roles: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub enum AuthError {
     BadClaim(&'static str),
     #[error("no key is configured to verify this token")]
     NoKey,
+    #[error("token role is not allowed")]
+    RoleNotAllowed,
 }
 
 /// The verified claims of a token.
@@ -72,6 +78,7 @@ impl Claims {
 }
 
 pub struct JwtVerifier {
+    allowed_roles: Vec<String>,
     hs: Option<(DecodingKey, EncodingKey)>,
     rsa: Vec<DecodingKey>,
     ec: Vec<DecodingKey>,
@@ -119,7 +126,12 @@ impl JwtVerifier {
                 return Err(KeyError { index });
             }
         }
-        Ok(Self { hs, rsa, ec })
+        Ok(Self {
+            allowed_roles: config.allowed_roles.clone(),
+            hs,
+            rsa,
+            ec,
+        })
     }
 
     /// Verifies signature and expiry and extracts the claims Ripple needs.
@@ -152,7 +164,14 @@ impl JwtVerifier {
         let mut last = AuthError::BadSignature;
         for key in keys {
             match decode::<Value>(token, key, &validation) {
-                Ok(data) => return Self::claims(data.claims),
+                Ok(data) => {
+                    let claims = Self::claims(data.claims)?;
+                    if !self.allowed_roles.is_empty() && !self.allowed_roles.contains(&claims.role)
+                    {
+                        return Err(AuthError::RoleNotAllowed);
+                    }
+                    return Ok(claims);
+                }
                 Err(e) => {
                     last = match e.kind() {
                         jsonwebtoken::errors::ErrorKind::InvalidSignature => {
@@ -239,6 +258,7 @@ mod tests {
         JwtVerifier::new(&JwtConfig {
             secret: Some(Secret::new("test-secret-at-least-32-bytes-long!!")),
             public_keys_pem: vec![],
+            ..Default::default()
         })
         .unwrap()
     }
@@ -264,6 +284,7 @@ mod tests {
         let other = JwtVerifier::new(&JwtConfig {
             secret: Some(Secret::new("another-secret-another-secret-123")),
             public_keys_pem: vec![],
+            ..Default::default()
         })
         .unwrap();
         let t = other.mint_for("authenticated", Some("u"), 60).unwrap();
@@ -292,6 +313,95 @@ mod tests {
     }
 
     #[test]
+    fn a_role_outside_the_allowed_list_is_refused() {
+        let v = JwtVerifier::new(&JwtConfig {
+            secret: Some(Secret::new("test-secret-at-least-32-bytes-long!!")),
+            allowed_roles: vec!["anon".into(), "authenticated".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let su = v.mint_for("postgres", None, 60).unwrap();
+        assert_eq!(v.verify(&su), Err(AuthError::RoleNotAllowed));
+        let ok = v.mint_for("authenticated", Some("u"), 60).unwrap();
+        assert!(v.verify(&ok).is_ok());
+    }
+
+    /// Keys generated for these tests only (`openssl genrsa` / `ecparam -name prime256v1`).
+    const RSA_PRIVATE: &str = include_str!("testdata/rsa_private.pem");
+    const RSA_PUBLIC: &str = include_str!("testdata/rsa_public.pem");
+    const EC_PRIVATE: &str = include_str!("testdata/ec_private.pem");
+    const EC_PUBLIC: &str = include_str!("testdata/ec_public.pem");
+
+    fn signed(alg: Algorithm, key: &EncodingKey, role: &str) -> String {
+        let claims = serde_json::json!({"sub": "u-9", "role": role, "exp": now_epoch() + 60});
+        jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_verify_with_configured_public_keys() {
+        let v = JwtVerifier::new(&JwtConfig {
+            public_keys_pem: vec![RSA_PUBLIC.into(), EC_PUBLIC.into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let ec = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let c = v
+            .verify(&signed(Algorithm::RS256, &rsa, "authenticated"))
+            .unwrap();
+        assert_eq!(c.sub.as_deref(), Some("u-9"));
+        let c = v
+            .verify(&signed(Algorithm::ES256, &ec, "authenticated"))
+            .unwrap();
+        assert_eq!(c.role, "authenticated");
+        // Without an HS256 secret, an HS256 token has no key; with only the RSA key, an
+        // ES256 token has none either.
+        let hs = EncodingKey::from_secret(b"whatever-secret-whatever-secret!");
+        assert_eq!(
+            v.verify(&signed(Algorithm::HS256, &hs, "anon")),
+            Err(AuthError::NoKey)
+        );
+        let rsa_only = JwtVerifier::new(&JwtConfig {
+            public_keys_pem: vec![RSA_PUBLIC.into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            rsa_only.verify(&signed(Algorithm::ES256, &ec, "anon")),
+            Err(AuthError::NoKey)
+        );
+    }
+
+    #[test]
+    fn a_tampered_rs256_signature_is_refused() {
+        let v = JwtVerifier::new(&JwtConfig {
+            public_keys_pem: vec![RSA_PUBLIC.into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let good = signed(Algorithm::RS256, &rsa, "anon");
+        assert!(v.verify(&good).is_ok());
+        // Change one character in the middle of the signature (whole bits, not padding).
+        let (head_body, sig) = good.rsplit_once('.').unwrap();
+        let mut sig: Vec<char> = sig.chars().collect();
+        let mid = sig.len() / 2;
+        sig[mid] = if sig[mid] == 'A' { 'B' } else { 'A' };
+        let tampered = format!("{head_body}.{}", sig.into_iter().collect::<String>());
+        assert_eq!(v.verify(&tampered), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn a_non_pem_public_key_is_a_configuration_error() {
+        let e = JwtVerifier::new(&JwtConfig {
+            public_keys_pem: vec!["not a key".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.index, 0);
+    }
+
+    #[test]
     fn garbage_is_malformed() {
         assert_eq!(verifier().verify("not.a.jwt"), Err(AuthError::Malformed));
         assert_eq!(verifier().verify(""), Err(AuthError::Malformed));
@@ -303,7 +413,7 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         let c = JwtConfig {
             secret: Some(s),
-            public_keys_pem: vec![],
+            ..Default::default()
         };
         assert!(!format!("{c:?}").contains("hunter2"));
     }

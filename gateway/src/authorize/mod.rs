@@ -12,7 +12,7 @@
 
 mod plan;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -37,14 +37,14 @@ pub struct Identity {
 pub struct Verdict {
     pub visible: bool,
     /// Columns the identity's role may select; the rest are removed before delivery.
-    pub columns: Arc<Vec<String>>,
+    pub columns: Arc<HashSet<String>>,
 }
 
 impl Verdict {
     fn hidden() -> Self {
         Self {
             visible: false,
-            columns: Arc::new(Vec::new()),
+            columns: Arc::new(HashSet::new()),
         }
     }
 }
@@ -330,5 +330,60 @@ impl RlsAuthorizer {
             }
         }
         Ok(verdicts)
+    }
+}
+
+/// The fan-out's view: one call per transaction, answered with one batch.
+impl crate::realtime::fanout::Authorizer for RlsAuthorizer {
+    fn authorize<'a>(
+        &'a self,
+        tx: &'a Transaction,
+        checks: &'a [crate::realtime::fanout::Check],
+    ) -> crate::realtime::fanout::AuthorizeFuture<'a> {
+        use crate::realtime::fanout::{AuthorizeError as FanoutError, ColumnAccess};
+        Box::pin(async move {
+            let changes: Vec<&RowChange> = checks.iter().map(|c| &tx.changes[c.change]).collect();
+            let mut identities: Vec<Identity> = Vec::new();
+            let mut index: HashMap<&str, usize> = HashMap::new();
+            let mut asks = Vec::new();
+            for (ci, check) in checks.iter().enumerate() {
+                for cs in &check.claim_sets {
+                    let id = *index.entry(cs.key()).or_insert_with(|| {
+                        identities.push(Identity {
+                            role: cs.role.clone(),
+                            claims: cs.claims.to_string(),
+                        });
+                        identities.len() - 1
+                    });
+                    asks.push((ci, id));
+                }
+            }
+            let verdicts = self
+                .authorize(&changes, &identities, &asks)
+                .await
+                .map_err(FanoutError::new)?;
+            let mut out: Vec<Vec<crate::realtime::fanout::Verdict>> =
+                Vec::with_capacity(checks.len());
+            let mut it = verdicts.into_iter();
+            for check in checks {
+                out.push(
+                    check
+                        .claim_sets
+                        .iter()
+                        .map(|_| match it.next() {
+                            Some(v) if v.visible => crate::realtime::fanout::Verdict::Visible(
+                                ColumnAccess::Only(v.columns),
+                            ),
+                            _ => crate::realtime::fanout::Verdict::Hidden,
+                        })
+                        .collect(),
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    fn observe(&self, tx: &Transaction) {
+        RlsAuthorizer::observe(self, tx);
     }
 }

@@ -8,14 +8,15 @@
 //! table's own row type. Functions the policies call run as the role, with its claims, as in
 //! a real query. Nothing here decides visibility in Rust.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// How to check one (table, role) pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckPlan {
     pub decision: Decision,
-    /// Columns the role may SELECT (table or column privilege), in table order.
-    pub columns: Arc<Vec<String>>,
+    /// Columns the role may SELECT (table or column privilege).
+    pub columns: Arc<HashSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub async fn load(
 ) -> Result<CheckPlan, tokio_postgres::Error> {
     let never = || CheckPlan {
         decision: Decision::Never,
-        columns: Arc::new(Vec::new()),
+        columns: Arc::new(HashSet::new()),
     };
     // A token may name any role; we act only for roles that exist, are not superusers, and
     // that this connection may switch to (SET ROLE fails otherwise, and that fails closed).
@@ -74,7 +75,7 @@ pub async fn load(
         return Ok(never());
     };
     let (schema, name, rls): (String, String, bool) = (table.get(0), table.get(1), table.get(2));
-    let columns: Vec<String> = client
+    let columns: HashSet<String> = client
         .query(
             "select a.attname::text from pg_attribute a \
               where a.attrelid = $1::int8::oid and a.attnum > 0 and not a.attisdropped \

@@ -1,22 +1,28 @@
-//! The HTTP side, on the same port as the realtime socket: routing, CORS, health, metrics.
-//! REST/RPC live in `rest`; the WebSocket upgrade hands off to `crate::realtime`.
+//! The HTTP side, on the same port as the realtime socket: routing, CORS, the request body
+//! limit, health, metrics. REST/RPC live in `rest`; the WebSocket upgrade hands off to
+//! `crate::realtime`.
 
 pub mod rest;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::app::App;
+use crate::metrics::{Counter, Histogram, Metrics, LATENCY_BUCKETS};
 
 pub type Body = Full<Bytes>;
+
+/// How long `/health` waits for the database before calling it down.
+const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Accepts connections until `shutdown` resolves.
 pub async fn serve(
@@ -24,6 +30,7 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let metrics = Arc::new(HttpMetrics::register(&app.metrics));
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -31,10 +38,12 @@ pub async fn serve(
             () = &mut shutdown => return Ok(()),
         };
         let app = app.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(route(req, app).await) }
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(route(req, app, &metrics).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(error) = builder
@@ -47,28 +56,205 @@ pub async fn serve(
     }
 }
 
-async fn route(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+/// Where a request went, for metrics.
+#[derive(Clone, Copy)]
+enum Route {
+    Rest,
+    Realtime,
+    Health,
+    Metrics,
+    Other,
+}
+
+const ROUTES: [(Route, &str); 5] = [
+    (Route::Rest, "rest"),
+    (Route::Realtime, "realtime"),
+    (Route::Health, "health"),
+    (Route::Metrics, "metrics"),
+    (Route::Other, "other"),
+];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Registered once, so a request touches only atomics.
+struct HttpMetrics {
+    /// [route][status class]
+    requests: Vec<Vec<Arc<Counter>>>,
+    /// [route]
+    latency: Vec<Arc<Histogram>>,
+}
+
+impl HttpMetrics {
+    fn register(m: &Metrics) -> Self {
+        let requests = ROUTES
+            .iter()
+            .map(|(_, route)| {
+                CLASSES
+                    .iter()
+                    .map(|class| {
+                        m.counter(
+                            "ripple_http_requests_total",
+                            "HTTP requests answered, by route and status class.",
+                            &[("route", route), ("class", class)],
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let latency = ROUTES
+            .iter()
+            .map(|(_, route)| {
+                m.histogram(
+                    "ripple_http_request_duration_seconds",
+                    "Time from request to response head, by route.",
+                    &[("route", route)],
+                    LATENCY_BUCKETS,
+                )
+            })
+            .collect();
+        Self { requests, latency }
+    }
+
+    fn record(&self, route: Route, status: StatusCode, started: Instant) {
+        let r = route as usize;
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.requests[r][class].inc();
+        self.latency[r].observe_since(started);
+    }
+}
+
+async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> Response<Body> {
+    let started = Instant::now();
     let path = req.uri().path().to_string();
-    let mut resp = if req.method() == Method::OPTIONS {
-        Response::builder()
-            .status(StatusCode::NO_CONTENT)
-            .body(Body::default())
-            .expect("static response")
+    let (route, mut resp) = if req.method() == Method::OPTIONS {
+        (
+            Route::Other,
+            Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Body::default())
+                .expect("static response"),
+        )
     } else {
         match path.as_str() {
-            "/health" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+            "/health" => (Route::Health, health(&app).await),
+            "/metrics" => (Route::Metrics, metrics_page(&app)),
             "/realtime/v1/websocket" | "/socket/websocket" => {
-                crate::realtime::upgrade(req, app).await
+                (Route::Realtime, crate::realtime::upgrade(req, app).await)
             }
-            p if p.starts_with("/rest/v1/") => rest::handle(req, app).await,
-            _ => json(
-                StatusCode::NOT_FOUND,
-                r#"{"code":"PGRST000","message":"not found","details":null,"hint":null}"#.into(),
+            p if p.starts_with("/rest/v1/") => (Route::Rest, rest_request(req, app).await),
+            _ => (
+                Route::Other,
+                json(
+                    StatusCode::NOT_FOUND,
+                    r#"{"code":"PGRST125","message":"invalid path","details":null,"hint":null}"#
+                        .into(),
+                ),
             ),
         }
     };
+    metrics.record(route, resp.status(), started);
     cors(&mut resp);
     resp
+}
+
+async fn rest_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    match read_body(&parts, body, app.config.max_body_bytes).await {
+        Ok(bytes) => rest::handle(parts, bytes, app).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The whole body, refused with 413 past `limit` bytes (before reading, when the client
+/// announced its length).
+async fn read_body(
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, rest::ApiError> {
+    if announced_length_over(&parts.headers, limit) {
+        return Err(rest::ApiError::body_too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(rest::ApiError::body_too_large(limit))
+        }
+        Err(e) => {
+            Err(rest::ApiError::bad_body("could not read the request body")
+                .with_source(BoxedError(e)))
+        }
+    }
+}
+
+/// Did the client announce a body longer than `limit`? (A missing or unreadable length is
+/// not an announcement: the limited read catches those bodies.)
+pub(crate) fn announced_length_over(headers: &hyper::HeaderMap, limit: usize) -> bool {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+}
+
+/// `Limited`'s error is a `Box<dyn Error>`, which is not itself an `Error`.
+#[derive(Debug)]
+struct BoxedError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BoxedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BoxedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Ready only when the database answers and the replication stream is up; otherwise 503
+/// naming what is down.
+async fn health(app: &App) -> Response<Body> {
+    let database = tokio::time::timeout(HEALTH_DB_TIMEOUT, async {
+        let conn = app.pool.get().await.ok()?;
+        conn.simple_query("select 1").await.ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .is_some();
+    let replication = app.status.replication_up();
+    let up = |b: bool| if b { "up" } else { "down" };
+    let mut down = Vec::new();
+    if !database {
+        down.push("database");
+    }
+    if !replication {
+        down.push("replication");
+    }
+    let ready = down.is_empty();
+    let body = serde_json::json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "database": up(database),
+        "replication": up(replication),
+        "down": down,
+    });
+    json(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body.to_string(),
+    )
+}
+
+fn metrics_page(app: &App) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(Body::new(Bytes::from(app.metrics.render())))
+        .expect("valid response")
 }
 
 /// Browser frontends call Ripple from their own origin.
@@ -77,20 +263,23 @@ fn cors(resp: &mut Response<Body>) {
     h.insert("access-control-allow-origin", "*".parse().expect("static"));
     h.insert(
         "access-control-allow-methods",
-        "GET, POST, PATCH, PUT, DELETE, OPTIONS"
+        "GET, HEAD, POST, PATCH, PUT, DELETE, OPTIONS"
             .parse()
             .expect("static"),
     );
     h.insert(
         "access-control-allow-headers",
-        "authorization, apikey, x-client-info, content-type, prefer, range, accept-profile, content-profile, x-supabase-api-version"
+        "authorization, apikey, x-client-info, content-type, prefer, range, range-unit, accept, accept-profile, content-profile, x-supabase-api-version, x-retry-count"
             .parse()
             .expect("static"),
     );
     h.insert(
         "access-control-expose-headers",
-        "content-range, content-location".parse().expect("static"),
+        "content-range, content-location, preference-applied"
+            .parse()
+            .expect("static"),
     );
+    h.insert("access-control-max-age", "86400".parse().expect("static"));
 }
 
 pub fn json(status: StatusCode, body: String) -> Response<Body> {

@@ -1,0 +1,860 @@
+//! Request parsing: method, path, query string, headers and body in; an [`ApiRequest`] out.
+//! Pure (no I/O, no catalog): it checks the *form* of every identifier and operator, and the
+//! catalog check and quoting happen when SQL is built (`sql.rs`). Values stay values: they
+//! are carried as strings and end up as bound parameters, never in SQL text.
+//!
+//! The syntax is PostgREST's, the subset supabase-js speaks:
+//! `select=a,alias:b`, `col=[not.]op.value` with `eq neq lt lte gt gte like ilike in is`,
+//! `order=a.desc.nullslast,b`, `limit`, `offset`, `columns` (insert), `on_conflict`,
+//! the `Range`, `Prefer`, `Accept`, `Content-Type`, `Accept-Profile`/`Content-Profile`
+//! headers.
+
+use hyper::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RANGE};
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// PostgreSQL truncates identifiers to 63 bytes; anything longer cannot name an object.
+const MAX_IDENT_BYTES: usize = 63;
+
+/// What the request addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Table(String),
+    Rpc(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Head,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    pub fn is_read(self) -> bool {
+        matches!(self, Verb::Get | Verb::Head)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectItem {
+    /// `*`: every column the caller may read.
+    Star,
+    Column {
+        name: String,
+        alias: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    Like,
+    Ilike,
+}
+
+impl CmpOp {
+    /// The SQL operator: from this fixed table only, never from the request.
+    pub fn sql(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Neq => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::Lte => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Gte => ">=",
+            CmpOp::Like => "like",
+            CmpOp::Ilike => "ilike",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsValue {
+    Null,
+    NotNull,
+    True,
+    False,
+    Unknown,
+}
+
+impl IsValue {
+    pub fn sql(self) -> &'static str {
+        match self {
+            IsValue::Null => "is null",
+            IsValue::NotNull => "is not null",
+            IsValue::True => "is true",
+            IsValue::False => "is false",
+            IsValue::Unknown => "is unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Cmp(CmpOp, String),
+    In(Vec<String>),
+    Is(IsValue),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub column: String,
+    pub negate: bool,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderTerm {
+    pub column: String,
+    pub descending: bool,
+    /// `Some(true)` nulls first, `Some(false)` nulls last, `None` PostgreSQL's default.
+    pub nulls_first: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    Minimal,
+    Representation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    MergeDuplicates,
+    IgnoreDuplicates,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preferences {
+    pub return_: Option<Return>,
+    /// `count=exact` (also `planned`/`estimated`, which Ripple answers exactly).
+    pub count: bool,
+    pub resolution: Option<Resolution>,
+}
+
+/// The response form the client accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// A JSON array (or, for RPC, the function's own shape).
+    Json { strip_nulls: bool },
+    /// `application/vnd.pgrst.object+json`: exactly one row, as an object.
+    Object { strip_nulls: bool },
+}
+
+impl Accept {
+    pub fn strip_nulls(self) -> bool {
+        match self {
+            Accept::Json { strip_nulls } | Accept::Object { strip_nulls } => strip_nulls,
+        }
+    }
+}
+
+/// The JSON body, checked for the shape its verb needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    /// The body text as received (valid JSON), bound as one `json` parameter.
+    pub json: String,
+    pub value: Value,
+    /// The columns (insert/update) or argument names (RPC) the body names.
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRequest {
+    pub verb: Verb,
+    pub target: Target,
+    /// The schema asked for (or the default), one of the exposed ones.
+    pub schema: String,
+    /// Empty when `select=` was not given.
+    pub select: Vec<SelectItem>,
+    pub filters: Vec<Filter>,
+    pub order: Vec<OrderTerm>,
+    pub offset: u64,
+    pub limit: Option<u64>,
+    /// `columns=` on insert.
+    pub columns: Option<Vec<String>>,
+    /// `on_conflict=` on upsert.
+    pub on_conflict: Option<Vec<String>>,
+    pub prefer: Preferences,
+    pub accept: Accept,
+    pub payload: Option<Payload>,
+    /// For `GET /rpc/fn?...`: the query parameters that are not reserved. Which are
+    /// arguments and which are filters only the function's signature can tell.
+    pub rpc_params: Vec<(String, String)>,
+}
+
+/// What parsing needs besides the request.
+pub struct Settings<'a> {
+    /// Exposed schemas; the first is the default.
+    pub schemas: &'a [String],
+}
+
+/// The parts of an HTTP request the REST layer reads.
+pub struct RawRequest<'a> {
+    pub method: &'a Method,
+    /// The path after `/rest/v1/`, still percent-encoded.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+pub fn parse(raw: &RawRequest<'_>, settings: &Settings<'_>) -> Result<ApiRequest, ApiError> {
+    let target = parse_path(raw.path)?;
+    let verb = match (raw.method, &target) {
+        (&Method::GET, _) => Verb::Get,
+        (&Method::HEAD, _) => Verb::Head,
+        (&Method::POST, _) => Verb::Post,
+        (&Method::PATCH, Target::Table(_)) => Verb::Patch,
+        (&Method::DELETE, Target::Table(_)) => Verb::Delete,
+        (_, Target::Rpc(_)) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PGRST101",
+                "for functions, only GET, HEAD and POST are allowed",
+            ))
+        }
+        (m, Target::Table(_)) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PGRST117",
+                format!("unsupported HTTP method: {}", clip(m.as_str())),
+            ))
+        }
+    };
+    let schema = parse_profile(raw.headers, verb, settings.schemas)?;
+    let accept = parse_accept(raw.headers)?;
+    let prefer = parse_prefer(raw.headers);
+
+    let mut req = ApiRequest {
+        verb,
+        target,
+        schema,
+        select: Vec::new(),
+        filters: Vec::new(),
+        order: Vec::new(),
+        offset: 0,
+        limit: None,
+        columns: None,
+        on_conflict: None,
+        prefer,
+        accept,
+        payload: None,
+        rpc_params: Vec::new(),
+    };
+
+    let mut query_offset = None;
+    let mut query_limit = None;
+    for (key, value) in url::form_urlencoded::parse(raw.query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "select" => req.select = parse_select(&value)?,
+            "order" => req.order = parse_order(&value)?,
+            "limit" => query_limit = Some(parse_count("limit", &value)?),
+            "offset" => query_offset = Some(parse_count("offset", &value)?),
+            "columns" => req.columns = Some(parse_ident_list("columns", &value)?),
+            "on_conflict" => req.on_conflict = Some(parse_ident_list("on_conflict", &value)?),
+            "apikey" => {} // a credential, read by the caller's authentication
+            "or" | "and" | "not.or" | "not.and" => {
+                return Err(ApiError::bad_query(format!(
+                    "logical operators ({key}=) are not supported by Ripple"
+                )))
+            }
+            _ if matches!(req.target, Target::Rpc(_)) && verb.is_read() => {
+                // Arguments or filters: decided against the signature (rpc.rs).
+                req.rpc_params.push((key.into_owned(), value.into_owned()));
+            }
+            _ => req.filters.push(parse_filter(&key, &value)?),
+        }
+    }
+
+    let header_range = if verb.is_read() {
+        parse_range_header(raw.headers)?
+    } else {
+        None
+    };
+    (req.offset, req.limit) = combine_ranges(query_offset, query_limit, header_range);
+    if matches!(verb, Verb::Patch | Verb::Delete) && (req.limit.is_some() || req.offset > 0) {
+        return Err(ApiError::bad_query(
+            "limit and offset are not supported on PATCH and DELETE; filter the rows instead",
+        ));
+    }
+
+    req.payload = parse_body(raw, verb, &req.target, req.columns.as_deref())?;
+    Ok(req)
+}
+
+fn parse_path(path: &str) -> Result<Target, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "PGRST125",
+            "invalid path: use /rest/v1/<table> or /rest/v1/rpc/<function>",
+        )
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    let decode = |s: &str| -> Result<String, ApiError> {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| ApiError::bad_query("the path is not valid UTF-8"))
+    };
+    match segments.as_slice() {
+        ["rpc", name] if !name.is_empty() => Ok(Target::Rpc(parse_ident(&decode(name)?)?)),
+        [name] if !name.is_empty() => Ok(Target::Table(parse_ident(&decode(name)?)?)),
+        _ => Err(not_found()),
+    }
+}
+
+/// A column, table or function name as written in a request: plain (letters, digits, `_`,
+/// `$`) or double-quoted (anything printable but `"` and `\`). Either way it is only a
+/// candidate until the catalog knows it.
+pub fn parse_ident(s: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| {
+        ApiError::bad_query(format!("invalid identifier \"{}\"", clip(s))).with_details(why)
+    };
+    let name = if let Some(inner) = s.strip_prefix('"') {
+        let inner = inner
+            .strip_suffix('"')
+            .ok_or_else(|| bad("unterminated quoted identifier"))?;
+        if inner.contains(['"', '\\']) || inner.chars().any(char::is_control) {
+            return Err(bad(
+                "quoted identifiers may not contain quotes, backslashes or control characters",
+            ));
+        }
+        inner
+    } else {
+        if !s
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        {
+            return Err(bad(
+                "identifiers are letters, digits, _ and $ (or double-quoted)",
+            ));
+        }
+        s
+    };
+    if name.is_empty() {
+        return Err(bad("empty identifier"));
+    }
+    if name.len() > MAX_IDENT_BYTES {
+        return Err(bad("identifiers are at most 63 bytes"));
+    }
+    Ok(name.to_string())
+}
+
+fn parse_select(value: &str) -> Result<Vec<SelectItem>, ApiError> {
+    if value.contains(['(', ')']) {
+        return Err(ApiError::bad_query(
+            "embedded resources and aggregates in select= are not supported by Ripple",
+        ));
+    }
+    let mut items = Vec::new();
+    for raw in split_top_level(value) {
+        let item = raw.trim();
+        if item.is_empty() {
+            continue;
+        }
+        if item == "*" {
+            items.push(SelectItem::Star);
+            continue;
+        }
+        if item.contains("::") || item.contains("->") {
+            return Err(ApiError::bad_query(format!(
+                "casts and JSON paths in select= are not supported by Ripple: \"{}\"",
+                clip(item)
+            )));
+        }
+        let (alias, name) = match split_unquoted(item, ':') {
+            Some((a, n)) => (Some(parse_ident(a)?), parse_ident(n)?),
+            None => (None, parse_ident(item)?),
+        };
+        items.push(SelectItem::Column { name, alias });
+    }
+    Ok(items)
+}
+
+fn parse_order(value: &str) -> Result<Vec<OrderTerm>, ApiError> {
+    let mut terms = Vec::new();
+    for raw in split_top_level(value) {
+        let mut parts = split_dots(raw.trim()).into_iter();
+        let column = parse_ident(parts.next().unwrap_or(""))?;
+        let mut term = OrderTerm {
+            column,
+            descending: false,
+            nulls_first: None,
+        };
+        for modifier in parts {
+            match modifier {
+                "asc" => term.descending = false,
+                "desc" => term.descending = true,
+                "nullsfirst" => term.nulls_first = Some(true),
+                "nullslast" => term.nulls_first = Some(false),
+                other => {
+                    return Err(ApiError::bad_query(format!(
+                        "unknown order modifier \"{}\"",
+                        clip(other)
+                    ))
+                    .with_hint("use asc, desc, nullsfirst or nullslast"))
+                }
+            }
+        }
+        terms.push(term);
+    }
+    Ok(terms)
+}
+
+fn parse_count(name: &str, value: &str) -> Result<u64, ApiError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_query(format!(
+            "{name} must be a non-negative integer"
+        )));
+    }
+    value
+        .parse()
+        .map_err(|_| ApiError::bad_query(format!("{name} is too large")))
+}
+
+fn parse_ident_list(name: &str, value: &str) -> Result<Vec<String>, ApiError> {
+    let idents: Vec<String> = split_top_level(value)
+        .into_iter()
+        .map(|s| parse_ident(s.trim()))
+        .collect::<Result<_, _>>()?;
+    if idents.is_empty() {
+        return Err(ApiError::bad_query(format!("{name}= names no columns")));
+    }
+    Ok(idents)
+}
+
+/// `col=[not.]op.value`.
+pub fn parse_filter(key: &str, value: &str) -> Result<Filter, ApiError> {
+    if key.contains("->") || key.contains('.') {
+        return Err(ApiError::bad_query(format!(
+            "filters on embedded resources or JSON paths are not supported by Ripple: \"{}\"",
+            clip(key)
+        )));
+    }
+    let column = parse_ident(key)?;
+    let (negate, rest) = match value.strip_prefix("not.") {
+        Some(rest) => (true, rest),
+        None => (false, value),
+    };
+    let (op, operand) = rest.split_once('.').ok_or_else(|| {
+        ApiError::bad_query(format!(
+            "\"{}\" is not a filter: expected operator.value",
+            clip(value)
+        ))
+        .with_hint("e.g. id=eq.42")
+    })?;
+    let cmp = |op| Ok(Op::Cmp(op, operand.to_string()));
+    let op = match op {
+        "eq" => cmp(CmpOp::Eq),
+        "neq" => cmp(CmpOp::Neq),
+        "lt" => cmp(CmpOp::Lt),
+        "lte" => cmp(CmpOp::Lte),
+        "gt" => cmp(CmpOp::Gt),
+        "gte" => cmp(CmpOp::Gte),
+        // PostgREST lets `*` stand for `%`, which URLs mangle.
+        "like" => Ok(Op::Cmp(CmpOp::Like, operand.replace('*', "%"))),
+        "ilike" => Ok(Op::Cmp(CmpOp::Ilike, operand.replace('*', "%"))),
+        "in" => parse_in_list(operand).map(Op::In),
+        "is" => match operand.to_ascii_lowercase().as_str() {
+            "null" => Ok(Op::Is(IsValue::Null)),
+            "not_null" => Ok(Op::Is(IsValue::NotNull)),
+            "true" => Ok(Op::Is(IsValue::True)),
+            "false" => Ok(Op::Is(IsValue::False)),
+            "unknown" => Ok(Op::Is(IsValue::Unknown)),
+            _ => Err(ApiError::bad_query(format!(
+                "is.{} is not supported: use null, not_null, true, false or unknown",
+                clip(operand)
+            ))),
+        },
+        other => Err(ApiError::bad_query(format!(
+            "unknown or unsupported operator \"{}\"",
+            clip(other)
+        ))
+        .with_hint("Ripple supports eq, neq, lt, lte, gt, gte, like, ilike, in, is")),
+    }?;
+    Ok(Filter { column, negate, op })
+}
+
+/// `(a,b,"c,d","e\"f")`.
+fn parse_in_list(operand: &str) -> Result<Vec<String>, ApiError> {
+    let inner = operand
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| {
+            ApiError::bad_query("in. needs a parenthesised list").with_hint("e.g. id=in.(1,2,3)")
+        })?;
+    let mut values = Vec::new();
+    if inner.is_empty() {
+        return Ok(values);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        let mut item = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => match chars.next() {
+                        Some(c) => item.push(c),
+                        None => {
+                            return Err(ApiError::bad_query("unterminated quoted value in in.()"))
+                        }
+                    },
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(ApiError::bad_query("unterminated quoted value in in.()")),
+                }
+            }
+            match chars.next() {
+                None => {
+                    values.push(item);
+                    return Ok(values);
+                }
+                Some(',') => values.push(item),
+                Some(_) => {
+                    return Err(ApiError::bad_query(
+                        "a quoted value in in.() must be followed by a comma",
+                    ))
+                }
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        values.push(item);
+                        return Ok(values);
+                    }
+                    Some(',') => break,
+                    Some(c) => item.push(c),
+                }
+            }
+            values.push(item);
+        }
+    }
+}
+
+fn parse_profile(headers: &HeaderMap, verb: Verb, schemas: &[String]) -> Result<String, ApiError> {
+    let name = if verb.is_read() {
+        "accept-profile"
+    } else {
+        "content-profile"
+    };
+    let default = schemas.first().cloned().unwrap_or_else(|| "public".into());
+    let Some(value) = headers.get(name) else {
+        return Ok(default);
+    };
+    let wanted = value.to_str().unwrap_or("").trim();
+    if let Some(s) = schemas.iter().find(|s| s.as_str() == wanted) {
+        return Ok(s.clone());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "PGRST106",
+        format!(
+            "The schema must be one of the following: {}",
+            schemas.join(", ")
+        ),
+    ))
+}
+
+fn parse_accept(headers: &HeaderMap) -> Result<Accept, ApiError> {
+    let Some(value) = headers.get(ACCEPT) else {
+        return Ok(Accept::Json { strip_nulls: false });
+    };
+    let value = value.to_str().unwrap_or("");
+    let mut first_unsupported = None;
+    for range in value.split(',') {
+        let mut params = range.split(';').map(str::trim);
+        let media = params.next().unwrap_or("").to_ascii_lowercase();
+        let strip_nulls = params.any(|p| p.eq_ignore_ascii_case("nulls=stripped"));
+        match media.as_str() {
+            ""
+            | "*/*"
+            | "application/*"
+            | "application/json"
+            | "application/vnd.pgrst.array+json" => return Ok(Accept::Json { strip_nulls }),
+            "application/vnd.pgrst.object+json" | "application/vnd.pgrst.object" => {
+                return Ok(Accept::Object { strip_nulls })
+            }
+            other => {
+                first_unsupported.get_or_insert_with(|| other.to_string());
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "PGRST107",
+        format!(
+            "none of these media types are available: {}",
+            clip(first_unsupported.as_deref().unwrap_or(value))
+        ),
+    ))
+}
+
+/// `Prefer` may come as several headers and as comma-separated lists; unknown preferences
+/// are ignored, as PostgREST does by default (`handling=lenient`).
+fn parse_prefer(headers: &HeaderMap) -> Preferences {
+    let mut p = Preferences::default();
+    for value in headers.get_all("prefer") {
+        for pref in value.to_str().unwrap_or("").split(',') {
+            match pref.trim() {
+                "return=minimal" => p.return_ = Some(Return::Minimal),
+                "return=representation" => p.return_ = Some(Return::Representation),
+                "count=exact" | "count=planned" | "count=estimated" => p.count = true,
+                "resolution=merge-duplicates" => p.resolution = Some(Resolution::MergeDuplicates),
+                "resolution=ignore-duplicates" => p.resolution = Some(Resolution::IgnoreDuplicates),
+                _ => {}
+            }
+        }
+    }
+    p
+}
+
+/// `Range: 0-9` (or `items=0-9`): rows 0 to 9 inclusive. The end may be open (`10-`).
+fn parse_range_header(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ApiError> {
+    let Some(value) = headers.get(RANGE) else {
+        return Ok(None);
+    };
+    let unsatisfiable = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "PGRST103",
+            "Requested range not satisfiable",
+        )
+    };
+    let text = value.to_str().map_err(|_| unsatisfiable())?.trim();
+    let text = text.strip_prefix("items=").unwrap_or(text);
+    let (start, end) = text.split_once('-').ok_or_else(unsatisfiable)?;
+    let number = |s: &str| -> Result<u64, ApiError> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(unsatisfiable());
+        }
+        s.parse().map_err(|_| unsatisfiable())
+    };
+    let start = number(start.trim())?;
+    let end = match end.trim() {
+        "" => None,
+        e => Some(number(e)?),
+    };
+    if matches!(end, Some(e) if e < start) {
+        return Err(unsatisfiable().with_details("the end of the range is before its start"));
+    }
+    Ok(Some((start, end)))
+}
+
+/// The rows both `limit`/`offset` and a `Range` header allow.
+fn combine_ranges(
+    offset: Option<u64>,
+    limit: Option<u64>,
+    header: Option<(u64, Option<u64>)>,
+) -> (u64, Option<u64>) {
+    let q_lo = offset.unwrap_or(0);
+    let q_hi = limit.map(|l| q_lo.saturating_add(l));
+    let (h_lo, h_hi) = match header {
+        Some((start, end)) => (start, end.map(|e| e.saturating_add(1))),
+        None => (0, None),
+    };
+    let lo = q_lo.max(h_lo);
+    let hi = match (q_hi, h_hi) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (lo, hi.map(|hi| hi.saturating_sub(lo)))
+}
+
+fn parse_body(
+    raw: &RawRequest<'_>,
+    verb: Verb,
+    target: &Target,
+    columns: Option<&[String]>,
+) -> Result<Option<Payload>, ApiError> {
+    if !matches!(verb, Verb::Post | Verb::Patch) {
+        return Ok(None);
+    }
+    if let Some(ct) = raw.headers.get(CONTENT_TYPE) {
+        let media = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if media != "application/json" {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "PGRST107",
+                format!(
+                    "the Content-Type \"{}\" is not supported: send application/json",
+                    clip(&media)
+                ),
+            ));
+        }
+    }
+    let is_rpc = matches!(target, Target::Rpc(_));
+    if raw.body.iter().all(u8::is_ascii_whitespace) {
+        if is_rpc {
+            // A function called without arguments.
+            return Ok(Some(Payload {
+                json: "{}".into(),
+                value: Value::Object(Default::default()),
+                keys: Vec::new(),
+            }));
+        }
+        return Err(ApiError::bad_body("Empty or invalid json"));
+    }
+    let value: Value = serde_json::from_slice(raw.body).map_err(|e| {
+        ApiError::bad_body("Empty or invalid json").with_details(format!(
+            "line {}, column {}: {}",
+            e.line(),
+            e.column(),
+            match e.classify() {
+                serde_json::error::Category::Eof => "unexpected end of input",
+                serde_json::error::Category::Syntax => "syntax error",
+                serde_json::error::Category::Data => "unexpected data",
+                serde_json::error::Category::Io => "could not read",
+            }
+        ))
+    })?;
+    // serde_json has checked UTF-8 along the way.
+    let json = String::from_utf8(raw.body.to_vec())
+        .map_err(|_| ApiError::bad_body("Empty or invalid json"))?;
+    let keys = match (&value, verb, is_rpc) {
+        (Value::Object(map), _, _) => map.keys().map(|k| check_key(k)).collect::<Result<_, _>>()?,
+        (Value::Array(_), Verb::Post, false) => array_keys(&value, columns)?,
+        (Value::Array(_), _, true) => {
+            return Err(ApiError::bad_body(
+                "a function's arguments are a JSON object; bulk calls are not supported",
+            ))
+        }
+        (_, Verb::Patch, _) => return Err(ApiError::bad_body("PATCH needs a JSON object")),
+        _ => {
+            return Err(ApiError::bad_body(
+                "the body must be a JSON object or an array of objects",
+            ))
+        }
+    };
+    let keys = match (columns, &value) {
+        (Some(cols), Value::Object(_)) if verb == Verb::Post && !is_rpc => cols.to_vec(),
+        _ => keys,
+    };
+    Ok(Some(Payload { json, value, keys }))
+}
+
+/// Body keys name columns or arguments, so they obey identifier rules too.
+fn check_key(k: &str) -> Result<String, ApiError> {
+    if k.is_empty() || k.len() > MAX_IDENT_BYTES || k.chars().any(|c| c == '"' || c.is_control()) {
+        return Err(ApiError::bad_body(format!(
+            "\"{}\" cannot name a column or argument",
+            clip(k)
+        )));
+    }
+    Ok(k.to_string())
+}
+
+/// The columns of a bulk insert: `columns=` if given, else the keys every object shares.
+fn array_keys(value: &Value, columns: Option<&[String]>) -> Result<Vec<String>, ApiError> {
+    let Value::Array(items) = value else {
+        unreachable!("called on arrays")
+    };
+    let mut first: Option<Vec<String>> = None;
+    for item in items {
+        let Value::Object(map) = item else {
+            return Err(ApiError::bad_body(
+                "every element of the array must be an object",
+            ));
+        };
+        let mut keys: Vec<String> = map.keys().map(|k| check_key(k)).collect::<Result<_, _>>()?;
+        if columns.is_some() {
+            continue;
+        }
+        keys.sort();
+        match &first {
+            None => first = Some(keys),
+            Some(f) if *f == keys => {}
+            Some(_) => return Err(ApiError::bad_body("All object keys must match")),
+        }
+    }
+    if let Some(cols) = columns {
+        return Ok(cols.to_vec());
+    }
+    // Keep the first object's key order: it is the order the client wrote.
+    Ok(match items.first() {
+        Some(Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// Splits on commas outside double quotes.
+fn split_top_level(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Splits on dots outside double quotes.
+fn split_dots(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Splits once on `sep` outside double quotes.
+fn split_unquoted(s: &str, sep: char) -> Option<(&str, &str)> {
+    let mut quoted = false;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            return Some((&s[..i], &s[i + c.len_utf8()..]));
+        }
+    }
+    None
+}
+
+/// Request text echoed in an error message, kept short.
+fn clip(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(MAX).collect();
+        out.push('…');
+        out
+    }
+}

@@ -1,0 +1,1013 @@
+//! Request parsing and statement building, without a database: every filter, bad
+//! identifiers, injection attempts in every position, bodies and content types.
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::Method;
+
+use super::catalog::{Arg, Catalog, Column, Function, Returns, Table, Volatility};
+use super::error::ApiError;
+use super::parse::{
+    parse, Accept, ApiRequest, CmpOp, Filter, IsValue, Op, OrderTerm, RawRequest, Return,
+    SelectItem, Settings, Target, Verb,
+};
+use super::sql::{self, Kind, Param, Shape, Statement};
+use super::{plan, rpc};
+
+fn schemas() -> Vec<String> {
+    vec!["public".into(), "api".into()]
+}
+
+fn try_req(
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<ApiRequest, ApiError> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let s = schemas();
+    parse(
+        &RawRequest {
+            method: &method,
+            path,
+            query,
+            headers: &map,
+            body: body.as_bytes(),
+        },
+        &Settings { schemas: &s },
+    )
+}
+
+fn get(path_and_query: &str) -> ApiRequest {
+    try_req(Method::GET, path_and_query, &[], "").unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn get_err(path_and_query: &str) -> ApiError {
+    match try_req(Method::GET, path_and_query, &[], "") {
+        Ok(r) => panic!("{path_and_query}: expected an error, got {r:?}"),
+        Err(e) => e,
+    }
+}
+
+fn filter(path_and_query: &str) -> Filter {
+    let r = get(path_and_query);
+    assert_eq!(r.filters.len(), 1, "{r:?}");
+    r.filters.into_iter().next().unwrap()
+}
+
+fn cmp(column: &str, op: CmpOp, value: &str) -> Filter {
+    Filter {
+        column: column.into(),
+        negate: false,
+        op: Op::Cmp(op, value.into()),
+    }
+}
+
+// ---- filters ---------------------------------------------------------------------------
+
+#[test]
+fn every_comparison_filter_parses() {
+    let cases = [
+        ("eq", CmpOp::Eq),
+        ("neq", CmpOp::Neq),
+        ("lt", CmpOp::Lt),
+        ("lte", CmpOp::Lte),
+        ("gt", CmpOp::Gt),
+        ("gte", CmpOp::Gte),
+        ("like", CmpOp::Like),
+        ("ilike", CmpOp::Ilike),
+    ];
+    for (name, op) in cases {
+        assert_eq!(
+            filter(&format!("messages?body={name}.hello")),
+            cmp("body", op, "hello"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_value_keeps_its_dots_and_everything_after_the_operator() {
+    assert_eq!(
+        filter("messages?created_at=gt.2024-01-01T10:00:00.123%2B00:00"),
+        cmp("created_at", CmpOp::Gt, "2024-01-01T10:00:00.123+00:00")
+    );
+    assert_eq!(filter("messages?body=eq."), cmp("body", CmpOp::Eq, ""));
+}
+
+#[test]
+fn like_stars_become_percent_signs() {
+    assert_eq!(
+        filter("messages?body=like.*hello*"),
+        cmp("body", CmpOp::Like, "%hello%")
+    );
+    assert_eq!(
+        filter("messages?body=ilike.He*"),
+        cmp("body", CmpOp::Ilike, "He%")
+    );
+}
+
+#[test]
+fn not_negates_any_filter() {
+    let f = filter("messages?body=not.eq.x");
+    assert!(f.negate);
+    assert_eq!(f.op, Op::Cmp(CmpOp::Eq, "x".into()));
+    let f = filter("messages?deleted_at=not.is.null");
+    assert!(f.negate);
+    assert_eq!(f.op, Op::Is(IsValue::Null));
+    let f = filter("messages?kind=not.in.(text,image)");
+    assert!(f.negate);
+    assert_eq!(f.op, Op::In(vec!["text".into(), "image".into()]));
+}
+
+#[test]
+fn in_lists_take_quotes_commas_escapes_and_nothing() {
+    assert_eq!(
+        filter("t?a=in.(1,2,3)").op,
+        Op::In(vec!["1".into(), "2".into(), "3".into()])
+    );
+    assert_eq!(
+        filter(r#"t?a=in.("a,b",c,"d\"e","f\\g")"#).op,
+        Op::In(vec!["a,b".into(), "c".into(), "d\"e".into(), "f\\g".into()])
+    );
+    assert_eq!(filter("t?a=in.()").op, Op::In(vec![]));
+    assert_eq!(filter("t?a=in.(x)").op, Op::In(vec!["x".into()]));
+    for bad in [
+        "t?a=in.1,2",
+        "t?a=in.(1,2",
+        r#"t?a=in.("x)"#,
+        r#"t?a=in.("x"y)"#,
+    ] {
+        assert_eq!(get_err(bad).code, "PGRST100", "{bad}");
+    }
+}
+
+#[test]
+fn is_takes_only_its_keywords() {
+    for (v, want) in [
+        ("null", IsValue::Null),
+        ("NULL", IsValue::Null),
+        ("not_null", IsValue::NotNull),
+        ("true", IsValue::True),
+        ("false", IsValue::False),
+        ("unknown", IsValue::Unknown),
+    ] {
+        assert_eq!(filter(&format!("t?a=is.{v}")).op, Op::Is(want));
+    }
+    for bad in ["t?a=is.1", "t?a=is.null;select", "t?a=is."] {
+        assert_eq!(get_err(bad).code, "PGRST100", "{bad}");
+    }
+}
+
+#[test]
+fn unknown_operators_and_values_without_one_are_refused() {
+    for bad in [
+        "t?a=cs.{1}",
+        "t?a=fts.word",
+        "t?a=eq",
+        "t?a=hello",
+        "t?a=like(any).{a,b}",
+        "t?a=EQ.1",
+    ] {
+        let e = get_err(bad);
+        assert_eq!(e.code, "PGRST100", "{bad}");
+        assert_eq!(e.status.as_u16(), 400);
+    }
+}
+
+#[test]
+fn logical_operators_and_embedded_filters_are_refused_clearly() {
+    for bad in [
+        "t?or=(a.eq.1,b.eq.2)",
+        "t?and=(a.eq.1)",
+        "t?other.a=eq.1",
+        "t?data->>x=eq.1",
+    ] {
+        let e = get_err(bad);
+        assert_eq!(e.code, "PGRST100", "{bad}");
+        assert!(e.message.contains("not supported"), "{bad}: {}", e.message);
+    }
+}
+
+#[test]
+fn several_filters_on_one_column_all_apply() {
+    let r = get("messages?created_at=gte.2024-01-01&created_at=lt.2024-02-01&body=neq.x");
+    assert_eq!(r.filters.len(), 3);
+}
+
+// ---- select, order, limit, range ------------------------------------------------------
+
+#[test]
+fn select_takes_columns_aliases_quotes_and_star() {
+    let r = get("messages?select=id,text:body,*,%22created_at%22");
+    assert_eq!(
+        r.select,
+        vec![
+            SelectItem::Column {
+                name: "id".into(),
+                alias: None
+            },
+            SelectItem::Column {
+                name: "body".into(),
+                alias: Some("text".into())
+            },
+            SelectItem::Star,
+            SelectItem::Column {
+                name: "created_at".into(),
+                alias: None
+            },
+        ]
+    );
+    // supabase-js strips whitespace, curl users may not.
+    assert_eq!(get("t?select= id , body ").select.len(), 2);
+}
+
+#[test]
+fn select_refuses_embedding_casts_json_paths_and_expressions() {
+    for bad in [
+        "t?select=id,sender:profiles(id)",
+        "t?select=id::text",
+        "t?select=data->x",
+        "t?select=count()",
+        "t?select=*,pg_sleep(1)",
+        "t?select=(select 1)",
+        "t?select=id;drop table messages",
+        "t?select=id from messages--",
+        "t?select=a:b:c",
+    ] {
+        let e = get_err(bad);
+        assert_eq!(e.code, "PGRST100", "{bad}");
+    }
+}
+
+#[test]
+fn order_takes_direction_and_nulls() {
+    let r = get("t?order=created_at.desc.nullslast,id,name.asc.nullsfirst");
+    assert_eq!(
+        r.order,
+        vec![
+            OrderTerm {
+                column: "created_at".into(),
+                descending: true,
+                nulls_first: Some(false)
+            },
+            OrderTerm {
+                column: "id".into(),
+                descending: false,
+                nulls_first: None
+            },
+            OrderTerm {
+                column: "name".into(),
+                descending: false,
+                nulls_first: Some(true)
+            },
+        ]
+    );
+}
+
+#[test]
+fn order_refuses_anything_but_its_keywords() {
+    for bad in [
+        "t?order=id.desc;drop table x",
+        "t?order=id desc",
+        "t?order=id.random()",
+        "t?order=id.desc.nulls",
+        "t?order=(select 1)",
+        "t?order=1;select",
+    ] {
+        assert_eq!(get_err(bad).code, "PGRST100", "{bad}");
+    }
+}
+
+#[test]
+fn limit_and_offset_are_plain_non_negative_integers() {
+    let r = get("t?limit=10&offset=20");
+    assert_eq!((r.offset, r.limit), (20, Some(10)));
+    for bad in [
+        "t?limit=-1",
+        "t?limit=1.5",
+        "t?limit=ten",
+        "t?offset=1;drop",
+        "t?limit=",
+        "t?limit=99999999999999999999999",
+    ] {
+        assert_eq!(get_err(bad).code, "PGRST100", "{bad}");
+    }
+}
+
+#[test]
+fn a_range_header_pages_and_meets_limit_and_offset() {
+    let range = |h: &str, q: &str| {
+        let r = try_req(Method::GET, &format!("t{q}"), &[("range", h)], "").unwrap();
+        (r.offset, r.limit)
+    };
+    assert_eq!(range("0-9", ""), (0, Some(10)));
+    assert_eq!(range("items=5-9", ""), (5, Some(5)));
+    assert_eq!(range("10-", ""), (10, None));
+    // Both: the rows both allow.
+    assert_eq!(range("0-9", "?limit=5"), (0, Some(5)));
+    assert_eq!(range("5-20", "?offset=10&limit=100"), (10, Some(11)));
+    assert_eq!(range("0-4", "?offset=10"), (10, Some(0)));
+    for bad in ["9-0", "a-b", "5", "-5", "0-1;drop"] {
+        let e = try_req(Method::GET, "t", &[("range", bad)], "").unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (416, "PGRST103"),
+            "{bad}"
+        );
+    }
+    // Writes ignore Range (PostgREST does too).
+    let r = try_req(Method::DELETE, "t?id=eq.1", &[("range", "0-1")], "").unwrap();
+    assert_eq!(r.limit, None);
+}
+
+#[test]
+fn limits_on_patch_and_delete_are_refused() {
+    let e = try_req(Method::DELETE, "t?id=eq.1&limit=1", &[], "").unwrap_err();
+    assert_eq!(e.code, "PGRST100");
+}
+
+// ---- identifiers and paths ------------------------------------------------------------
+
+#[test]
+fn bad_identifiers_are_refused_in_every_position() {
+    let long = "a".repeat(64);
+    let bad_names = [
+        "a;b",
+        "a b",
+        "a'b",
+        "a\"b",
+        "\"a\"b\"",
+        "\"\"",
+        "\"a\\\"",
+        "a--",
+        "a/*",
+        "a)",
+        long.as_str(),
+    ];
+    for name in bad_names {
+        let enc: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+        for q in [
+            format!("t?{enc}=eq.1"),
+            format!("t?select={enc}"),
+            format!("t?order={enc}.desc"),
+        ] {
+            let e = get_err(&q);
+            assert_eq!(e.code, "PGRST100", "{q}");
+        }
+        let e = get_err(&format!(
+            "{}",
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+        ));
+        assert!(
+            matches!(e.code.as_str(), "PGRST100" | "PGRST125"),
+            "{name}: {e:?}"
+        );
+        let e = get_err(&format!(
+            "rpc/{}",
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+        ));
+        assert!(
+            matches!(e.code.as_str(), "PGRST100" | "PGRST125"),
+            "{name}: {e:?}"
+        );
+    }
+    // 63 bytes is the longest name PostgreSQL keeps.
+    let ok = "a".repeat(63);
+    assert_eq!(get(&format!("t?select={ok}")).select.len(), 1);
+}
+
+#[test]
+fn unicode_and_quoted_identifiers_are_accepted_as_candidates() {
+    assert_eq!(
+        get("t?select=n%C3%A4me").select,
+        vec![SelectItem::Column {
+            name: "näme".into(),
+            alias: None
+        }]
+    );
+    assert_eq!(
+        get("t?select=%22with%20space%22").select,
+        vec![SelectItem::Column {
+            name: "with space".into(),
+            alias: None
+        }]
+    );
+}
+
+#[test]
+fn function_names_cannot_carry_sql() {
+    for bad in [
+        "rpc/pg_sleep(10)",
+        "rpc/send_message;drop%20table%20messages",
+        "rpc/public.send_message",
+        "rpc/a%22b",
+        "rpc/",
+        "rpc/a/b",
+    ] {
+        let e = try_req(Method::POST, bad, &[], "{}").unwrap_err();
+        assert!(
+            matches!(e.code.as_str(), "PGRST100" | "PGRST125"),
+            "{bad}: {e:?}"
+        );
+    }
+    let r = try_req(Method::POST, "rpc/send_message", &[], "{}").unwrap();
+    assert_eq!(r.target, Target::Rpc("send_message".into()));
+}
+
+#[test]
+fn paths_are_one_table_or_one_function() {
+    for bad in ["", "messages/1", "public/messages", "messages/"] {
+        let e = try_req(Method::GET, bad, &[], "").unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (404, "PGRST125"),
+            "{bad}"
+        );
+    }
+}
+
+// ---- schema headers -------------------------------------------------------------------
+
+#[test]
+fn profiles_pick_only_among_exposed_schemas() {
+    let r = try_req(Method::GET, "t", &[("accept-profile", "api")], "").unwrap();
+    assert_eq!(r.schema, "api");
+    let r = try_req(Method::POST, "t", &[("content-profile", "api")], "{}").unwrap();
+    assert_eq!(r.schema, "api");
+    assert_eq!(get("t").schema, "public");
+    for bad in [
+        "auth",
+        "private",
+        "realtime",
+        "pg_catalog",
+        "public;drop",
+        "\"public\"",
+        "PUBLIC",
+        "",
+    ] {
+        let e = try_req(Method::GET, "t", &[("accept-profile", bad)], "").unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (406, "PGRST106"),
+            "{bad}"
+        );
+        let e = try_req(Method::POST, "t", &[("content-profile", bad)], "{}").unwrap_err();
+        assert_eq!(e.code, "PGRST106", "{bad}");
+    }
+}
+
+#[test]
+fn internal_schemas_cannot_even_be_configured() {
+    let configured: Vec<String> = ["auth", "public"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(super::catalog::exposed_schemas(&configured), vec!["public"]);
+}
+
+// ---- headers: Prefer, Accept ----------------------------------------------------------
+
+#[test]
+fn prefer_is_read_across_headers_and_lists() {
+    let r = try_req(
+        Method::POST,
+        "t",
+        &[
+            ("prefer", "return=representation, count=exact"),
+            ("prefer", "tx=rollback"),
+        ],
+        "{}",
+    )
+    .unwrap();
+    assert_eq!(r.prefer.return_, Some(Return::Representation));
+    assert!(r.prefer.count);
+    let r = try_req(Method::POST, "t", &[("prefer", "return=minimal")], "{}").unwrap();
+    assert_eq!(r.prefer.return_, Some(Return::Minimal));
+    assert!(!r.prefer.count);
+}
+
+#[test]
+fn accept_picks_array_or_single_object_and_refuses_others() {
+    let accept = |h: &str| try_req(Method::GET, "t", &[("accept", h)], "").map(|r| r.accept);
+    assert_eq!(
+        accept("application/json").unwrap(),
+        Accept::Json { strip_nulls: false }
+    );
+    assert_eq!(accept("*/*").unwrap(), Accept::Json { strip_nulls: false });
+    assert_eq!(
+        accept("application/vnd.pgrst.object+json").unwrap(),
+        Accept::Object { strip_nulls: false }
+    );
+    assert_eq!(
+        accept("application/vnd.pgrst.array+json;nulls=stripped").unwrap(),
+        Accept::Json { strip_nulls: true }
+    );
+    assert_eq!(
+        accept("text/csv, application/json").unwrap(),
+        Accept::Json { strip_nulls: false }
+    );
+    for bad in [
+        "text/csv",
+        "application/geo+json",
+        "application/vnd.pgrst.plan+text",
+    ] {
+        let e = accept(bad).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (406, "PGRST107"),
+            "{bad}"
+        );
+    }
+}
+
+// ---- methods --------------------------------------------------------------------------
+
+#[test]
+fn methods_map_to_verbs_and_others_are_refused() {
+    assert_eq!(
+        try_req(Method::HEAD, "t", &[], "").unwrap().verb,
+        Verb::Head
+    );
+    assert_eq!(
+        try_req(Method::PATCH, "t?id=eq.1", &[], "{\"a\":1}")
+            .unwrap()
+            .verb,
+        Verb::Patch
+    );
+    let e = try_req(Method::PUT, "t", &[], "{}").unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST117"));
+    let e = try_req(Method::DELETE, "rpc/f", &[], "").unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST101"));
+}
+
+// ---- bodies ---------------------------------------------------------------------------
+
+#[test]
+fn a_wrong_content_type_is_415() {
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "text/csv",
+        "application/jsonp",
+        "multipart/form-data; boundary=x",
+    ] {
+        let e = try_req(Method::POST, "t", &[("content-type", ct)], "{}").unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (415, "PGRST107"),
+            "{ct}"
+        );
+        let e = try_req(Method::POST, "rpc/f", &[("content-type", ct)], "{}").unwrap_err();
+        assert_eq!(e.status.as_u16(), 415, "{ct}");
+    }
+    let ok = try_req(
+        Method::POST,
+        "t",
+        &[("content-type", "application/json; charset=utf-8")],
+        "{}",
+    );
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn bad_json_is_400_with_where_it_broke() {
+    for body in ["{", "{\"a\":}", "nope", "{\"a\":1}}", "[1,", "\u{0}"] {
+        let e = try_req(Method::POST, "t", &[], body).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (400, "PGRST102"),
+            "{body:?}"
+        );
+        assert!(e.details.is_some(), "{body:?}");
+    }
+    let e = try_req(Method::POST, "t", &[], "").unwrap_err();
+    assert_eq!(e.code, "PGRST102");
+}
+
+#[test]
+fn bodies_must_have_the_shape_their_verb_needs() {
+    for (method, path, body) in [
+        (Method::POST, "t", "1"),
+        (Method::POST, "t", "\"x\""),
+        (Method::POST, "t", "[1,2]"),
+        (Method::POST, "t", "[{\"a\":1},{\"b\":2}]"),
+        (Method::PATCH, "t", "[{\"a\":1}]"),
+        (Method::POST, "rpc/f", "[{\"a\":1}]"),
+        (Method::POST, "rpc/f", "5"),
+        (Method::POST, "t", "{\"a\\\"b\":1}"),
+        (Method::POST, "t", "{\"\":1}"),
+    ] {
+        let e = try_req(method.clone(), path, &[], body).unwrap_err();
+        assert_eq!(e.code, "PGRST102", "{method} {path} {body}");
+    }
+}
+
+#[test]
+fn bulk_inserts_take_shared_keys_or_columns() {
+    let r = try_req(Method::POST, "t", &[], r#"[{"a":1,"b":2},{"b":3,"a":4}]"#).unwrap();
+    assert_eq!(r.payload.unwrap().keys, vec!["a", "b"]);
+    // supabase-js names the columns when rows differ; missing keys become null.
+    let r = try_req(
+        Method::POST,
+        "t?columns=%22a%22,%22b%22",
+        &[],
+        r#"[{"a":1},{"b":3}]"#,
+    )
+    .unwrap();
+    assert_eq!(r.payload.unwrap().keys, vec!["a", "b"]);
+    let e = try_req(Method::POST, "t?columns=a;b", &[], r#"[{"a":1}]"#).unwrap_err();
+    assert_eq!(e.code, "PGRST100");
+}
+
+#[test]
+fn an_rpc_without_a_body_has_no_arguments() {
+    let r = try_req(Method::POST, "rpc/unread_counts", &[], "").unwrap();
+    assert_eq!(r.payload.unwrap().keys, Vec::<String>::new());
+}
+
+#[test]
+fn a_get_rpc_keeps_its_parameters_for_the_signature_to_sort() {
+    let r = get("rpc/list_conversations?lim=5&archived=true&id=eq.x&select=id");
+    assert_eq!(
+        r.rpc_params,
+        vec![
+            ("lim".to_string(), "5".to_string()),
+            ("archived".to_string(), "true".to_string()),
+            ("id".to_string(), "eq.x".to_string())
+        ]
+    );
+    assert!(r.filters.is_empty());
+    assert_eq!(r.select.len(), 1);
+}
+
+#[test]
+fn apikey_in_the_query_is_a_credential_not_a_filter() {
+    assert!(get("t?apikey=abc").filters.is_empty());
+}
+
+#[test]
+fn an_announced_oversized_body_is_refused_before_reading() {
+    let mut h = HeaderMap::new();
+    h.insert("content-length", HeaderValue::from_static("1025"));
+    assert!(crate::http::announced_length_over(&h, 1024));
+    h.insert("content-length", HeaderValue::from_static("1024"));
+    assert!(!crate::http::announced_length_over(&h, 1024));
+    h.insert("content-length", HeaderValue::from_static("abc"));
+    assert!(
+        !crate::http::announced_length_over(&h, 1024),
+        "the limited read still applies"
+    );
+    let e = ApiError::body_too_large(1024);
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (413, "RPL413"));
+}
+
+// ---- statements -----------------------------------------------------------------------
+
+fn col(name: &str, type_sql: &str, readable: bool) -> Column {
+    Column {
+        name: name.into(),
+        type_sql: type_sql.into(),
+        readable,
+    }
+}
+
+fn catalog() -> Catalog {
+    let messages = Table {
+        schema: "public".into(),
+        name: "messages".into(),
+        columns: vec![
+            col("id", "uuid", true),
+            col("body", "text", true),
+            col("kind", "public.message_kind", true),
+            col("created_at", "timestamp with time zone", true),
+            col("secret", "text", false),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let send = Function {
+        schema: "public".into(),
+        name: "send_message".into(),
+        args: vec![
+            Arg {
+                name: "conversation_id".into(),
+                type_sql: "uuid".into(),
+                has_default: false,
+            },
+            Arg {
+                name: "body".into(),
+                type_sql: "text".into(),
+                has_default: false,
+            },
+            Arg {
+                name: "client_id".into(),
+                type_sql: "text".into(),
+                has_default: true,
+            },
+        ],
+        volatility: Volatility::Volatile,
+        returns_set: false,
+        returns: Returns::Rows(vec![col("id", "uuid", true), col("body", "text", true)]),
+    };
+    let list = Function {
+        schema: "public".into(),
+        name: "list_things".into(),
+        args: vec![Arg {
+            name: "lim".into(),
+            type_sql: "integer".into(),
+            has_default: true,
+        }],
+        volatility: Volatility::Stable,
+        returns_set: true,
+        returns: Returns::Rows(vec![col("id", "uuid", true), col("n", "bigint", true)]),
+    };
+    let counts = Function {
+        schema: "public".into(),
+        name: "unread_counts".into(),
+        args: vec![],
+        volatility: Volatility::Stable,
+        returns_set: false,
+        returns: Returns::Scalar {
+            type_sql: "jsonb".into(),
+        },
+    };
+    let touch = Function {
+        schema: "public".into(),
+        name: "touch".into(),
+        args: vec![],
+        volatility: Volatility::Volatile,
+        returns_set: false,
+        returns: Returns::Void,
+    };
+    Catalog::from_parts(vec![messages], vec![send, list, counts, touch])
+}
+
+fn statement(method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Statement {
+    let req = try_req(method, path, headers, body).unwrap_or_else(|e| panic!("{e:?}"));
+    plan(&catalog(), &req).unwrap_or_else(|e| panic!("{path}: {e:?}"))
+}
+
+fn statement_err(method: Method, path: &str, body: &str) -> ApiError {
+    let req = try_req(method, path, &[], body).unwrap_or_else(|e| panic!("{e:?}"));
+    match plan(&catalog(), &req) {
+        Ok(s) => panic!("{path}: expected an error, got {}", s.sql),
+        Err(e) => e,
+    }
+}
+
+const HOSTILE: &[&str] = &[
+    "'; drop table messages; --",
+    "1) or (1=1",
+    "$1 or true",
+    "\" or \"\"=\"",
+    "x'::text); select pg_sleep(10); --",
+    "\\'",
+    "$$; drop table x; $$",
+];
+
+#[test]
+fn hostile_values_are_only_ever_parameters() {
+    for v in HOSTILE {
+        let enc: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+        for op in ["eq", "neq", "lt", "like", "ilike"] {
+            let s = statement(Method::GET, &format!("messages?body={op}.{enc}"), &[], "");
+            assert!(!s.sql.contains(v), "{op}: {}", s.sql);
+            assert!(
+                s.params.contains(&Param::Text(Some(v.replace('*', "%")))),
+                "{op}: {:?}",
+                s.params
+            );
+        }
+        let list = format!("(a,\"{}\")", v.replace('\\', "\\\\").replace('"', "\\\""));
+        let list: String = url::form_urlencoded::byte_serialize(list.as_bytes()).collect();
+        let s = statement(Method::GET, &format!("messages?body=in.{list}"), &[], "");
+        assert!(!s.sql.contains(v));
+        assert!(s
+            .params
+            .contains(&Param::TextArray(vec!["a".into(), v.to_string()])));
+        // In bodies too: the body is one json parameter.
+        let body = serde_json::json!({ "body": v }).to_string();
+        for (m, p) in [
+            (Method::POST, "messages"),
+            (Method::PATCH, "messages?id=eq.1"),
+        ] {
+            let s = statement(m, p, &[], &body);
+            assert!(!s.sql.contains(v), "{}", s.sql);
+        }
+        let body = serde_json::json!({ "conversation_id": v, "body": v }).to_string();
+        let s = statement(Method::POST, "rpc/send_message", &[], &body);
+        assert!(!s.sql.contains(v), "{}", s.sql);
+        assert_eq!(s.params[0], Param::Text(Some(body.clone())));
+    }
+}
+
+#[test]
+fn unknown_columns_are_refused_before_sql_in_every_position() {
+    for path in [
+        "messages?select=nope",
+        "messages?nope=eq.1",
+        "messages?order=nope.desc",
+        "messages?select=body,alias:nope",
+    ] {
+        let e = statement_err(Method::GET, path, "");
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (400, "42703"),
+            "{path}"
+        );
+    }
+    let e = statement_err(Method::POST, "messages", r#"{"nope":1}"#);
+    assert_eq!(e.code, "PGRST204");
+    let e = statement_err(Method::PATCH, "messages?id=eq.1", r#"{"nope":1}"#);
+    assert_eq!(e.code, "PGRST204");
+    let req = try_req(
+        Method::POST,
+        "messages?on_conflict=nope",
+        &[("prefer", "resolution=merge-duplicates")],
+        r#"{"body":"x"}"#,
+    )
+    .unwrap();
+    assert_eq!(plan(&catalog(), &req).unwrap_err().code, "42703");
+}
+
+#[test]
+fn unknown_tables_and_functions_are_404() {
+    let e = statement_err(Method::GET, "nope", "");
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (404, "PGRST205"));
+    let e = statement_err(Method::POST, "rpc/nope", "{}");
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (404, "PGRST202"));
+    // A real function with an argument it does not have.
+    let e = statement_err(
+        Method::POST,
+        "rpc/send_message",
+        r#"{"conversation_id":"x","body":"y","sneaky":"z"}"#,
+    );
+    assert_eq!(e.code, "PGRST202");
+    assert!(e.hint.unwrap().contains("conversation_id => uuid"));
+    // Missing a required one.
+    let e = statement_err(Method::POST, "rpc/send_message", r#"{"body":"y"}"#);
+    assert_eq!(e.code, "PGRST202");
+}
+
+#[test]
+fn volatile_functions_refuse_get() {
+    let e = statement_err(Method::GET, "rpc/touch", "");
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST101"));
+    let s = statement(Method::GET, "rpc/unread_counts", &[], "");
+    assert_eq!(s.shape, Shape::Scalar);
+}
+
+#[test]
+fn statements_quote_every_name_and_cast_every_value_to_its_column_type() {
+    let s = statement(
+        Method::GET,
+        "messages?select=id,text:body&kind=in.(text,image)&created_at=gt.2024-01-01&order=created_at.desc.nullslast&limit=2",
+        &[("prefer", "count=exact")],
+        "",
+    );
+    assert_eq!(
+        s.sql,
+        "select coalesce(json_agg(_ripple_r), '[]')::text, count(*), \
+         (select count(*) from \"public\".\"messages\" _ripple_src where _ripple_src.\"kind\" = any($1::text[]::public.message_kind[]) and _ripple_src.\"created_at\" > $2::timestamp with time zone) \
+         from (select _ripple_src.\"id\" as \"id\", _ripple_src.\"body\" as \"text\" from \"public\".\"messages\" _ripple_src \
+         where _ripple_src.\"kind\" = any($1::text[]::public.message_kind[]) and _ripple_src.\"created_at\" > $2::timestamp with time zone \
+         order by _ripple_src.\"created_at\" desc nulls last limit $3::bigint offset $4::bigint) _ripple_r"
+    );
+    assert_eq!(
+        s.params,
+        vec![
+            Param::TextArray(vec!["text".into(), "image".into()]),
+            Param::Text(Some("2024-01-01".into())),
+            Param::Text(Some("2".into())),
+            Param::Text(Some("0".into())),
+        ]
+    );
+    assert_eq!((s.kind, s.shape), (Kind::Rows, Shape::Array));
+}
+
+#[test]
+fn star_means_the_columns_the_role_may_read() {
+    let s = statement(Method::GET, "messages", &[], "");
+    assert!(s.sql.contains("\"body\""));
+    assert!(!s.sql.contains("secret"), "{}", s.sql);
+    // Named explicitly, PostgreSQL decides (and refuses).
+    let s = statement(Method::GET, "messages?select=secret", &[], "");
+    assert!(s.sql.contains("\"secret\""));
+}
+
+#[test]
+fn limit_values_share_one_statement() {
+    let a = statement(Method::GET, "messages?limit=1", &[], "");
+    let b = statement(Method::GET, "messages?limit=500&offset=7", &[], "");
+    let c = statement(Method::GET, "messages", &[], "");
+    assert_eq!(a.sql, b.sql);
+    assert_eq!(a.sql, c.sql);
+}
+
+#[test]
+fn writes_return_rows_only_when_asked() {
+    let s = statement(Method::POST, "messages", &[], r#"{"body":"x"}"#);
+    assert_eq!((s.kind, s.shape), (Kind::Execute, Shape::Empty));
+    assert!(!s.sql.contains("returning"));
+    let s = statement(
+        Method::POST,
+        "messages?select=id",
+        &[("prefer", "return=representation")],
+        r#"{"body":"x"}"#,
+    );
+    assert_eq!((s.kind, s.shape), (Kind::Rows, Shape::Array));
+    assert!(
+        s.sql.contains("returning _ripple_src.\"id\" as \"id\""),
+        "{}",
+        s.sql
+    );
+    let s = statement(
+        Method::DELETE,
+        "messages?id=eq.1",
+        &[("prefer", "return=minimal")],
+        "",
+    );
+    assert_eq!(s.kind, Kind::Execute);
+}
+
+#[test]
+fn upserts_conflict_on_the_primary_key_or_named_columns() {
+    let s = statement(
+        Method::POST,
+        "messages",
+        &[("prefer", "resolution=merge-duplicates")],
+        r#"{"id":"x","body":"y"}"#,
+    );
+    assert!(
+        s.sql
+            .ends_with("on conflict (\"id\") do update set \"body\" = excluded.\"body\""),
+        "{}",
+        s.sql
+    );
+    let s = statement(
+        Method::POST,
+        "messages?on_conflict=body",
+        &[("prefer", "resolution=ignore-duplicates")],
+        r#"{"id":"x","body":"y"}"#,
+    );
+    assert!(
+        s.sql.ends_with("on conflict (\"body\") do nothing"),
+        "{}",
+        s.sql
+    );
+}
+
+#[test]
+fn rpc_arguments_are_typed_by_the_signature_and_bound_as_one_json() {
+    let s = statement(
+        Method::POST,
+        "rpc/send_message",
+        &[],
+        r#"{"conversation_id":"c","body":"b"}"#,
+    );
+    assert!(
+        s.sql.contains(
+            "from json_to_record($1::json) as _ripple_x(\"conversation_id\" uuid, \"body\" text) \
+             cross join lateral \"public\".\"send_message\"(\"conversation_id\" => _ripple_x.\"conversation_id\", \"body\" => _ripple_x.\"body\") _ripple_src"
+        ),
+        "{}",
+        s.sql
+    );
+    assert_eq!(s.shape, Shape::Object);
+    // GET: arguments by name, the rest filters the rows.
+    let req = try_req(Method::GET, "rpc/list_things?lim=3&n=gt.1", &[], "").unwrap();
+    let cat = catalog();
+    let call = rpc::resolve(&cat, &req).unwrap();
+    assert_eq!(call.arg_names, vec!["lim"]);
+    assert_eq!(call.args_json, r#"{"lim":"3"}"#);
+    assert_eq!(call.filters.len(), 1);
+    let s = rpc::statement(&call, &req).unwrap();
+    assert!(
+        s.sql.contains("_ripple_src.\"n\" > $2::bigint"),
+        "{}",
+        s.sql
+    );
+    assert_eq!(s.shape, Shape::Array);
+}
+
+#[test]
+fn scalar_and_void_functions_refuse_row_operations() {
+    let e = statement_err(Method::GET, "rpc/unread_counts?select=x", "");
+    assert_eq!(e.code, "PGRST100");
+    let e = statement_err(Method::POST, "rpc/touch?order=x", "");
+    assert_eq!(e.code, "PGRST100");
+    let s = statement(Method::POST, "rpc/touch", &[], "");
+    assert_eq!((s.kind, s.shape), (Kind::Execute, Shape::Empty));
+    assert!(s.params.is_empty());
+}
+
+#[test]
+fn quote_ident_doubles_quotes() {
+    assert_eq!(sql::quote_ident("a\"b"), "\"a\"\"b\"");
+}

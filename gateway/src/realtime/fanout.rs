@@ -1,0 +1,320 @@
+//! From a committed transaction to the channels allowed to see it.
+//!
+//! 1. The registry names the candidate subscriptions of each change (table, event, filters).
+//! 2. Candidates are grouped by their distinct claim sets, so each (change, claim set) pair is
+//!    asked about once, and the whole transaction goes to the [`Authorizer`] in one call
+//!    (one database round trip for an authorizer that batches).
+//! 3. Each visible change is shaped as Supabase sends it, without the columns the role may
+//!    not select, and queued to its channels in commit order.
+//!
+//! A DELETE is only ever judged on its old row; a table whose deletes do not carry the full
+//! old row (REPLICA IDENTITY not FULL) cannot have them judged, so they reach no one.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::protocol::ServerMessage;
+use super::registry::{ChannelRef, ClaimSet};
+use super::socket_handle::{Outbound, Push};
+use super::Realtime;
+use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
+
+/// The columns of a table a role may select.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnAccess {
+    All,
+    Only(Arc<HashSet<String>>),
+}
+
+impl ColumnAccess {
+    pub fn allows(&self, column: &str) -> bool {
+        match self {
+            ColumnAccess::All => true,
+            ColumnAccess::Only(set) => set.contains(column),
+        }
+    }
+}
+
+/// The database's answer for one change and one claim set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// RLS (or table privileges) hide the row from this role and claims.
+    Hidden,
+    Visible(ColumnAccess),
+}
+
+/// One change of the transaction and the distinct claim sets of its candidate subscribers.
+#[derive(Debug)]
+pub struct Check {
+    /// Index into `Transaction::changes`.
+    pub change: usize,
+    pub claim_sets: Vec<Arc<ClaimSet>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("authorization check failed")]
+pub struct AuthorizeError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl AuthorizeError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+pub type AuthorizeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Vec<Verdict>>, AuthorizeError>> + Send + 'a>>;
+
+/// Decides, for a whole transaction at once, which claim sets may see which changes.
+///
+/// `checks` lists only the changes that have candidates; `checks[i].claim_sets` are distinct.
+/// The answer is parallel to it: `verdicts[i][j]` is the verdict for
+/// `tx.changes[checks[i].change]` under `checks[i].claim_sets[j]`. For INSERT and UPDATE the
+/// row to judge is `record`; for DELETE it is `old_record` (always the full old row: the
+/// fan-out never asks about deletes it cannot judge). A shorter answer than asked counts as
+/// Hidden for what is missing; an error hides the whole transaction (fail closed).
+pub trait Authorizer: Send + Sync {
+    fn authorize<'a>(&'a self, tx: &'a Transaction, checks: &'a [Check]) -> AuthorizeFuture<'a>;
+
+    /// Sees every transaction, in commit order, before any of its changes are authorized
+    /// (whether or not they have candidates): an authorizer that caches what it read from
+    /// the catalog drops it here when the stream shows a policy or grant change.
+    fn observe(&self, _tx: &Transaction) {}
+}
+
+/// What one `deliver` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// (change, channel) pairs that matched by table, event and filter.
+    pub candidates: usize,
+    /// (change, claim set) pairs asked of the authorizer.
+    pub checks: usize,
+    /// Messages queued to channels.
+    pub delivered: usize,
+    /// Candidate pairs the authorizer hid.
+    pub hidden: usize,
+    /// DELETEs not delivered because their table's old rows are not full.
+    pub unjudgeable_deletes: usize,
+    /// Messages that found their socket's queue full (that socket is being disconnected).
+    pub overflowed: usize,
+}
+
+/// One channel's share of one change.
+struct Target {
+    channel: Arc<ChannelRef>,
+    ids: Vec<u32>,
+    claim_index: usize,
+}
+
+/// Fans a committed transaction out to the subscriptions allowed to see it, in commit order.
+/// Returns `Err` (and delivers nothing) when the authorizer fails.
+pub async fn deliver(
+    hub: &Realtime,
+    tx: &Transaction,
+    authorizer: &dyn Authorizer,
+) -> Result<DeliveryReport, AuthorizeError> {
+    let mut report = DeliveryReport::default();
+    let mut checks: Vec<Check> = Vec::new();
+    let mut targets: Vec<Vec<Target>> = Vec::new();
+    for (i, change) in tx.changes.iter().enumerate() {
+        if change.kind == ChangeKind::Truncate {
+            continue;
+        }
+        let subs = hub.registry.candidates(change);
+        if subs.is_empty() {
+            continue;
+        }
+        if change.kind == ChangeKind::Delete
+            && change.relation.replica_identity != ReplicaIdentity::Full
+        {
+            report.unjudgeable_deletes += 1;
+            continue;
+        }
+        let mut by_channel: Vec<Target> = Vec::new();
+        let mut channel_slot: HashMap<u64, usize> = HashMap::new();
+        let mut claim_sets: Vec<Arc<ClaimSet>> = Vec::new();
+        let mut claim_slot: HashMap<String, usize> = HashMap::new();
+        for sub in subs {
+            let slot = *channel_slot.entry(sub.channel.key).or_insert_with(|| {
+                let claims = sub.channel.claims();
+                let claim_index =
+                    *claim_slot
+                        .entry(claims.key().to_string())
+                        .or_insert_with(|| {
+                            claim_sets.push(claims.clone());
+                            claim_sets.len() - 1
+                        });
+                by_channel.push(Target {
+                    channel: sub.channel.clone(),
+                    ids: Vec::new(),
+                    claim_index,
+                });
+                by_channel.len() - 1
+            });
+            by_channel[slot].ids.push(sub.id);
+        }
+        report.candidates += by_channel.len();
+        report.checks += claim_sets.len();
+        checks.push(Check {
+            change: i,
+            claim_sets,
+        });
+        targets.push(by_channel);
+    }
+    if checks.is_empty() {
+        return Ok(report);
+    }
+    let verdicts = authorizer.authorize(tx, &checks).await?;
+    let commit_timestamp = tx.commit_timestamp();
+    for ((check, channels), verdicts) in checks
+        .iter()
+        .zip(&targets)
+        .zip(verdicts.into_iter().chain(std::iter::repeat_with(Vec::new)))
+    {
+        let change = &tx.changes[check.change];
+        // Shaped once per distinct column access, shared by every channel that gets it.
+        let mut shaped: HashMap<usize, Arc<str>> = HashMap::new();
+        for target in channels {
+            let verdict = verdicts
+                .get(target.claim_index)
+                .cloned()
+                .unwrap_or(Verdict::Hidden);
+            let access = match verdict {
+                Verdict::Hidden => {
+                    report.hidden += 1;
+                    continue;
+                }
+                Verdict::Visible(access) => access,
+            };
+            let data = shaped
+                .entry(target.claim_index)
+                .or_insert_with(|| shape(change, &commit_timestamp, &access).into())
+                .clone();
+            let mut ids = target.ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            let payload = format!(
+                r#"{{"ids":{},"data":{data}}}"#,
+                serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
+            );
+            let msg = Outbound::Message(Arc::new(ServerMessage {
+                join_ref: None,
+                r#ref: None,
+                topic: target.channel.topic.clone(),
+                event: "postgres_changes",
+                payload,
+            }));
+            match target.channel.socket.push(msg) {
+                Push::Queued => report.delivered += 1,
+                Push::Overflowed => report.overflowed += 1,
+                Push::Closed => {}
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn filtered(row: &Map<String, Value>, access: &ColumnAccess) -> Value {
+    Value::Object(
+        row.iter()
+            .filter(|(k, _)| access.allows(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+/// The `data` of a `postgres_changes` message, as Supabase shapes it.
+pub fn shape(change: &RowChange, commit_timestamp: &str, access: &ColumnAccess) -> String {
+    let rel = &change.relation;
+    let columns: Vec<Value> = rel
+        .columns
+        .iter()
+        .filter(|c| access.allows(&c.name))
+        .map(|c| serde_json::json!({"name": c.name, "type": c.type_name}))
+        .collect();
+    let mut data = Map::new();
+    data.insert("schema".into(), Value::String(rel.schema.clone()));
+    data.insert("table".into(), Value::String(rel.name.clone()));
+    data.insert(
+        "commit_timestamp".into(),
+        Value::String(commit_timestamp.to_string()),
+    );
+    data.insert("type".into(), Value::String(change.kind.as_str().into()));
+    data.insert("columns".into(), Value::Array(columns));
+    let empty = Map::new();
+    if matches!(change.kind, ChangeKind::Insert | ChangeKind::Update) {
+        data.insert(
+            "record".into(),
+            filtered(change.record.as_ref().unwrap_or(&empty), access),
+        );
+    }
+    if matches!(change.kind, ChangeKind::Update | ChangeKind::Delete) {
+        data.insert(
+            "old_record".into(),
+            filtered(change.old_record.as_ref().unwrap_or(&empty), access),
+        );
+    }
+    data.insert("errors".into(), Value::Null);
+    Value::Object(data).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ColumnInfo, RelationInfo};
+    use serde_json::json;
+
+    fn change(kind: ChangeKind) -> RowChange {
+        let col = |n: &str, t: &str| ColumnInfo {
+            name: n.into(),
+            type_oid: 0,
+            type_name: t.into(),
+            is_key: n == "id",
+        };
+        let row = json!({"id": 1, "secret": "s", "body": "hi"});
+        RowChange {
+            relation: Arc::new(RelationInfo {
+                oid: 1,
+                schema: "public".into(),
+                name: "t".into(),
+                replica_identity: ReplicaIdentity::Full,
+                columns: vec![
+                    col("id", "int8"),
+                    col("secret", "text"),
+                    col("body", "text"),
+                ],
+            }),
+            kind,
+            record: (kind != ChangeKind::Delete).then(|| row.as_object().unwrap().clone()),
+            old_record: (kind != ChangeKind::Insert).then(|| row.as_object().unwrap().clone()),
+            unchanged_toast: vec![],
+        }
+    }
+
+    #[test]
+    fn shape_follows_supabase_and_drops_unselectable_columns() {
+        let only: ColumnAccess = ColumnAccess::Only(Arc::new(
+            ["id", "body"].map(String::from).into_iter().collect(),
+        ));
+        let ins: Value =
+            serde_json::from_str(&shape(&change(ChangeKind::Insert), "T", &only)).unwrap();
+        assert_eq!(
+            ins,
+            json!({"schema":"public","table":"t","commit_timestamp":"T","type":"INSERT",
+                   "columns":[{"name":"id","type":"int8"},{"name":"body","type":"text"}],
+                   "record":{"id":1,"body":"hi"},"errors":null})
+        );
+        let del: Value =
+            serde_json::from_str(&shape(&change(ChangeKind::Delete), "T", &ColumnAccess::All))
+                .unwrap();
+        assert!(del.get("record").is_none());
+        assert_eq!(del["old_record"]["secret"], "s");
+        let upd: Value =
+            serde_json::from_str(&shape(&change(ChangeKind::Update), "T", &only)).unwrap();
+        assert!(upd["old_record"].get("secret").is_none());
+        assert!(upd["record"].get("secret").is_none());
+    }
+}

@@ -1,0 +1,844 @@
+//! One task per WebSocket: it reads the client's frames and writes the socket's bounded
+//! queue, in one select loop, and owns the socket's channels. Producers elsewhere (the
+//! fan-out, other sockets' broadcasts and presence) only ever `try_send` to the queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+
+use super::join::{self, JoinConfig, ResolveError};
+use super::private::{self, TopicAccess};
+use super::protocol::{self, BroadcastBody, BroadcastOut, Frame, Inbound, ServerMessage, Vsn};
+use super::registry::{ChannelRef, ClaimSet, Subscription};
+use super::socket_handle::{Outbound, SocketHandle};
+use super::topics::{Member, TopicKey};
+use super::Realtime;
+use crate::app::App;
+use crate::auth::{AuthError, Claims};
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Messages written per wake-up before the loop looks at the client again.
+const WRITE_BATCH: usize = 256;
+/// How long a client that overflowed its queue gets to take the goodbye message.
+const OVERFLOW_NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A channel joined on this socket.
+struct Channel {
+    key: u64,
+    join_ref: Option<Arc<str>>,
+    topic: Arc<str>,
+    sub_topic: String,
+    channel: Arc<ChannelRef>,
+    claims: Claims,
+    token: String,
+    private: bool,
+    ack: bool,
+    topic_key: TopicKey,
+    /// Private channels: what the user may send, asked once per token.
+    write_access: Option<TopicAccess>,
+}
+
+/// Why the loop ended.
+enum End {
+    ClientClosed,
+    Idle,
+    Overflow,
+    Error(WsError),
+}
+
+struct Session {
+    app: Arc<App>,
+    hub: Arc<Realtime>,
+    vsn: Vsn,
+    handle: SocketHandle,
+    apikey_token: String,
+    channels: HashMap<String, Channel>,
+    /// The user (`sub`) this socket counts for, with their latest claims.
+    user: Option<(String, Claims)>,
+}
+
+pub(super) async fn run(
+    mut ws: Ws,
+    app: Arc<App>,
+    vsn: Vsn,
+    _apikey: Claims,
+    apikey_token: String,
+) {
+    let hub = app.realtime.clone();
+    let (handle, mut rx) = SocketHandle::new(hub.next_id(), app.config.client_queue);
+    let idle = Duration::from_secs(app.config.ws_idle_timeout_secs.max(1));
+    let mut s = Session {
+        app,
+        hub,
+        vsn,
+        handle,
+        apikey_token,
+        channels: HashMap::new(),
+        user: None,
+    };
+    tracing::debug!(socket = s.handle.id, "socket opened");
+    let mut last_heard = Instant::now();
+    let end = loop {
+        if s.handle.is_overflowed() {
+            break End::Overflow;
+        }
+        let expiry = s.next_expiry();
+        tokio::select! {
+            _ = s.handle.overflow.notify.notified() => break End::Overflow,
+            out = rx.recv() => {
+                let Some(first) = out else { break End::ClientClosed };
+                if let Err(end) = write_batch(&mut ws, vsn, &s.handle, first, &mut rx).await {
+                    break end;
+                }
+            }
+            frame = ws.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    None => break End::ClientClosed,
+                    Some(Err(e)) => break End::Error(e),
+                    Some(Ok(WsMessage::Text(text))) => {
+                        match protocol::decode_text(vsn, &text) {
+                            Ok(m) => s.dispatch(m).await,
+                            Err(e) => s.malformed(e),
+                        }
+                    }
+                    Some(Ok(WsMessage::Binary(bytes))) => {
+                        match protocol::decode_binary(vsn, &bytes) {
+                            Ok(m) => s.dispatch(m).await,
+                            Err(e) => s.malformed(e),
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
+                    // tungstenite answers pings itself.
+                    Some(Ok(_)) => {}
+                }
+            }
+            () = tokio::time::sleep_until(last_heard + idle) => break End::Idle,
+            () = sleep_until_opt(expiry) => s.expire_channels(),
+        }
+    };
+    s.finish(&mut ws, end).await;
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn encode(vsn: Vsn, m: &Outbound) -> Option<WsMessage> {
+    match m {
+        Outbound::Message(m) => Some(WsMessage::Text(protocol::encode_text(vsn, m))),
+        Outbound::Broadcast(b) => match protocol::encode_broadcast(vsn, b)? {
+            Frame::Text(t) => Some(WsMessage::Text(t)),
+            Frame::Binary(b) => Some(WsMessage::Binary(b)),
+        },
+    }
+}
+
+/// Writes what is queued, a batch at a time; gives up the moment the queue overflows (a
+/// client that does not read must not keep this task waiting on its socket).
+async fn write_batch(
+    ws: &mut Ws,
+    vsn: Vsn,
+    handle: &SocketHandle,
+    first: Outbound,
+    rx: &mut mpsc::Receiver<Outbound>,
+) -> Result<(), End> {
+    let write = async {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(m) = next {
+            if let Some(frame) = encode(vsn, &m) {
+                ws.feed(frame).await?;
+            }
+            n += 1;
+            next = if n < WRITE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        ws.flush().await
+    };
+    tokio::select! {
+        r = write => r.map_err(End::Error),
+        _ = handle.overflow.notify.notified() => Err(End::Overflow),
+    }
+}
+
+fn reason_for(e: &AuthError) -> String {
+    match e {
+        AuthError::Expired => "InvalidJWTToken: Token has expired".into(),
+        AuthError::MissingClaim(c) => format!(
+            "InvalidJWTToken: Fields `role` and `exp` are required in JWT (`{c}` is missing)"
+        ),
+        AuthError::BadClaim(c) => format!("InvalidJWTToken: claim `{c}` has the wrong type"),
+        AuthError::BadSignature => "JwtSignatureError: Failed to validate JWT signature".into(),
+        AuthError::AlgorithmNotAllowed => "InvalidJWTToken: token algorithm is not accepted".into(),
+        AuthError::Malformed => "MalformedJWT: The token provided is not a valid JWT".into(),
+        AuthError::NoKey => "JwtSignerError: no key is configured to verify this token".into(),
+        AuthError::RoleNotAllowed => {
+            "InvalidJWTToken: the token's role is not one Ripple may act as".into()
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Session {
+    fn queue(&self, m: ServerMessage) {
+        // A full queue flags the socket; the loop then says goodbye and disconnects.
+        self.handle.push(Outbound::Message(Arc::new(m)));
+    }
+
+    fn reply(&self, to: &Inbound, status: &str, response: Value) {
+        self.queue(ServerMessage {
+            join_ref: to.join_ref.as_deref().map(Arc::from),
+            r#ref: to.r#ref.clone(),
+            topic: to.topic.as_str().into(),
+            event: "phx_reply",
+            payload: json!({"status": status, "response": response}).to_string(),
+        });
+    }
+
+    fn reply_error(&self, to: &Inbound, reason: impl Into<String>) {
+        self.reply(to, "error", json!({ "reason": reason.into() }));
+    }
+
+    /// A frame we could not read: an error reply where it can be addressed, else a
+    /// `phx_error` on the socket's own topic. The socket stays open.
+    fn malformed(&self, e: protocol::DecodeError) {
+        tracing::debug!(socket = self.handle.id, reason = %e.reason, "malformed frame");
+        let reason = format!("MalformedMessage: {}", e.reason);
+        match (&e.topic, &e.r#ref) {
+            (Some(topic), Some(r)) => self.queue(ServerMessage {
+                join_ref: e.join_ref.as_deref().map(Arc::from),
+                r#ref: Some(r.clone()),
+                topic: topic.as_str().into(),
+                event: "phx_reply",
+                payload: json!({"status": "error", "response": {"reason": reason}}).to_string(),
+            }),
+            _ => self.queue(ServerMessage {
+                join_ref: None,
+                r#ref: None,
+                topic: "phoenix".into(),
+                event: "phx_error",
+                payload: json!({ "reason": reason }).to_string(),
+            }),
+        }
+    }
+
+    fn system(
+        &self,
+        ch: &Channel,
+        extension: &str,
+        status: &str,
+        message: &str,
+        extra: Option<(&str, Value)>,
+    ) {
+        let mut payload = json!({
+            "extension": extension, "status": status, "message": message, "channel": ch.sub_topic,
+        });
+        if let Some((k, v)) = extra {
+            payload[k] = v;
+        }
+        self.queue(ServerMessage {
+            join_ref: ch.join_ref.clone(),
+            r#ref: None,
+            topic: ch.topic.clone(),
+            event: "system",
+            payload: payload.to_string(),
+        });
+    }
+
+    async fn dispatch(&mut self, m: Inbound) {
+        if m.topic == "phoenix" {
+            match m.event.as_str() {
+                "heartbeat" => self.reply(&m, "ok", json!({})),
+                other => self.reply_error(
+                    &m,
+                    format!("UnknownEvent: `{other}` is not an event of the phoenix topic"),
+                ),
+            }
+            return;
+        }
+        if m.event == "phx_join" {
+            self.join(m).await;
+            return;
+        }
+        if !self.channels.contains_key(&m.topic) {
+            self.reply_error(&m, "unmatched topic");
+            return;
+        }
+        match m.event.as_str() {
+            "phx_leave" => {
+                self.close_channel(&m.topic, false);
+                self.reply(&m, "ok", json!({}));
+            }
+            "access_token" => self.refresh_token(m).await,
+            "broadcast" => self.broadcast(m).await,
+            "presence" => self.presence(m).await,
+            other => self.reply_error(
+                &m,
+                format!("UnknownEvent: `{other}` is not understood on a channel (use broadcast, presence, access_token or phx_leave)"),
+            ),
+        }
+    }
+
+    async fn join(&mut self, m: Inbound) {
+        let Some(sub_topic) = m.topic.strip_prefix("realtime:").map(str::to_string) else {
+            self.reply_error(&m, "unmatched topic");
+            return;
+        };
+        if sub_topic.is_empty() {
+            self.reply_error(&m, "TopicNameRequired: You must provide a topic name");
+            return;
+        }
+        // A second join of the same topic replaces the first, as Phoenix does.
+        if self.channels.contains_key(&m.topic) {
+            self.close_channel(&m.topic, true);
+        }
+        let config = match JoinConfig::parse(&m.payload) {
+            Ok(c) => c,
+            Err(reason) => {
+                self.reply_error(&m, format!("InvalidJoinPayload: {reason}"));
+                return;
+            }
+        };
+        let token = config
+            .access_token
+            .clone()
+            .filter(|t| !t.starts_with("sb_"))
+            .unwrap_or_else(|| self.apikey_token.clone());
+        let claims = match self.app.jwt.verify(&token) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reply_error(&m, reason_for(&e));
+                return;
+            }
+        };
+        let mut reads = TopicAccess {
+            broadcast: true,
+            presence: true,
+        };
+        if config.private {
+            match private::read_access(&self.app.pool, &sub_topic, &claims).await {
+                Ok(a) if a.any() => reads = a,
+                Ok(_) => {
+                    self.reply_error(
+                        &m,
+                        format!("Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"),
+                    );
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "private channel authorization failed");
+                    self.reply_error(
+                        &m,
+                        "UnableToSetPolicies: Realtime was unable to authorize this channel",
+                    );
+                    return;
+                }
+            }
+        }
+        let resolved = if config.postgres_changes.is_empty() {
+            Vec::new()
+        } else {
+            let checked = match self.app.pool.get().await {
+                Ok(client) => {
+                    join::resolve(
+                        &client,
+                        &self.app.config.publication,
+                        &config.postgres_changes,
+                    )
+                    .await
+                }
+                Err(e) => Err(ResolveError::Db(Box::new(e))),
+            };
+            match checked {
+                Ok(r) => r,
+                Err(ResolveError::Invalid(reason)) => {
+                    self.reply_error(&m, format!("InvalidPostgresChanges: {reason}"));
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "postgres_changes catalog check failed");
+                    self.reply_error(
+                        &m,
+                        "UnableToConnectToProject: Realtime was unable to connect to the project database",
+                    );
+                    return;
+                }
+            }
+        };
+
+        let key = self.hub.next_id();
+        let topic: Arc<str> = m.topic.as_str().into();
+        let join_ref: Option<Arc<str>> = m.join_ref.as_deref().map(Arc::from);
+        let claim_set = Arc::new(ClaimSet::new(claims.role.clone(), claims.raw.clone()));
+        let channel_ref = Arc::new(ChannelRef::new(
+            key,
+            self.handle.clone(),
+            topic.clone(),
+            claim_set,
+        ));
+        let subs: Vec<Arc<Subscription>> = resolved
+            .iter()
+            .map(|r| {
+                Arc::new(Subscription {
+                    id: self.hub.registry.next_subscription_id(),
+                    channel: channel_ref.clone(),
+                    schema: r.spec.schema.clone(),
+                    table: r.spec.table.clone(),
+                    events: r.spec.events,
+                    conditions: r.conditions.clone(),
+                })
+            })
+            .collect();
+        let echoed: Vec<Value> = resolved
+            .iter()
+            .zip(&subs)
+            .map(|(r, s)| {
+                let mut o = r.spec.raw.clone();
+                o.insert("id".into(), json!(s.id));
+                Value::Object(o)
+            })
+            .collect();
+        self.reply(&m, "ok", json!({ "postgres_changes": echoed }));
+
+        let topic_key = TopicKey {
+            private: config.private,
+            topic: m.topic.clone(),
+        };
+        let presence_key = if config.presence_key.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            config.presence_key.clone()
+        };
+        self.hub.topics.join(
+            &topic_key,
+            key,
+            Member {
+                socket: self.handle.clone(),
+                join_ref: join_ref.clone(),
+                topic: topic.clone(),
+                broadcast_self: config.broadcast_self,
+                presence_enabled: config.presence_enabled,
+                read_broadcast: reads.broadcast,
+                read_presence: reads.presence,
+                presence_key,
+            },
+        );
+        let channel = Channel {
+            key,
+            join_ref,
+            topic,
+            sub_topic,
+            channel: channel_ref,
+            claims: claims.clone(),
+            token,
+            private: config.private,
+            ack: config.broadcast_ack,
+            topic_key,
+            write_access: None,
+        };
+        if !subs.is_empty() {
+            // Registered before we say so: a change processed after this message is
+            // considered for these subscriptions.
+            self.hub.registry.insert(subs);
+            let mut unjudgeable: Vec<String> = resolved
+                .iter()
+                .flat_map(|r| r.unjudgeable_delete_tables.iter().cloned())
+                .collect();
+            unjudgeable.sort();
+            unjudgeable.dedup();
+            let warnings = (!unjudgeable.is_empty()).then(|| {
+                let list: Vec<Value> = unjudgeable
+                    .iter()
+                    .map(|t| {
+                        json!(format!(
+                            "DELETE events on {t} are not delivered: its REPLICA IDENTITY is not FULL, so the deleted row cannot be authorized"
+                        ))
+                    })
+                    .collect();
+                ("warnings", Value::Array(list))
+            });
+            self.system(
+                &channel,
+                "postgres_changes",
+                "ok",
+                "Subscribed to PostgreSQL",
+                warnings,
+            );
+        }
+        self.note_user(&claims);
+        tracing::debug!(socket = self.handle.id, channel = key, "channel joined");
+        self.channels.insert(m.topic.clone(), channel);
+    }
+
+    /// Removes a channel everywhere; with `notify`, tells the client with `phx_close`.
+    fn close_channel(&mut self, topic: &str, notify: bool) {
+        let Some(ch) = self.channels.remove(topic) else {
+            return;
+        };
+        self.hub.registry.remove_channel(ch.key);
+        self.hub.topics.leave(&ch.topic_key, ch.key);
+        if notify {
+            self.queue(ServerMessage {
+                join_ref: ch.join_ref.clone(),
+                r#ref: None,
+                topic: ch.topic.clone(),
+                event: "phx_close",
+                payload: "{}".into(),
+            });
+        }
+    }
+
+    /// Ends a channel with a `system` error, then `phx_close`, as Supabase does.
+    fn shutdown_channel(&mut self, topic: &str, message: &str) {
+        if let Some(ch) = self.channels.get(topic) {
+            self.system(ch, "system", "error", message, None);
+        }
+        self.close_channel(topic, true);
+    }
+
+    async fn refresh_token(&mut self, m: Inbound) {
+        let token = match m.payload.get("access_token") {
+            None | Some(Value::Null) => {
+                self.reply(&m, "ok", json!({}));
+                return;
+            }
+            Some(Value::String(t)) => t.clone(),
+            Some(_) => {
+                self.reply_error(&m, "InvalidJoinPayload: `access_token` must be a string");
+                return;
+            }
+        };
+        let Some(ch) = self.channels.get(&m.topic) else {
+            return;
+        };
+        if token.starts_with("sb_") || token == ch.token {
+            self.reply(&m, "ok", json!({}));
+            return;
+        }
+        let (private, sub_topic) = (ch.private, ch.sub_topic.clone());
+        let claims = match self.app.jwt.verify(&token) {
+            Ok(c) => c,
+            Err(AuthError::Expired) => {
+                self.shutdown_channel(&m.topic, "Token has expired");
+                return;
+            }
+            Err(e) => {
+                self.shutdown_channel(&m.topic, &reason_for(&e));
+                return;
+            }
+        };
+        if private {
+            match private::read_access(&self.app.pool, &sub_topic, &claims).await {
+                Ok(a) if a.any() => {}
+                Ok(_) => {
+                    self.shutdown_channel(
+                        &m.topic,
+                        &format!("You no longer have permission to read from this Channel topic: {sub_topic}"),
+                    );
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "private channel authorization failed");
+                    self.shutdown_channel(
+                        &m.topic,
+                        "Realtime was unable to connect to the project database",
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(ch) = self.channels.get_mut(&m.topic) {
+            ch.channel.set_claims(Arc::new(ClaimSet::new(
+                claims.role.clone(),
+                claims.raw.clone(),
+            )));
+            ch.claims = claims.clone();
+            ch.token = token;
+            ch.write_access = None;
+        }
+        self.note_user(&claims);
+        self.reply(&m, "ok", json!({}));
+    }
+
+    /// Private channels: may the user send? Asked of the database once per token.
+    async fn write_access(&mut self, topic: &str) -> Option<TopicAccess> {
+        let ch = self.channels.get(topic)?;
+        if let Some(a) = ch.write_access {
+            return Some(a);
+        }
+        let (sub_topic, claims) = (ch.sub_topic.clone(), ch.claims.clone());
+        match private::write_access(&self.app.pool, &sub_topic, &claims).await {
+            Ok(a) => {
+                if let Some(ch) = self.channels.get_mut(topic) {
+                    ch.write_access = Some(a);
+                }
+                Some(a)
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "private channel write check failed");
+                None
+            }
+        }
+    }
+
+    async fn broadcast(&mut self, m: Inbound) {
+        let Some(event) = m
+            .payload
+            .get("event")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            self.reply_error(&m, "InvalidBroadcast: `event` must be a string");
+            return;
+        };
+        let Some(private) = self.channels.get(&m.topic).map(|c| c.private) else {
+            return;
+        };
+        if private {
+            let allowed = self.write_access(&m.topic).await.map(|a| a.broadcast);
+            if allowed != Some(true) {
+                let sub = m.topic.trim_start_matches("realtime:");
+                self.reply_error(
+                    &m,
+                    format!("Unauthorized: You do not have permissions to write to this Channel topic: {sub}"),
+                );
+                return;
+            }
+        }
+        let Some(ch) = self.channels.get(&m.topic) else {
+            return;
+        };
+        let body = match &m.binary {
+            Some(bytes) => BroadcastBody::Binary(bytes.clone()),
+            None => BroadcastBody::Json(
+                m.payload
+                    .get("payload")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}))
+                    .to_string(),
+            ),
+        };
+        let out = BroadcastOut {
+            topic: ch.topic.clone(),
+            event,
+            body,
+        };
+        self.hub.topics.broadcast(&ch.topic_key, ch.key, &out);
+        if ch.ack {
+            self.reply(&m, "ok", json!({}));
+        }
+    }
+
+    async fn presence(&mut self, m: Inbound) {
+        let event = m.payload.get("event").and_then(Value::as_str).unwrap_or("");
+        let Some(private) = self.channels.get(&m.topic).map(|c| c.private) else {
+            return;
+        };
+        if !matches!(event, "track" | "untrack") {
+            self.reply_error(&m, "InvalidPresence: `event` must be track or untrack");
+            return;
+        }
+        if private {
+            let allowed = self.write_access(&m.topic).await.map(|a| a.presence);
+            if allowed != Some(true) {
+                let sub = m.topic.trim_start_matches("realtime:");
+                self.reply_error(
+                    &m,
+                    format!("Unauthorized: You do not have permissions to track presence on this Channel topic: {sub}"),
+                );
+                return;
+            }
+        }
+        let Some(ch) = self.channels.get(&m.topic) else {
+            return;
+        };
+        if event == "track" {
+            let fields = match m.payload.get("payload") {
+                None | Some(Value::Null) => serde_json::Map::new(),
+                Some(Value::Object(o)) => o.clone(),
+                Some(_) => {
+                    self.reply_error(&m, "InvalidPresence: Presence track payload must be a map");
+                    return;
+                }
+            };
+            self.hub.topics.track(&ch.topic_key, ch.key, fields);
+        } else {
+            self.hub.topics.untrack(&ch.topic_key, ch.key);
+        }
+        self.reply(&m, "ok", json!({}));
+    }
+
+    fn note_user(&mut self, claims: &Claims) {
+        let Some(sub) = claims.sub.clone() else {
+            return;
+        };
+        match &mut self.user {
+            None => {
+                self.hub.user_connected(&sub);
+                self.user = Some((sub, claims.clone()));
+            }
+            Some((current, latest)) if *current == sub => *latest = claims.clone(),
+            // One socket counts for one user: its first.
+            Some(_) => {}
+        }
+    }
+
+    /// When the earliest channel token expires.
+    fn next_expiry(&self) -> Option<Instant> {
+        let exp = self.channels.values().map(|c| c.claims.exp).min()?;
+        let wait_ms = (exp.saturating_mul(1000) - now_millis()).max(0) as u64;
+        Some(Instant::now() + Duration::from_millis(wait_ms))
+    }
+
+    fn expire_channels(&mut self) {
+        let now = crate::auth::now_epoch();
+        let expired: Vec<(String, i64)> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.claims.is_expired_at(now))
+            .map(|(t, c)| (t.clone(), now - c.claims.exp))
+            .collect();
+        for (topic, ago) in expired {
+            self.shutdown_channel(&topic, &format!("Token has expired {ago} seconds ago"));
+        }
+    }
+
+    async fn finish(mut self, ws: &mut Ws, end: End) {
+        let id = self.handle.id;
+        match end {
+            End::Overflow => {
+                let dropped = self
+                    .handle
+                    .overflow
+                    .dropped
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(socket = id, dropped, "client too slow: disconnecting");
+                let message = format!(
+                    "Client is too slow: {dropped} message(s) could not be queued after {} waiting; disconnecting",
+                    self.app.config.client_queue
+                );
+                let goodbye = async {
+                    let mut targets: Vec<(Option<Arc<str>>, Arc<str>, String)> = self
+                        .channels
+                        .values()
+                        .map(|c| (c.join_ref.clone(), c.topic.clone(), c.sub_topic.clone()))
+                        .collect();
+                    if targets.is_empty() {
+                        targets.push((None, "phoenix".into(), String::new()));
+                    }
+                    for (join_ref, topic, sub_topic) in targets {
+                        let m = ServerMessage {
+                            join_ref,
+                            r#ref: None,
+                            topic,
+                            event: "system",
+                            payload: json!({"extension": "system", "status": "error",
+                                            "message": message, "channel": sub_topic})
+                            .to_string(),
+                        };
+                        ws.feed(WsMessage::Text(protocol::encode_text(self.vsn, &m)))
+                            .await?;
+                    }
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Again,
+                        reason: "client too slow".into(),
+                    }))
+                    .await
+                };
+                let _ = tokio::time::timeout(OVERFLOW_NOTICE_TIMEOUT, goodbye).await;
+            }
+            End::Idle => {
+                tracing::debug!(socket = id, "closing a silent socket");
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "heartbeat timeout".into(),
+                    })),
+                )
+                .await;
+            }
+            End::Error(WsError::Capacity(e)) => {
+                tracing::debug!(socket = id, error = %e, "frame too large");
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Size,
+                        reason: "message too big".into(),
+                    })),
+                )
+                .await;
+            }
+            End::Error(e) => tracing::debug!(socket = id, error = %e, "socket error"),
+            // Completes the closing handshake (tungstenite queued our Close reply).
+            End::ClientClosed => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+            }
+        }
+        let topics: Vec<String> = self.channels.keys().cloned().collect();
+        for t in topics {
+            self.close_channel(&t, false);
+        }
+        if let Some((sub, claims)) = self.user.take() {
+            if self.hub.user_disconnected(&sub) {
+                let pool = self.app.pool.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = touch_last_seen(&pool, &claims).await {
+                        tracing::warn!(error = %error, "could not record last_seen_at");
+                    }
+                });
+            }
+        }
+        tracing::debug!(socket = id, "socket closed");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TouchError {
+    #[error("no database connection")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("touch_last_seen failed")]
+    Db(#[source] tokio_postgres::Error),
+}
+
+/// The user's last socket closed: record it, as the user, through the database's own
+/// function.
+async fn touch_last_seen(
+    pool: &deadpool_postgres::Pool,
+    claims: &Claims,
+) -> Result<(), TouchError> {
+    let mut conn = pool.get().await.map_err(TouchError::Pool)?;
+    let tx = conn.transaction().await.map_err(TouchError::Db)?;
+    crate::db::set_request_claims(&*tx, &claims.role, &claims.raw)
+        .await
+        .map_err(TouchError::Db)?;
+    tx.execute("select public.touch_last_seen()", &[])
+        .await
+        .map_err(TouchError::Db)?;
+    tx.commit().await.map_err(TouchError::Db)
+}
