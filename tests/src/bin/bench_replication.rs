@@ -8,7 +8,9 @@
 //!
 //! Each consumer gets its own slot, created before the workload, so both read exactly the
 //! same WAL; rounds alternate the two so neither always runs on a warmer cache. Prints
-//! changes per second of each (best round) and the ratio.
+//! changes per second of each (best round) and the ratio. Both mostly wait on the
+//! server's decoding, so it also prints each consumer's own CPU time per change (from
+//! /proc: this process for Ripple, the reaped child for pg_recvlogical).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -104,10 +106,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .find(|p: &std::path::PathBuf| p.is_file())
     .expect("pg_recvlogical");
     let mut recv_rates = Vec::new();
+    let mut recv_cpu = Vec::new();
+    let mut ripple_cpu = Vec::new();
     let mut ripple_rates = Vec::new();
     let mut last_commit = 0;
     for (slot, is_recv) in &slots {
         if *is_recv {
+            let cpu0 = cpu_seconds().1;
             let start = Instant::now();
             let status = Command::new(&recvlogical)
                 .args(["-d", &db.url, "--slot", slot, "--start", "--no-loop"])
@@ -118,14 +123,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let took = start.elapsed();
             anyhow::ensure!(status.success(), "pg_recvlogical failed: {status}");
             let rate = args.rows as f64 / took.as_secs_f64();
-            eprintln!("  pg_recvlogical {slot}: {took:.2?}, {rate:.0} changes/s");
+            let cpu = cpu_seconds().1 - cpu0;
+            eprintln!("  pg_recvlogical {slot}: {took:.2?}, {rate:.0} changes/s, cpu {cpu:.2}s");
             recv_rates.push(rate);
+            recv_cpu.push(cpu);
         } else {
+            let cpu0 = cpu_seconds().0;
             let (took, last) = ripple_consume(&db.url, slot, args.rows, end_lsn).await?;
+            let cpu = cpu_seconds().0 - cpu0;
             last_commit = last;
             let rate = args.rows as f64 / took.as_secs_f64();
-            eprintln!("  ripple         {slot}: {took:.2?}, {rate:.0} changes/s");
+            eprintln!("  ripple         {slot}: {took:.2?}, {rate:.0} changes/s, cpu {cpu:.2}s");
             ripple_rates.push(rate);
+            ripple_cpu.push(cpu);
         }
     }
     // pg_recvlogical reports what it wrote as flushed when it exits: check it read the
@@ -152,7 +162,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("pg_recvlogical (pgoutput, raw): {recv:>10.0} changes/s");
     println!("ripple (typed JSON rows):       {rip:>10.0} changes/s");
     println!("ratio ripple / pg_recvlogical:  {:>10.2}", rip / recv);
+    let least = |v: &[f64]| v.iter().cloned().fold(f64::MAX, f64::min);
+    let per_change = |cpu: f64| cpu * 1e9 / args.rows as f64;
+    println!(
+        "consumer cpu per change: pg_recvlogical {:.0} ns, ripple {:.0} ns (typed JSON)",
+        per_change(least(&recv_cpu)),
+        per_change(least(&ripple_cpu))
+    );
     Ok(())
+}
+
+/// (this process's CPU seconds, its reaped children's CPU seconds), from /proc/self/stat.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14-17 of stat; here 12-15 after "state".
+    let tick = 100.0; // USER_HZ on Linux
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0) / tick;
+    (get(11) + get(12), get(13) + get(14))
 }
 
 /// Starts Ripple's stream on `slot` and times until every change has arrived.
