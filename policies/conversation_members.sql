@@ -6,14 +6,18 @@ create policy members_select_comembers on public.conversation_members
   for select to authenticated
   using (private.is_member(conversation_id));
 
--- Owners and admins add members to their groups (never as owner). The creator of a
--- conversation seeds its first members, itself as owner, in the creating transaction.
+-- Owners and admins add members to their groups (never as owner, never someone banned
+-- from it). The creator of a conversation seeds its first members, itself as owner, in the
+-- creating transaction.
 drop policy if exists members_insert_by_admins on public.conversation_members;
 create policy members_insert_by_admins on public.conversation_members
   for insert to authenticated
   with check (
-    (private.is_group_admin(conversation_id) and role <> 'owner')
-    or private.created_by_me_now(conversation_id)
+    (
+      (private.is_group_admin(conversation_id) and role <> 'owner')
+      or private.created_by_me_now(conversation_id)
+    )
+    and not private.is_banned(conversation_id, user_id)
   );
 
 -- Members update their own row (read state, archive, mute); a group's owner updates

@@ -45,6 +45,15 @@ as $$
   )
 $$;
 
+-- Is `who` banned from the conversation?
+create or replace function private.is_banned(conv uuid, who uuid) returns boolean
+language sql stable security definer set search_path = ''
+as $$
+  select exists (
+    select 1 from public.conversation_bans b where b.conversation_id = conv and b.user_id = who
+  )
+$$;
+
 create or replace function private.conversation_kind(conv uuid) returns public.conversation_kind
 language sql stable security definer set search_path = ''
 as $$

@@ -144,8 +144,10 @@ begin
      and (new.last_read_at is distinct from old.last_read_at
           or new.last_read_message_id is distinct from old.last_read_message_id
           or new.archived_at is distinct from old.archived_at
-          or new.muted_until is distinct from old.muted_until) then
-    perform private.fail('42501', 'read state, archive and mute belong to the member');
+          or new.muted_until is distinct from old.muted_until
+          or new.pinned_at is distinct from old.pinned_at
+          or new.last_delivered_at is distinct from old.last_delivered_at) then
+    perform private.fail('42501', 'read state, archive, mute and pins belong to the member');
   end if;
   return new;
 end

@@ -203,3 +203,56 @@ begin
   end if;
 end
 $$;
+
+-- Pin or unpin a conversation for the caller (pinned ones list first).
+create or replace function public.set_pinned(conversation_id uuid, pinned boolean)
+returns void
+language plpgsql volatile security invoker set search_path = ''
+as $$
+begin
+  update public.conversation_members m
+     set pinned_at = case when set_pinned.pinned then coalesce(m.pinned_at, now()) else null end
+   where m.conversation_id = set_pinned.conversation_id and m.user_id = auth.uid();
+  if not found then
+    perform private.fail('P0002', 'conversation not found');
+  end if;
+end
+$$;
+
+-- Ban a user from a group: removes them if present and refuses adding them again
+-- (owners and admins; the policies on conversation_bans and conversation_members decide).
+create or replace function public.ban_member(
+  conversation_id uuid,
+  user_id uuid,
+  reason text default null
+) returns void
+language plpgsql volatile security invoker set search_path = ''
+as $$
+begin
+  if not private.is_member(ban_member.conversation_id) then
+    perform private.fail('P0002', 'conversation not found');
+  end if;
+  if not private.is_group_admin(ban_member.conversation_id) then
+    perform private.fail('42501', 'only group owners and admins can ban');
+  end if;
+  insert into public.conversation_bans (conversation_id, user_id, banned_by, reason)
+  values (ban_member.conversation_id, ban_member.user_id, auth.uid(), ban_member.reason)
+  on conflict do nothing;
+  delete from public.conversation_members m
+   where m.conversation_id = ban_member.conversation_id and m.user_id = ban_member.user_id;
+end
+$$;
+
+-- Lift a ban (the user is not re-added; an admin may add them again).
+create or replace function public.unban_member(conversation_id uuid, user_id uuid)
+returns void
+language plpgsql volatile security invoker set search_path = ''
+as $$
+begin
+  delete from public.conversation_bans b
+   where b.conversation_id = unban_member.conversation_id and b.user_id = unban_member.user_id;
+  if not found then
+    perform private.fail('P0002', 'no such ban');
+  end if;
+end
+$$;

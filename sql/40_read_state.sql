@@ -91,3 +91,70 @@ as $$
      and m.last_read_at >= x.created_at
    order by m.last_read_at, m.user_id
 $$;
+
+-- The client acknowledges that messages reached the device (up to a message, default the
+-- newest): drives "delivered" ticks. Never moves backwards.
+create or replace function public.mark_conversation_delivered(
+  conversation_id uuid,
+  up_to_message_id uuid default null
+) returns timestamptz
+language plpgsql volatile security invoker set search_path = ''
+as $$
+declare
+  upto timestamptz;
+  result timestamptz;
+begin
+  if not private.is_member(mark_conversation_delivered.conversation_id) then
+    perform private.fail('P0002', 'conversation not found');
+  end if;
+  if up_to_message_id is null then
+    select max(x.created_at) into upto from public.messages x
+     where x.conversation_id = mark_conversation_delivered.conversation_id;
+  else
+    select x.created_at into upto from public.messages x
+     where x.id = up_to_message_id
+       and x.conversation_id = mark_conversation_delivered.conversation_id;
+    if not found then
+      perform private.fail('P0002', 'message not found in this conversation');
+    end if;
+  end if;
+  if upto is null then
+    return null;
+  end if;
+  update public.conversation_members m
+     set last_delivered_at = upto
+   where m.conversation_id = mark_conversation_delivered.conversation_id
+     and m.user_id = auth.uid()
+     and (m.last_delivered_at is null or m.last_delivered_at < upto)
+  returning m.last_delivered_at into result;
+  return coalesce(result, upto);
+end
+$$;
+
+-- A message's status as its sender sees it: 'read' when every other member has read it,
+-- 'delivered' when it reached every other member's device (reading implies delivery),
+-- else 'sent'; with the counts behind it.
+create or replace function public.message_status(message_id uuid) returns jsonb
+language sql stable security invoker set search_path = ''
+as $$
+  with msg as (
+    select x.id, x.conversation_id, x.sender_id, x.created_at
+      from public.messages x where x.id = message_status.message_id
+  ), others as (
+    select greatest(m.last_delivered_at, m.last_read_at) >= msg.created_at as delivered,
+           m.last_read_at >= msg.created_at as read
+      from msg join public.conversation_members m
+        on m.conversation_id = msg.conversation_id and m.user_id is distinct from msg.sender_id
+  )
+  select case when not exists (select 1 from msg) then null else jsonb_build_object(
+    'status', case
+                when (select count(*) from others) > 0
+                     and (select bool_and(coalesce(read, false)) from others) then 'read'
+                when (select count(*) from others) > 0
+                     and (select bool_and(coalesce(delivered, false)) from others) then 'delivered'
+                else 'sent' end,
+    'recipients', (select count(*) from others),
+    'delivered', (select count(*) from others where coalesce(delivered, false)),
+    'read', (select count(*) from others where coalesce(read, false)))
+  end
+$$;

@@ -1,9 +1,12 @@
 -- Read paths: conversation list, history, search. All SECURITY INVOKER: RLS decides.
 
--- The caller's conversations, most recently active first, with preview, unread count and,
--- for direct chats, the other member's profile. Page with `before` = the last row's
--- `activity_at`.
-create or replace function public.list_conversations(
+-- The caller's conversations: pinned ones first (most recently pinned first), then the
+-- most recently active, with preview, unread count and, for direct chats, the other
+-- member's profile. Page with `before` = the last row's `activity_at` (pinned
+-- conversations come on the first page only).
+-- (Dropped first: `create or replace` cannot change the columns a function returns.)
+drop function if exists public.list_conversations(boolean, integer, timestamptz);
+create function public.list_conversations(
   archived boolean default false,
   lim integer default 50,
   before timestamptz default null
@@ -23,6 +26,7 @@ create or replace function public.list_conversations(
   archived_at timestamptz,
   muted_until timestamptz,
   last_read_at timestamptz,
+  pinned_at timestamptz,
   unread_count bigint,
   member_count bigint,
   other_member jsonb
@@ -32,7 +36,7 @@ as $$
   select c.id, c.kind, c.title, c.description, c.avatar_url, c.created_by, c.created_at,
          c.last_message_at, c.last_message_preview, c.last_message_id,
          coalesce(c.last_message_at, c.created_at) as activity_at,
-         me.role, me.archived_at, me.muted_until, me.last_read_at,
+         me.role, me.archived_at, me.muted_until, me.last_read_at, me.pinned_at,
          (select count(*) from public.messages x
            where x.conversation_id = c.id
              and x.created_at > coalesce(me.last_read_at, '-infinity')
@@ -53,8 +57,9 @@ as $$
    where me.user_id = auth.uid()
      and (me.archived_at is not null) = coalesce(list_conversations.archived, false)
      and (list_conversations.before is null
-          or coalesce(c.last_message_at, c.created_at) < list_conversations.before)
-   order by coalesce(c.last_message_at, c.created_at) desc, c.id desc
+          or (me.pinned_at is null
+              and coalesce(c.last_message_at, c.created_at) < list_conversations.before))
+   order by me.pinned_at desc nulls last, coalesce(c.last_message_at, c.created_at) desc, c.id desc
    limit least(greatest(coalesce(lim, 50), 1), 200)
 $$;
 
@@ -145,3 +150,50 @@ $$;
 -- Functions are for signed-in users; anon may call nothing here.
 revoke execute on all functions in schema public from public;
 grant execute on all functions in schema public to authenticated, service_role;
+
+-- Everything of a conversation the caller may see, as one JSON document (for "export
+-- chat"): the conversation, its members with their profiles, and its messages oldest first
+-- with their reactions.
+create or replace function public.export_conversation(conversation_id uuid) returns jsonb
+language plpgsql stable security invoker set search_path = ''
+as $$
+declare
+  result jsonb;
+begin
+  if not private.is_member(export_conversation.conversation_id) then
+    perform private.fail('P0002', 'conversation not found');
+  end if;
+  select jsonb_build_object(
+    'exported_at', now(),
+    'conversation', (
+      select jsonb_build_object('id', c.id, 'kind', c.kind, 'title', c.title,
+                                'description', c.description, 'created_at', c.created_at)
+        from public.conversations c where c.id = export_conversation.conversation_id),
+    'members', coalesce((
+      select jsonb_agg(jsonb_build_object('user_id', m.user_id, 'display_name', p.display_name,
+                                          'role', m.role, 'joined_at', m.joined_at)
+                       order by m.joined_at, m.user_id)
+        from public.conversation_members m join public.profiles p on p.id = m.user_id
+       where m.conversation_id = export_conversation.conversation_id), '[]'::jsonb),
+    'messages', coalesce((
+      select jsonb_agg(jsonb_build_object(
+               'id', x.id, 'sender_id', x.sender_id, 'sender', p.display_name,
+               'kind', x.kind, 'body', x.body, 'attachment_url', x.attachment_url,
+               'attachment_filename', x.attachment_filename, 'reply_to_id', x.reply_to_id,
+               'forwarded_from_id', x.forwarded_from_id, 'created_at', x.created_at,
+               'edited_at', x.edited_at, 'deleted_at', x.deleted_at,
+               'reactions', coalesce((select jsonb_agg(jsonb_build_object('emoji', r.emoji,
+                                                                          'user_id', r.user_id)
+                                                       order by r.created_at, r.user_id)
+                                        from public.message_reactions r
+                                       where r.message_id = x.id), '[]'::jsonb))
+             order by x.created_at, x.id)
+        from public.messages x left join public.profiles p on p.id = x.sender_id
+       where x.conversation_id = export_conversation.conversation_id), '[]'::jsonb))
+  into result;
+  return result;
+end
+$$;
+
+revoke execute on function public.export_conversation(uuid) from public;
+grant execute on function public.export_conversation(uuid) to authenticated, service_role;

@@ -8,6 +8,7 @@ declare
   t text;
   tables text[] := array['public.profiles', 'public.conversations', 'public.conversation_members',
                          'public.messages', 'public.message_reactions',
+                         'public.conversation_bans',
                          -- Ripple's cache-invalidation signal (see schema/V3).
                          'ripple.security_changes'];
 begin
