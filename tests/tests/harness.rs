@@ -32,7 +32,7 @@ async fn a_fresh_database_is_migrated_and_dropped_after_use() {
         .unwrap()
         .get(0);
     assert_eq!(
-        tables, 6,
+        tables, 7,
         "the chat tables and the security-change feed are in the publication"
     );
     drop(db);
