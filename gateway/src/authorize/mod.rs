@@ -12,6 +12,7 @@
 
 mod plan;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -75,24 +76,28 @@ pub struct RlsAuthorizer {
 }
 
 /// The row a change is judged on, or None when it cannot be judged (and so reaches no one).
-pub fn row_to_judge(change: &RowChange) -> Option<Map<String, Value>> {
+pub fn row_to_judge(change: &RowChange) -> Option<Cow<'_, Map<String, Value>>> {
     match change.kind {
-        ChangeKind::Insert => change.record.clone(),
+        ChangeKind::Insert => change.record.as_ref().map(Cow::Borrowed),
         ChangeKind::Update => {
-            let mut row = change.record.clone()?;
+            let record = change.record.as_ref()?;
             // Unchanged TOASTed values are not in the new tuple; the full old row has them.
-            if let Some(old) = &change.old_record {
-                for col in &change.unchanged_toast {
-                    if let Some(v) = old.get(col) {
-                        row.insert(col.clone(), v.clone());
+            match &change.old_record {
+                Some(old) if !change.unchanged_toast.is_empty() => {
+                    let mut row = record.clone();
+                    for col in &change.unchanged_toast {
+                        if let Some(v) = old.get(col) {
+                            row.insert(col.clone(), v.clone());
+                        }
                     }
+                    Some(Cow::Owned(row))
                 }
+                _ => Some(Cow::Borrowed(record)),
             }
-            Some(row)
         }
         // Only a full old row can be judged; a key alone would let the policy see nulls.
         ChangeKind::Delete if change.relation.replica_identity == ReplicaIdentity::Full => {
-            change.old_record.clone()
+            change.old_record.as_ref().map(Cow::Borrowed)
         }
         ChangeKind::Delete | ChangeKind::Truncate => None,
     }
@@ -165,9 +170,10 @@ impl RlsAuthorizer {
         }
         let pooled = self.pool.get().await.map_err(AuthorizeError::Pool)?;
         let client: &tokio_postgres::Client = &pooled;
-        let rows: Vec<Option<Value>> = changes
+        // Each row is serialized once, however many identities ask about it.
+        let rows: Vec<Option<String>> = changes
             .iter()
-            .map(|c| row_to_judge(c).map(Value::Object))
+            .map(|c| row_to_judge(c).map(|r| Value::Object(r.into_owned()).to_string()))
             .collect();
 
         // Group the questions: identity -> table -> asks (with the row to check).
@@ -189,7 +195,8 @@ impl RlsAuthorizer {
             ident: usize,
             asks: Vec<usize>,
             sql: String,
-            rows: Value,
+            /// A JSON array of the rows, as text.
+            rows: String,
         }
         let mut checks: Vec<Check> = Vec::new();
         for (&ident_idx, tables) in &by_identity {
@@ -215,15 +222,15 @@ impl RlsAuthorizer {
                             // Visible only if the check says so; columns known already.
                             verdicts[a].columns = plan.columns.clone();
                         }
-                        let batch: Vec<Value> = table_asks
+                        let batch: Vec<&str> = table_asks
                             .iter()
-                            .map(|&a| rows[asks[a].0].clone().expect("judged rows only"))
+                            .map(|&a| rows[asks[a].0].as_deref().expect("judged rows only"))
                             .collect();
                         checks.push(Check {
                             ident: ident_idx,
                             asks: table_asks.clone(),
                             sql: sql.clone(),
-                            rows: Value::Array(batch),
+                            rows: format!("[{}]", batch.join(",")),
                         });
                     }
                 }

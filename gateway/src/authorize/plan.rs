@@ -25,8 +25,8 @@ pub enum Decision {
     Never,
     /// Every row is visible: RLS disabled on the table, or the role bypasses it.
     Always,
-    /// Run this statement with `$1` = a JSON array of rows; it returns the 1-based
-    /// positions of the visible ones.
+    /// Run this statement with `$1` = a JSON array of rows (as text); it returns the
+    /// 1-based positions of the visible ones.
     Check(String),
 }
 
@@ -129,7 +129,7 @@ pub async fn load(
     }
     let alias = quote_ident(&name);
     let sql = format!(
-        "select e.{IDX} from jsonb_array_elements($1::jsonb) with ordinality as e({ROW}, {IDX}) \
+        "select e.{IDX} from jsonb_array_elements($1::text::jsonb) with ordinality as e({ROW}, {IDX}) \
          cross join lateral jsonb_populate_record(null::{}.{alias}, e.{ROW}) as {alias} \
          where {qual}",
         quote_ident(&schema)
