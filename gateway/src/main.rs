@@ -78,6 +78,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "ripple=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in log files or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
