@@ -14,7 +14,7 @@
 //! `protocol` and `filter` are pure (no I/O). `reference_authorizer` is the per-subscriber
 //! live-row check, for tests and as the benchmark's reference.
 //!
-//! Wiring: `App::new` creates `app.realtime`. The replication consumer calls, for each
+//! Wiring (`crate::server`): `App::new` creates `app.realtime`. The pump calls, for each
 //! committed transaction in commit order, `realtime::deliver(&app.realtime, &tx, &authorizer)`
 //! and may confirm `tx.commit_lsn` once it returns (messages are then in the sockets' queues).
 //! A subscription takes part in every `deliver` that starts after its channel was told
