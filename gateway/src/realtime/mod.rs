@@ -15,7 +15,7 @@
 //! live-row check, for tests and as the benchmark's reference.
 //!
 //! Wiring (`crate::server`): `App::new` creates `app.realtime`. The pump calls, for each
-//! committed transaction in commit order, `realtime::deliver(&app.realtime, &tx, &authorizer)`
+//! committed transaction in commit order, `fanout::deliver(&app.realtime, &tx, &authorizer)`
 //! and may confirm `tx.commit_lsn` once it returns (messages are then in the sockets' queues).
 //! A subscription takes part in every `deliver` that starts after its channel was told
 //! "Subscribed to PostgreSQL".
