@@ -400,3 +400,43 @@ async fn a_changed_policy_applies_once_the_stream_signals_it() {
         .unwrap();
     assert!(after[0].visible, "the new policy is in force");
 }
+
+#[tokio::test]
+async fn policies_written_for_per_claim_settings_work_too() {
+    // Older PostgREST policies read `request.jwt.claim.sub` rather than the claims JSON.
+    let db = fresh_db().await;
+    let owner = db.create_user("Owner").await;
+    let other = db.create_user("Other").await;
+    db.client
+        .batch_execute(
+            "create table public.notes (id int primary key, owner uuid not null); \
+             alter table public.notes enable row level security; \
+             grant select on public.notes to authenticated; \
+             create policy notes_owner on public.notes for select to authenticated \
+               using (owner::text = current_setting('request.jwt.claim.sub', true))",
+        )
+        .await
+        .unwrap();
+    db.client
+        .execute("insert into public.notes values (1, $1)", &[&owner])
+        .await
+        .unwrap();
+    let seen: i64 = db
+        .as_user(owner)
+        .query_one("select count(*) from public.notes", &[])
+        .await
+        .get(0);
+    assert_eq!(seen, 1, "a request sets the per-claim settings");
+    let rel = relation(&db, "public.notes").await;
+    let mut row = Map::new();
+    row.insert("id".into(), Value::from(1));
+    row.insert("owner".into(), Value::String(owner.to_string()));
+    let ins = change(&rel, ChangeKind::Insert, row);
+    let az = RlsAuthorizer::new(pool(&db));
+    let v = az
+        .authorize(&[&ins], &[user(owner), user(other)], &[(0, 0), (0, 1)])
+        .await
+        .unwrap();
+    assert!(v[0].visible);
+    assert!(!v[1].visible);
+}

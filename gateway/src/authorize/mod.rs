@@ -242,9 +242,7 @@ impl RlsAuthorizer {
         checks.sort_by_key(|c| c.ident);
 
         let set_claims = pooled
-            .prepare_cached(
-                "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-            )
+            .prepare_cached(crate::db::SET_REQUEST_CLAIMS_SQL)
             .await
             .map_err(AuthorizeError::Db)?;
         let mut statements = Vec::with_capacity(checks.len());
