@@ -798,36 +798,25 @@ fn array_keys(value: &Value, columns: Option<&[String]>) -> Result<Vec<String>, 
 
 /// Splits on commas outside double quotes.
 fn split_top_level(s: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut quoted = false;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts
+    split_unquoted(s, ',')
 }
 
 /// Splits on dots outside double quotes.
 fn split_dots(s: &str) -> Vec<&str> {
+    split_unquoted(s, '.')
+}
+
+/// Splits on `sep` wherever it stands outside double quotes.
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut quoted = false;
     let mut start = 0;
     for (i, c) in s.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '.' if !quoted => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&s[start..i]);
+            start = i + sep.len_utf8();
         }
     }
     parts.push(&s[start..]);
