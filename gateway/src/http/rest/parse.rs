@@ -798,16 +798,16 @@ fn array_keys(value: &Value, columns: Option<&[String]>) -> Result<Vec<String>, 
 
 /// Splits on commas outside double quotes.
 fn split_top_level(s: &str) -> Vec<&str> {
-    split_unquoted(s, ',')
+    split_all_unquoted(s, ',')
 }
 
 /// Splits on dots outside double quotes.
 fn split_dots(s: &str) -> Vec<&str> {
-    split_unquoted(s, '.')
+    split_all_unquoted(s, '.')
 }
 
 /// Splits on `sep` wherever it stands outside double quotes.
-fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+fn split_all_unquoted(s: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut quoted = false;
     let mut start = 0;
