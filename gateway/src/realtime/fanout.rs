@@ -176,6 +176,9 @@ pub async fn deliver(
     {
         let change = &tx.changes[check.change];
         // Shaped once per distinct column access, shared by every channel that gets it.
+        // Identities of one role share their plan's column set (one `Arc`), so a message
+        // seen by ten members is serialized once, not ten times. The verdicts hold every
+        // set alive for the loop, so pointers cannot be reused as keys.
         let mut shaped: HashMap<usize, Arc<str>> = HashMap::new();
         for target in channels {
             let verdict = verdicts
@@ -190,7 +193,10 @@ pub async fn deliver(
                 Verdict::Visible(access) => access,
             };
             let data = shaped
-                .entry(target.claim_index)
+                .entry(match &access {
+                    ColumnAccess::All => 0,
+                    ColumnAccess::Only(set) => Arc::as_ptr(set) as usize,
+                })
                 .or_insert_with(|| shape(change, &commit_timestamp, &access).into())
                 .clone();
             let mut ids = target.ids.clone();
