@@ -22,7 +22,7 @@
 //! "churning" members change, so nearly all pairs are exact; the figures say how many.
 //!
 //! Scale with `RIPPLE_DIFF_MESSAGES` (default 600 in CI); the full run in the closing note
-//! used 14,000 (more than 100,000 expected deliveries).
+//! used 20,000 (more than 100,000 expected deliveries).
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
