@@ -215,12 +215,19 @@ async fn pump(
     let standby_name = standby_application_name(&app.database_url);
 
     let mut pending: Vec<ReplayRequest> = Vec::new();
+    // Replays waiting for their client to drain its queue before the next piece.
+    let mut unfinished: Vec<ReplayRequest> = Vec::new();
+    let mut next_piece_at = tokio::time::Instant::now();
     loop {
-        // Replays first: they cover exactly what has been processed so far.
+        // Replays first: they cover exactly what has been processed so far. (Checked here,
+        // not only in the select, so a busy stream cannot starve a long replay.)
+        if !unfinished.is_empty() && tokio::time::Instant::now() >= next_piece_at {
+            pending.append(&mut unfinished);
+        }
         pending.extend(std::iter::from_fn(|| {
             replays.as_mut().and_then(|r| r.try_recv().ok())
         }));
-        for req in pending.drain(..) {
+        for mut req in pending.drain(..) {
             let mut backoff = Duration::from_millis(50);
             loop {
                 match fanout::replay(&window, &req, authorizer.as_ref()).await {
@@ -228,6 +235,15 @@ async fn pump(
                         replayed.add(report.delivered as u64);
                         if report.too_old {
                             too_old.inc();
+                        }
+                        if let Some(after) = report.continue_after {
+                            if !req.channel.socket.is_closed() {
+                                if unfinished.is_empty() {
+                                    next_piece_at = tokio::time::Instant::now() + REPLAY_PACING;
+                                }
+                                req.after = after;
+                                unfinished.push(req);
+                            }
                         }
                         break;
                     }
@@ -247,6 +263,7 @@ async fn pump(
                 pending.push(req);
                 continue;
             }
+            () = tokio::time::sleep_until(next_piece_at), if !unfinished.is_empty() => continue,
             tx = changes.recv() => match tx {
                 Some(tx) => tx,
                 None => break,
@@ -303,6 +320,9 @@ async fn pump(
         window_bytes.set(window.bytes() as i64);
     }
 }
+
+/// How long a client gets to drain its queue between two pieces of a long replay.
+const REPLAY_PACING: Duration = Duration::from_millis(20);
 
 async fn next_replay(
     replays: &mut Option<mpsc::UnboundedReceiver<ReplayRequest>>,
