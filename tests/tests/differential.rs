@@ -291,7 +291,7 @@ async fn every_allowed_change_reaches_every_allowed_subscriber_exactly_once() {
     let seed: u64 = std::env::var("RIPPLE_DIFF_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::random());
+        .unwrap_or_else(rand::random);
     eprintln!("differential: seed {seed} (RIPPLE_DIFF_SEED), {messages} messages");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
