@@ -9,7 +9,7 @@ language sql stable security definer set search_path = ''
 as $$
   select exists (
     select 1 from public.conversation_members m
-    where m.conversation_id = conv and m.user_id = auth.uid()
+    where m.conversation_id = conv and m.user_id = (select auth.uid())
   )
 $$;
 
@@ -20,7 +20,7 @@ $$;
 create or replace function private.my_conversation_ids() returns setof uuid
 language sql stable security definer set search_path = '' rows 50
 as $$
-  select m.conversation_id from public.conversation_members m where m.user_id = auth.uid()
+  select m.conversation_id from public.conversation_members m where m.user_id = (select auth.uid())
 $$;
 
 -- The groups the caller owns or administers, as a set (for the bans policies).
@@ -29,7 +29,7 @@ language sql stable security definer set search_path = '' rows 10
 as $$
   select m.conversation_id from public.conversation_members m
     join public.conversations c on c.id = m.conversation_id
-   where m.user_id = auth.uid() and m.role in ('owner', 'admin') and c.kind = 'group'
+   where m.user_id = (select auth.uid()) and m.role in ('owner', 'admin') and c.kind = 'group'
 $$;
 
 -- The caller's unread count per conversation, from the counters of schema/V5: one row per
@@ -51,7 +51,7 @@ as $$
                and t.seq > m.last_read_seq and t.sender_id <> m.user_id)
     from public.conversation_members m
     join public.conversations c on c.id = m.conversation_id
-   where m.user_id = auth.uid()
+   where m.user_id = (select auth.uid())
 $$;
 
 -- The caller's role in the conversation, or null when not a member.
@@ -59,7 +59,7 @@ create or replace function private.my_role(conv uuid) returns public.member_role
 language sql stable security definer set search_path = ''
 as $$
   select m.role from public.conversation_members m
-  where m.conversation_id = conv and m.user_id = auth.uid()
+  where m.conversation_id = conv and m.user_id = (select auth.uid())
 $$;
 
 -- Is the caller an owner or admin of this group conversation?
@@ -69,7 +69,7 @@ as $$
   select exists (
     select 1 from public.conversation_members m
     join public.conversations c on c.id = m.conversation_id
-    where m.conversation_id = conv and m.user_id = auth.uid()
+    where m.conversation_id = conv and m.user_id = (select auth.uid())
       and m.role in ('owner', 'admin') and c.kind = 'group'
   )
 $$;

@@ -150,7 +150,7 @@ begin
                          'archive it with set_archived instead');
   end if;
   delete from public.conversation_members m
-   where m.conversation_id = leave_conversation.conversation_id and m.user_id = auth.uid();
+   where m.conversation_id = leave_conversation.conversation_id and m.user_id = (select auth.uid());
 end
 $$;
 
@@ -162,7 +162,7 @@ as $$
 begin
   update public.conversation_members m
      set archived_at = case when set_archived.archived then now() else null end
-   where m.conversation_id = set_archived.conversation_id and m.user_id = auth.uid();
+   where m.conversation_id = set_archived.conversation_id and m.user_id = (select auth.uid());
   if not found then
     perform private.fail('P0002', 'conversation not found');
   end if;
@@ -176,7 +176,7 @@ language plpgsql volatile security invoker set search_path = ''
 as $$
 begin
   update public.conversation_members m set muted_until = set_muted.until
-   where m.conversation_id = set_muted.conversation_id and m.user_id = auth.uid();
+   where m.conversation_id = set_muted.conversation_id and m.user_id = (select auth.uid());
   if not found then
     perform private.fail('P0002', 'conversation not found');
   end if;
@@ -212,7 +212,7 @@ as $$
 begin
   update public.conversation_members m
      set pinned_at = case when set_pinned.pinned then coalesce(m.pinned_at, now()) else null end
-   where m.conversation_id = set_pinned.conversation_id and m.user_id = auth.uid();
+   where m.conversation_id = set_pinned.conversation_id and m.user_id = (select auth.uid());
   if not found then
     perform private.fail('P0002', 'conversation not found');
   end if;

@@ -39,12 +39,12 @@ begin
      set last_read_at = upto.created_at,
          last_read_message_id = upto.id
    where m.conversation_id = mark_conversation_read.conversation_id
-     and m.user_id = auth.uid()
+     and m.user_id = (select auth.uid())
      and (m.last_read_at is null or m.last_read_at < upto.created_at)
   returning m.last_read_at into result;
   if result is null then
     select m.last_read_at into result from public.conversation_members m
-     where m.conversation_id = mark_conversation_read.conversation_id and m.user_id = auth.uid();
+     where m.conversation_id = mark_conversation_read.conversation_id and m.user_id = (select auth.uid());
   end if;
   return result;
 end
@@ -115,7 +115,7 @@ begin
   update public.conversation_members m
      set last_delivered_at = upto
    where m.conversation_id = mark_conversation_delivered.conversation_id
-     and m.user_id = auth.uid()
+     and m.user_id = (select auth.uid())
      and (m.last_delivered_at is null or m.last_delivered_at < upto)
   returning m.last_delivered_at into result;
   return coalesce(result, upto);

@@ -1,4 +1,7 @@
--- Read paths: conversation list, history, search. All SECURITY INVOKER: RLS decides.
+-- Read paths: conversation list, history, search. get_messages is SECURITY INVOKER (RLS
+-- decides); list_conversations and search_messages are SECURITY DEFINER and select the
+-- caller's own conversations explicitly, because RLS on every joined row costs more than
+-- the page itself (and, for search, keeps PostgreSQL from using the text index).
 
 -- The caller's conversations: pinned ones first (most recently pinned first), then the
 -- most recently active, with preview, unread count and, for direct chats, the other
@@ -39,7 +42,7 @@ create function public.list_conversations(
   read_counted_seq bigint,
   sent_since_read bigint
 )
-language sql stable security invoker set search_path = ''
+language sql stable security definer set search_path = ''
 as $$
   select c.id, c.kind, c.title, c.description, c.avatar_url, c.created_by, c.created_at,
          c.last_message_at, c.last_message_preview, c.last_message_id,
@@ -121,9 +124,12 @@ $$;
 
 -- Full-text search over the bodies of messages in the caller's conversations (deleted
 -- messages have no body). Best matches first. The GIN index on the body's tsvector finds
--- the matches; the caller's conversations (one set, hashed) restrict them, as RLS does.
--- The tsvector is an expression index rather than a stored column so that every message
--- row (REST, the change stream) does not carry it.
+-- the matches, then the caller's conversations (one set, hashed) restrict them.
+-- SECURITY DEFINER, and restricted to the caller's conversations explicitly: under RLS,
+-- PostgreSQL may not use the GIN index at all, because `@@` is not leakproof and so may not
+-- run before the policy (V4 checked membership on every message instead). The tsvector is an
+-- expression index rather than a stored column so that message rows (REST, the change
+-- stream) do not carry it.
 create or replace function public.search_messages(query text, lim integer default 20)
 returns table (
   id uuid,
@@ -134,19 +140,26 @@ returns table (
   headline text,
   rank real
 )
-language sql stable security invoker set search_path = ''
+language plpgsql stable security definer set search_path = ''
 as $$
-  with q as (select websearch_to_tsquery('english', coalesce(search_messages.query, '')) as tsq)
-  select x.id, x.conversation_id, x.sender_id, x.body, x.created_at,
-         ts_headline('english', x.body, q.tsq, 'MaxFragments=1, MaxWords=20, MinWords=5'),
-         ts_rank(to_tsvector('english'::regconfig, coalesce(x.body, '')), q.tsq)
-    from public.messages x, q
-   where to_tsvector('english'::regconfig, coalesce(x.body, '')) @@ q.tsq
-     and x.conversation_id in (select private.my_conversation_ids())
-     and x.deleted_at is null
-     and x.kind <> 'system'
-   order by 7 desc, x.created_at desc, x.id
-   limit least(greatest(coalesce(lim, 20), 1), 100)
+declare
+  tsq tsquery := websearch_to_tsquery('english', coalesce(search_messages.query, ''));
+begin
+  -- Dynamic, so the statement is planned with this query's terms: a generic plan cannot
+  -- tell a rare term (the GIN index) from one in every message.
+  return query execute $q$
+    select x.id, x.conversation_id, x.sender_id, x.body, x.created_at,
+           ts_headline('english', x.body, $1, 'MaxFragments=1, MaxWords=20, MinWords=5'),
+           ts_rank(to_tsvector('english'::regconfig, coalesce(x.body, '')), $1)
+      from public.messages x
+     where to_tsvector('english'::regconfig, coalesce(x.body, '')) @@ $1
+       and x.conversation_id in (select private.my_conversation_ids())
+       and x.deleted_at is null
+       and x.kind <> 'system'
+     order by 7 desc, x.created_at desc, x.id
+     limit $2
+  $q$ using tsq, least(greatest(coalesce(lim, 20), 1), 100);
+end
 $$;
 
 -- Record that the caller was just seen (Ripple calls it on a user's last disconnect).
@@ -155,7 +168,7 @@ $$;
 create or replace function public.touch_last_seen() returns void
 language sql volatile security definer set search_path = ''
 as $$
-  update public.profiles set last_seen_at = now() where id = auth.uid()
+  update public.profiles set last_seen_at = now() where id = (select auth.uid())
 $$;
 
 -- Functions are for signed-in users; anon may call nothing here.
