@@ -116,7 +116,9 @@ begin
     from public.messages x
     left join public.profiles p on p.id = x.sender_id
    where x.conversation_id = get_messages.conversation_id
-     and (cursor_seq is null or x.seq < cursor_seq)
+     -- One range in every plan (an `is null or` here would make the cached generic plan
+     -- scan the conversation from its newest message down to the page).
+     and x.seq < coalesce(cursor_seq, 9223372036854775807)
    order by x.seq desc
    limit least(greatest(coalesce(lim, 50), 1), 200);
 end
