@@ -54,6 +54,16 @@ as $$
    where m.user_id = (select auth.uid())
 $$;
 
+-- Locks the conversation row before a membership change. A message locks the conversation
+-- row and then its sender's member row (schema/V5's counters); a member leaving or removed
+-- locks the member row and then (member_after_change) the conversation row. Taking the
+-- conversation first on the RPC paths keeps a send and a leave from deadlocking.
+create or replace function private.lock_conversation(conv uuid) returns void
+language sql volatile security definer set search_path = ''
+as $$
+  select 1 from public.conversations c where c.id = conv for no key update
+$$;
+
 -- The caller's role in the conversation, or null when not a member.
 create or replace function private.my_role(conv uuid) returns public.member_role
 language sql stable security definer set search_path = ''

@@ -97,6 +97,10 @@ begin
       perform private.fail('22023', 'before_id is not a message of this conversation');
     end if;
   end if;
+  -- One index range in every plan: an `is null or` (or a coalesce, which RLS treats as
+  -- possibly leaky) would leave the cached generic plan scanning the conversation from its
+  -- newest message down to the page.
+  cursor_seq := coalesce(cursor_seq, 9223372036854775807);
   -- jsonb rows: a `returns table` could not have a conversation_id column beside the
   -- parameter of that name. client_id is shown only to its sender.
   return query
@@ -116,9 +120,7 @@ begin
     from public.messages x
     left join public.profiles p on p.id = x.sender_id
    where x.conversation_id = get_messages.conversation_id
-     -- One range in every plan (an `is null or` here would make the cached generic plan
-     -- scan the conversation from its newest message down to the page).
-     and x.seq < coalesce(cursor_seq, 9223372036854775807)
+     and x.seq < cursor_seq
    order by x.seq desc
    limit least(greatest(coalesce(lim, 50), 1), 200);
 end

@@ -122,7 +122,10 @@ async fn unread_stays_exact_in_a_large_group_through_edits_deletes_joins_and_lea
     let b3 = send(&db, b, conv, "b three").await;
     send(&db, b, direct, "hi a").await;
     db.as_user(a)
-        .query("select public.mark_conversation_read($1, $2)", &[&conv, &b1])
+        .query(
+            "select public.mark_conversation_read($1, $2)",
+            &[&conv, &b1],
+        )
         .await;
     let t = assert_exact(&db, &watched, "sends and a read point").await;
     // a: b2, owner one, b3 in the group (a2 is a's own) + "hi a" in the direct chat.
@@ -194,11 +197,17 @@ async fn unread_stays_exact_in_a_large_group_through_edits_deletes_joins_and_lea
         .await;
     // And a member joins late.
     db.as_user(owner)
-        .query("select public.add_conversation_member($1, $2)", &[&conv, &late])
+        .query(
+            "select public.add_conversation_member($1, $2)",
+            &[&conv, &late],
+        )
         .await;
     let t = assert_exact(&db, &watched, "a member came back, another joined late").await;
     assert_eq!(t[5], t[4], "late and quiet have read nothing");
-    assert!(t[3] < t[4], "the returning member's own messages are not unread");
+    assert!(
+        t[3] < t[4],
+        "the returning member's own messages are not unread"
+    );
 
     // A read point set by a client's own UPDATE (REST) rather than the RPC.
     db.as_user(a)
@@ -224,7 +233,10 @@ async fn unread_stays_exact_in_a_large_group_through_edits_deletes_joins_and_lea
     assert_eq!(t[1], 0);
     // A member removed by the owner has no counts for the group any more.
     db.as_user(owner)
-        .query("select public.remove_conversation_member($1, $2)", &[&conv, &quiet])
+        .query(
+            "select public.remove_conversation_member($1, $2)",
+            &[&conv, &quiet],
+        )
         .await;
     let t = assert_exact(&db, &watched, "a member was removed").await;
     assert_eq!(t[4], 0);
@@ -283,7 +295,9 @@ async fn outsiders_see_no_counters_and_no_one_writes_them() {
 
     let o = db.as_user(outsider);
     assert_eq!(
-        o.query_one("select public.unread_counts()", &[]).await.get::<_, Value>(0),
+        o.query_one("select public.unread_counts()", &[])
+            .await
+            .get::<_, Value>(0),
         serde_json::json!({"total_unread": 0, "by_conversation": []})
     );
     assert!(o
@@ -295,7 +309,9 @@ async fn outsiders_see_no_counters_and_no_one_writes_them() {
         .await
         .is_empty());
     assert_eq!(
-        o.query_err("select public.get_messages($1)", &[&conv]).await.0,
+        o.query_err("select public.get_messages($1)", &[&conv])
+            .await
+            .0,
         "P0002"
     );
     assert_eq!(
@@ -383,8 +399,14 @@ async fn reading_messages_under_rls_uses_an_index_and_no_function_per_row() {
     tx.commit().await.unwrap();
     let plan = plan.join("\n");
     assert!(plan.contains("Index Scan"), "{plan}");
-    assert!(plan.contains("hashed SubPlan"), "membership is one hashed set: {plan}");
-    assert!(!plan.contains("is_member"), "no per-row membership call: {plan}");
+    assert!(
+        plan.contains("hashed SubPlan"),
+        "membership is one hashed set: {plan}"
+    );
+    assert!(
+        !plan.contains("is_member"),
+        "no per-row membership call: {plan}"
+    );
     // The membership set is computed once, not once per row.
     assert!(!plan.contains("loops=31"), "{plan}");
 }
@@ -406,11 +428,7 @@ async fn a_database_at_v4_migrates_to_v5_with_every_unread_count_unchanged() {
         )
         .await
         .unwrap();
-    let key = format!(
-        "{}:{}",
-        users[0].min(users[1]),
-        users[0].max(users[1])
-    );
+    let key = format!("{}:{}", users[0].min(users[1]), users[0].max(users[1]));
     db.client
         .execute(
             "insert into public.conversations (id, kind, title, created_by, direct_key)
@@ -514,7 +532,11 @@ async fn a_database_at_v4_migrates_to_v5_with_every_unread_count_unchanged() {
     assert_eq!(row.get::<_, i64>(0), 40);
     assert_eq!(row.get::<_, i64>(1), 40 - 5, "five system messages");
     assert_eq!(row.get::<_, i32>(2), 6);
-    assert_eq!(row.get::<_, i64>(3), 8 - 1, "deleted, not counting a deleted system one");
+    assert_eq!(
+        row.get::<_, i64>(3),
+        8 - 1,
+        "deleted, not counting a deleted system one"
+    );
     assert_eq!(row.get::<_, i64>(4), 40);
     assert!(row.get::<_, bool>(5), "positions follow (created_at, id)");
 
@@ -523,7 +545,10 @@ async fn a_database_at_v4_migrates_to_v5_with_every_unread_count_unchanged() {
     send(&db, users[1], group, "after the migration").await;
     let m = send(&db, users[2], group, "and another").await;
     db.as_user(users[4])
-        .query("select public.mark_conversation_read($1, $2)", &[&group, &m])
+        .query(
+            "select public.mark_conversation_read($1, $2)",
+            &[&group, &m],
+        )
         .await;
     db.as_user(users[2])
         .query("select public.delete_message($1)", &[&m])
