@@ -134,6 +134,8 @@ $$;
 -- run before the policy (V4 checked membership on every message instead). The tsvector is an
 -- expression index rather than a stored column so that message rows (REST, the change
 -- stream) do not carry it.
+-- Known limit: ranking computes every match's tsvector, so a word found in tens of
+-- thousands of the caller's messages takes seconds; selective queries take milliseconds.
 create or replace function public.search_messages(query text, lim integer default 20)
 returns table (
   id uuid,

@@ -20,8 +20,26 @@
 //! Then the plan of `select * from messages where conversation_id = X` under RLS as the user,
 //! which must use an index and call no function per row (the benchmark fails otherwise).
 //!
-//! Figures (2 cores shared with other work, PostgreSQL 15, release build) are in the
-//! commit that last changed this file and in README, "The chat database".
+//! Figures from one run with the defaults (2 cores shared with other builds at a load
+//! average of 12, PostgreSQL 15, release build):
+//!
+//! ```text
+//! bench_chat_db: scale 1, PostgreSQL 15.18 (Debian 15.18-0+deb12u1), 2 cores, seeded in 123 s
+//! data: 10000 users, 20056 conversations (20 groups of >= 1,000 members), 1000000 messages (1% deleted)
+//! caller: in 50 conversations, 200000 unread (V5 and V4 agree)
+//! timed: the statement, as the caller under RLS; V5 50 calls, V4 reference 5 calls
+//! call                                  p50 ms    p99 ms   V4 p50 ms   V4 p99 ms     V4/V5
+//! unread_counts()                         0.85      1.60    14017.71    17681.98    16572x
+//! list_conversations()                    3.16     19.77     4535.41     5731.25     1433x
+//! get_messages(group) newest page         1.07      8.81        1.79        2.17        2x
+//! get_messages(group) oldest page         1.08      1.39       15.57       23.73       14x
+//! search_messages('number 3999')         33.46     55.80     7517.18    10188.31      225x
+//! search_messages('postgres'): common   1691.98   2451.77     9414.78    12315.39        6x
+//! messages page via RLS (REST)            0.27      7.78        0.64        0.71        2x
+//! mark_conversation_read(group)           0.69      1.88       32.44       39.90       47x
+//! send_message(1,000-member group)        1.15     23.67        1.09        1.28        1x
+//! rows written by one send_message into the group (inserted +, updated ~, deleted -): conversation_members +0 ~1 -0, conversations +0 ~1 -0, messages +1 ~0 -0
+//! ```
 
 use std::time::{Duration, Instant};
 
