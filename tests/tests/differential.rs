@@ -224,7 +224,8 @@ async fn truth(db: &TestDb, slot: &str) -> Vec<Event> {
         let t = parse_tuple(tuple);
         let get = |k: &str| t.get(k).cloned().flatten().unwrap_or_default();
         match table {
-            "public.conversation_members" => out.push(Event::Member {
+            // Membership is rows coming and going; UPDATEs (read pointers, counters) are not.
+            "public.conversation_members" if op != "UPDATE" => out.push(Event::Member {
                 conv: get("conversation_id"),
                 user: get("user_id"),
                 present: op != "DELETE",
