@@ -1,6 +1,7 @@
 //! Column text (PostgreSQL's output format, DateStyle ISO, TimeZone UTC) to natural JSON,
 //! by type. Never fails: a value we cannot read as its type arrives as its text.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use serde_json::{Number, Value};
@@ -131,24 +132,30 @@ fn number_or_text(text: &[u8]) -> Value {
 }
 
 /// `2024-01-02 03:04:05.5+00` -> `2024-01-02T03:04:05.5+00:00`. Anything not in that shape
-/// (infinity, BC dates, another DateStyle) stays as it was.
+/// (infinity, BC dates, another DateStyle) stays as it was. Built in one allocation sized
+/// for the longest result (a zone that gains `:00`).
 fn iso_timestamp(text: &[u8], with_zone: bool) -> String {
-    let mut s = string(text);
-    let b = s.as_bytes();
+    let Ok(t) = std::str::from_utf8(text) else {
+        return string(text);
+    };
+    let b = t.as_bytes();
     let shaped = b.len() >= 19
         && b[4] == b'-'
         && b[7] == b'-'
         && b[10] == b' '
         && b[13] == b':'
-        && !s.ends_with(" BC");
+        && !t.ends_with(" BC");
     if !shaped {
-        return s;
+        return t.to_owned();
     }
-    s.replace_range(10..11, "T");
+    let mut s = String::with_capacity(t.len() + 3);
+    s.push_str(&t[..10]);
+    s.push('T');
+    s.push_str(&t[11..]);
     if with_zone {
         // The offset is the last '+' or '-' after the time; ISO wants "+HH:MM".
-        if let Some(pos) = s[19..].rfind(['+', '-']).map(|p| p + 19) {
-            if s.len() - pos == 3 {
+        if let Some(pos) = t[19..].rfind(['+', '-']).map(|p| p + 19) {
+            if t.len() - pos == 3 {
                 s.push_str(":00");
             }
         }
@@ -183,7 +190,7 @@ struct ArrayParser<'a> {
     depth: usize,
 }
 
-impl ArrayParser<'_> {
+impl<'a> ArrayParser<'a> {
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
@@ -240,14 +247,24 @@ impl ArrayParser<'_> {
         }
     }
 
-    fn quoted(&mut self) -> Option<Vec<u8>> {
+    /// A double-quoted element without its quotes: borrowed from the input unless it has
+    /// backslash escapes to undo.
+    fn quoted(&mut self) -> Option<Cow<'a, [u8]>> {
         self.pos += 1;
-        let mut out = Vec::new();
+        let start = self.pos;
+        let rest = &self.s[start..];
+        let end = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+        if rest[end] == b'"' {
+            self.pos += end + 1;
+            return Some(Cow::Borrowed(&rest[..end]));
+        }
+        let mut out = rest[..end].to_vec();
+        self.pos += end;
         loop {
             match self.peek()? {
                 b'"' => {
                     self.pos += 1;
-                    return Some(out);
+                    return Some(Cow::Owned(out));
                 }
                 b'\\' => {
                     self.pos += 1;

@@ -21,6 +21,10 @@ use crate::decode::{
 struct RelationState {
     info: Arc<RelationInfo>,
     kinds: Vec<ValueKind>,
+    /// Every column name mapped to null, in column order. A full row is a clone of this
+    /// with the values filled in by position: cloning copies the hash index as it is,
+    /// where inserting would hash and probe each column name again for every row.
+    template: Map<String, Value>,
 }
 
 struct Pending {
@@ -144,7 +148,19 @@ impl Assembler {
             replica_identity,
             columns,
         });
-        self.relations.insert(r.oid, RelationState { info, kinds });
+        let template = info
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), Value::Null))
+            .collect();
+        self.relations.insert(
+            r.oid,
+            RelationState {
+                info,
+                kinds,
+                template,
+            },
+        );
     }
 
     /// Applies one message; returns the transaction it committed, if any.
@@ -302,25 +318,39 @@ fn to_map(
             want: cols.len(),
         });
     }
+    let complete = !key_only && !tuple.iter().any(|c| matches!(c, Cell::UnchangedToast));
+    // Column names are unique, so the template has one entry per column; checked anyway,
+    // as filling by position relies on it.
+    if complete && rel.template.len() == cols.len() {
+        let mut m = rel.template.clone();
+        for ((slot, cell), kind) in m.values_mut().zip(tuple).zip(&rel.kinds) {
+            *slot = cell_to_json(cell, kind);
+        }
+        return Ok(m);
+    }
     let mut m = Map::with_capacity(cols.len());
     for ((cell, col), kind) in tuple.iter().zip(cols).zip(&rel.kinds) {
         if key_only && !col.is_key {
             continue;
         }
-        let v = match cell {
-            Cell::Null => Value::Null,
-            Cell::Text(t) => text_to_json(kind, t),
-            Cell::Binary(b) => binary_to_json(b),
-            Cell::UnchangedToast => {
-                if let Some(u) = unchanged.as_deref_mut() {
-                    u.push(col.name.clone());
-                }
-                continue;
+        if let Cell::UnchangedToast = cell {
+            if let Some(u) = unchanged.as_deref_mut() {
+                u.push(col.name.clone());
             }
-        };
-        m.insert(col.name.clone(), v);
+            continue;
+        }
+        m.insert(col.name.clone(), cell_to_json(cell, kind));
     }
     Ok(m)
+}
+
+fn cell_to_json(cell: &Cell<'_>, kind: &ValueKind) -> Value {
+    match cell {
+        Cell::Text(t) => text_to_json(kind, t),
+        Cell::Binary(b) => binary_to_json(b),
+        // Unchanged TOAST is left out of the row by the caller.
+        Cell::Null | Cell::UnchangedToast => Value::Null,
+    }
 }
 
 #[cfg(test)]
