@@ -452,6 +452,77 @@ mod tests {
         );
     }
 
+    /// A relation with one column of each kind the stream types specially.
+    fn wide_rel() -> PgOutput<'static> {
+        let col = |name: &str, type_oid: u32| RelationColumn {
+            is_key: name == "id",
+            name: name.into(),
+            type_oid,
+            type_modifier: -1,
+        };
+        PgOutput::Relation(Relation {
+            xid: None,
+            oid: 20,
+            namespace: "public".into(),
+            name: "wide".into(),
+            replica_identity: b'f',
+            columns: vec![
+                col("id", 20),
+                col("amount", 1700),
+                col("meta", 3802),
+                col("tags", 1009),
+                col("at", 1184),
+                col("ok", 16),
+                col("note", 25),
+            ],
+        })
+    }
+
+    #[test]
+    fn full_rows_keep_column_order_and_exact_values() {
+        let mut a = Assembler::new();
+        a.apply(wide_rel()).unwrap();
+        a.apply(begin(1)).unwrap();
+        let row = vec![
+            Cell::Text(b"-9223372036854775808"),
+            Cell::Text(b"123456789012345678901234567890.000000000001"),
+            Cell::Text(br#"{"a": {"b": [1, 2.50, "x"]}, "big": 18446744073709551616}"#),
+            Cell::Text(br#"{a,"b c",NULL,"d\"e"}"#),
+            Cell::Text(b"2024-01-02 03:04:05.5+00"),
+            Cell::Text(b"t"),
+            Cell::Null,
+        ];
+        a.apply(PgOutput::Insert(Insert {
+            xid: None,
+            relation: 20,
+            new: row.clone(),
+        }))
+        .unwrap();
+        // Same row with one unchanged TOAST column, and as a full old row: the paths
+        // that build the map column by column.
+        let mut toasted = row.clone();
+        toasted[6] = Cell::UnchangedToast;
+        a.apply(PgOutput::Update(Update {
+            xid: None,
+            relation: 20,
+            old: Some(OldTuple::Full(row.clone())),
+            new: toasted,
+        }))
+        .unwrap();
+        let t = a.apply(commit(50)).unwrap().unwrap();
+        let want = r#"{"id":-9223372036854775808,"amount":123456789012345678901234567890.000000000001,"meta":{"a":{"b":[1,2.50,"x"]},"big":18446744073709551616},"tags":["a","b c",null,"d\"e"],"at":"2024-01-02T03:04:05.5+00:00","ok":true,"note":null}"#;
+        let ins = Value::Object(t.changes[0].record.clone().unwrap());
+        assert_eq!(ins.to_string(), want);
+        let old = Value::Object(t.changes[1].old_record.clone().unwrap());
+        assert_eq!(old.to_string(), want);
+        let upd = &t.changes[1];
+        assert_eq!(upd.unchanged_toast, vec!["note".to_string()]);
+        let rec = upd.record.as_ref().unwrap();
+        let keys: Vec<&str> = rec.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "amount", "meta", "tags", "at", "ok"]);
+        assert_eq!(Value::Object(rec.clone())["meta"], ins["meta"]);
+    }
+
     #[test]
     fn a_new_relation_message_changes_the_columns_of_later_rows() {
         let mut a = Assembler::new();
