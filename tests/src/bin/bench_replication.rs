@@ -254,6 +254,7 @@ async fn ripple_consume(
     config.protocol_version = Some(1);
     config.create_publication = false;
     let (mut rx, handle) = replication::start(config).await?;
+    let connected = start.elapsed();
     let mut changes = 0u64;
     let mut bytes_of_json = 0usize;
     let mut last = 0;
@@ -271,8 +272,13 @@ async fn ripple_consume(
         anyhow::ensure!(t.commit_lsn <= end_lsn, "read past the workload");
     }
     anyhow::ensure!(bytes_of_json > 0);
+    let received = start.elapsed();
     // Counted like pg_recvlogical's run, which includes its final report and exit.
     handle.shutdown().await;
     let took = start.elapsed();
+    eprintln!(
+        "    (ripple: connected in {connected:.2?}, all changes in {received:.2?}, closed after {:.2?})",
+        took - received
+    );
     Ok((took, last))
 }
