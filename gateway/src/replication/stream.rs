@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 
@@ -36,6 +37,10 @@ enum End {
 /// used up (or this many are waiting): the consumer wakes once per batch instead of once
 /// per transaction, which for small transactions costs more than decoding them.
 const READY_BATCH: usize = 256;
+
+/// Reads in a row that go without waiting (the data had already arrived) before the
+/// stream loop gives its timer and shutdown a turn.
+const EAGER_READS: usize = 16;
 
 /// At least this often we tell the server we are alive, even with nothing new to report,
 /// well inside the default wal_sender_timeout (60 s).
@@ -225,6 +230,7 @@ impl Streamer {
     ) -> Result<End, ReplicationError> {
         let mut tick = tokio::time::interval(self.config.status_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut eager_reads = 0;
         loop {
             while let Some(m) = conn.try_next_message()? {
                 match m.tag {
@@ -246,6 +252,18 @@ impl Streamer {
                     _ => {}
                 }
             }
+            // Bytes that arrived while we decoded are decoded too before the consumer is
+            // woken, so one wake-up covers them all: when we fall behind the server, a
+            // wake-up per transaction is what would keep us behind. Bounded, so that in a
+            // long burst the status timer below still gets its turn.
+            if eager_reads < EAGER_READS && self.ready.len() < READY_BATCH {
+                if let Some(r) = conn.fill().now_or_never() {
+                    r?;
+                    eager_reads += 1;
+                    continue;
+                }
+            }
+            eager_reads = 0;
             if let Some(end) = self.deliver_ready(conn, shutdown).await? {
                 return Ok(end);
             }
