@@ -588,7 +588,7 @@ async fn tail_on_a_temporary_slot_sees_changes_from_its_start_and_leaves_no_slot
     );
     // The server drops a temporary slot as its walsender exits, a moment after our
     // connection closed: give it that moment (a busy machine makes it longer).
-    let mut left = -1;
+    let mut left: i64 = -1;
     for _ in 0..100 {
         left = db
             .client
