@@ -149,6 +149,7 @@ async fn serve(parts: &Parts, body: &Bytes, app: &App) -> Result<Response<Body>,
         read_only: req.verb.is_read(),
         statement_timeout_ms: app.config.statement_timeout_ms,
         schema: &req.schema,
+        rollback: req.prefer.rollback == Some(true),
     };
     exec::run(&mut conn, &settings, &statement, |outcome| {
         respond(&req, &statement, outcome)
@@ -299,6 +300,9 @@ fn respond(
     let mut builder = Response::builder().status(status);
     if let Some(range) = content_range {
         builder = builder.header("content-range", range);
+    }
+    if let Some(applied) = req.prefer.applied() {
+        builder = builder.header("preference-applied", applied);
     }
     let content_type = if single {
         "application/vnd.pgrst.object+json; charset=utf-8"

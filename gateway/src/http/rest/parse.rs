@@ -133,12 +133,57 @@ pub enum Resolution {
     IgnoreDuplicates,
 }
 
+/// `Prefer` header values, PostgREST's set. When a preference comes twice, the first wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Preferences {
     pub return_: Option<Return>,
     /// `count=exact` (also `planned`/`estimated`, which Ripple answers exactly).
     pub count: bool,
+    /// The count preference as written, echoed in `Preference-Applied`.
+    pub count_name: Option<&'static str>,
     pub resolution: Option<Resolution>,
+    /// `missing=default` (`Some(true)`) or `missing=null` (`Some(false)`).
+    pub missing_default: Option<bool>,
+    /// `tx=rollback` (`Some(true)`) or `tx=commit` (`Some(false)`).
+    pub rollback: Option<bool>,
+    /// `handling=strict` (`Some(true)`) or `handling=lenient` (`Some(false)`).
+    pub strict: Option<bool>,
+}
+
+impl Preferences {
+    /// The `Preference-Applied` value: every preference Ripple honored, in PostgREST's order.
+    pub fn applied(&self) -> Option<String> {
+        let mut v: Vec<&str> = Vec::new();
+        match self.resolution {
+            Some(Resolution::MergeDuplicates) => v.push("resolution=merge-duplicates"),
+            Some(Resolution::IgnoreDuplicates) => v.push("resolution=ignore-duplicates"),
+            None => {}
+        }
+        match self.missing_default {
+            Some(true) => v.push("missing=default"),
+            Some(false) => v.push("missing=null"),
+            None => {}
+        }
+        match self.return_ {
+            Some(Return::Representation) => v.push("return=representation"),
+            Some(Return::Minimal) => v.push("return=minimal"),
+            None => {}
+        }
+        if let Some(c) = self.count_name {
+            v.push(c);
+        }
+        match self.rollback {
+            Some(true) => v.push("tx=rollback"),
+            Some(false) => v.push("tx=commit"),
+            None => {}
+        }
+        match self.strict {
+            Some(true) => v.push("handling=strict"),
+            Some(false) => v.push("handling=lenient"),
+            None => {}
+        }
+        (!v.is_empty()).then(|| v.join(", "))
+    }
 }
 
 /// The response form the client accepts.
@@ -233,7 +278,7 @@ pub fn parse(raw: &RawRequest<'_>, settings: &Settings<'_>) -> Result<ApiRequest
     };
     let schema = parse_profile(raw.headers, verb, settings.schemas)?;
     let accept = parse_accept(raw.headers)?;
-    let prefer = parse_prefer(raw.headers);
+    let prefer = parse_prefer(raw.headers)?;
 
     let mut req = ApiRequest {
         verb,
@@ -602,23 +647,68 @@ fn parse_accept(headers: &HeaderMap) -> Result<Accept, ApiError> {
     ))
 }
 
-/// `Prefer` may come as several headers and as comma-separated lists; unknown preferences
-/// are ignored, as PostgREST does by default (`handling=lenient`).
-fn parse_prefer(headers: &HeaderMap) -> Preferences {
+/// `Prefer` may come as several headers and as comma-separated lists. Unknown preferences
+/// are ignored (`handling=lenient`, the default) or refused with PGRST122
+/// (`handling=strict`), as PostgREST does.
+fn parse_prefer(headers: &HeaderMap) -> Result<Preferences, ApiError> {
     let mut p = Preferences::default();
+    let mut invalid: Vec<String> = Vec::new();
     for value in headers.get_all("prefer") {
         for pref in value.to_str().unwrap_or("").split(',') {
-            match pref.trim() {
-                "return=minimal" => p.return_ = Some(Return::Minimal),
-                "return=representation" => p.return_ = Some(Return::Representation),
-                "count=exact" | "count=planned" | "count=estimated" => p.count = true,
-                "resolution=merge-duplicates" => p.resolution = Some(Resolution::MergeDuplicates),
-                "resolution=ignore-duplicates" => p.resolution = Some(Resolution::IgnoreDuplicates),
-                _ => {}
+            let pref = pref.trim();
+            match pref {
+                "" => {}
+                "return=minimal" => {
+                    p.return_.get_or_insert(Return::Minimal);
+                }
+                "return=representation" => {
+                    p.return_.get_or_insert(Return::Representation);
+                }
+                "count=exact" | "count=planned" | "count=estimated" => {
+                    p.count = true;
+                    p.count_name.get_or_insert(match pref {
+                        "count=exact" => "count=exact",
+                        "count=planned" => "count=planned",
+                        _ => "count=estimated",
+                    });
+                }
+                "resolution=merge-duplicates" => {
+                    p.resolution.get_or_insert(Resolution::MergeDuplicates);
+                }
+                "resolution=ignore-duplicates" => {
+                    p.resolution.get_or_insert(Resolution::IgnoreDuplicates);
+                }
+                "missing=default" => {
+                    p.missing_default.get_or_insert(true);
+                }
+                "missing=null" => {
+                    p.missing_default.get_or_insert(false);
+                }
+                "tx=rollback" => {
+                    p.rollback.get_or_insert(true);
+                }
+                "tx=commit" => {
+                    p.rollback.get_or_insert(false);
+                }
+                "handling=strict" => {
+                    p.strict.get_or_insert(true);
+                }
+                "handling=lenient" => {
+                    p.strict.get_or_insert(false);
+                }
+                other => invalid.push(clip(other)),
             }
         }
     }
-    p
+    if p.strict == Some(true) && !invalid.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST122",
+            "Invalid preferences given with handling=strict",
+        )
+        .with_details(format!("Invalid preferences: {}", invalid.join(", "))));
+    }
+    Ok(p)
 }
 
 /// `Range: 0-9` (or `items=0-9`): rows 0 to 9 inclusive. The end may be open (`10-`).

@@ -494,6 +494,60 @@ fn prefer_is_read_across_headers_and_lists() {
 }
 
 #[test]
+fn the_first_of_a_repeated_preference_wins_and_applied_lists_them_in_postgrest_order() {
+    let r = try_req(
+        Method::POST,
+        "t",
+        &[
+            ("prefer", "tx=rollback, return=representation"),
+            (
+                "prefer",
+                "tx=commit, missing=default, count=exact, handling=strict",
+            ),
+        ],
+        "{}",
+    )
+    .unwrap();
+    assert_eq!(r.prefer.rollback, Some(true));
+    assert_eq!(r.prefer.missing_default, Some(true));
+    assert_eq!(
+        r.prefer.applied().as_deref(),
+        Some("missing=default, return=representation, count=exact, tx=rollback, handling=strict")
+    );
+    let r = try_req(Method::GET, "t", &[], "").unwrap();
+    assert_eq!(r.prefer.applied(), None);
+}
+
+#[test]
+fn unknown_preferences_are_ignored_unless_handling_is_strict() {
+    let r = try_req(Method::GET, "t", &[("prefer", "foo, tx=maybe")], "").unwrap();
+    assert_eq!(r.prefer.rollback, None);
+    let r = try_req(Method::GET, "t", &[("prefer", "handling=lenient, foo")], "").unwrap();
+    assert_eq!(r.prefer.strict, Some(false));
+    let e = try_req(
+        Method::GET,
+        "t",
+        &[("prefer", "handling=strict, foo, tx=maybe")],
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(e.status.as_u16(), 400);
+    assert_eq!(e.code, "PGRST122");
+    assert_eq!(
+        e.details.as_deref(),
+        Some("Invalid preferences: foo, tx=maybe")
+    );
+    // Known preferences alone pass strict handling.
+    try_req(
+        Method::GET,
+        "t",
+        &[("prefer", "handling=strict, count=exact, tx=rollback")],
+        "",
+    )
+    .unwrap();
+}
+
+#[test]
 fn accept_picks_array_or_single_object_and_refuses_others() {
     let accept = |h: &str| try_req(Method::GET, "t", &[("accept", h)], "").map(|r| r.accept);
     assert_eq!(
