@@ -139,3 +139,153 @@ test('tx=rollback answers as if written and leaves the database unchanged', asyn
   assert.equal(lenient.headers.get('preference-applied'), 'handling=lenient');
   assert.equal(await messageCount(), before + 2);
 });
+
+test('embedding: messages with their senders, reactions and reactors, in one request', async () => {
+  const m = ok(await bob.rpc('send_message', { conversation_id: conv, body: 'embed me' }), 'send');
+  ok(await alice.from('message_reactions').insert({ message_id: m.id, conversation_id: conv, user_id: ids.alice, emoji: '👍' }), 'react a');
+  ok(await bob.from('message_reactions').insert({ message_id: m.id, conversation_id: conv, user_id: ids.bob, emoji: '🎉' }), 'react b');
+  await db.query("update public.profiles set avatar_url = 'https://x/b.png' where id = $1", [ids.bob]);
+
+  // To-one with an alias, to-many, nested, ordered and limited inside.
+  const rows = ok(
+    await alice
+      .from('messages')
+      .select('id, body, sender:profiles(display_name, avatar_url), message_reactions(emoji, reactor:profiles(display_name))')
+      .eq('id', m.id)
+      .order('emoji', { referencedTable: 'message_reactions', ascending: false })
+      .limit(1, { referencedTable: 'message_reactions' }),
+    'embed',
+  );
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0].body, 'embed me');
+  assert.deepEqual(rows[0].sender, { display_name: 'Bob', avatar_url: 'https://x/b.png' });
+  assert.equal(rows[0].message_reactions.length, 1, 'embedded limit');
+  // 🎉 (U+1F389) sorts before 👍 (U+1F44D): descending puts 👍 first.
+  assert.equal(rows[0].message_reactions[0].emoji, '👍');
+  assert.deepEqual(rows[0].message_reactions, [{ emoji: '👍', reactor: { display_name: 'Alice' } }]);
+
+  // A hint names the foreign key; a filter on the embedded resource with !inner keeps only
+  // messages whose sender matches; without !inner the parent stays and the embed is null.
+  const fromBob = ok(
+    await alice
+      .from('messages')
+      .select('id, sender:profiles!messages_sender_id_fkey!inner(display_name)')
+      .eq('conversation_id', conv)
+      .eq('sender.display_name', 'Bob'),
+    'inner',
+  );
+  assert.ok(fromBob.length >= 1);
+  assert.ok(fromBob.every((r) => r.sender.display_name === 'Bob'));
+  const all = ok(
+    await alice.from('messages').select('id, sender:profiles(display_name)').eq('conversation_id', conv).eq('sender.display_name', 'Bob'),
+    'left',
+  );
+  assert.ok(all.length > fromBob.length);
+  assert.ok(all.some((r) => r.sender === null));
+
+  // Embedding through writes: the inserted row comes back with its sender.
+  const ins = ok(
+    await alice
+      .from('messages')
+      .insert({ conversation_id: conv, sender_id: ids.alice, body: 'with sender' })
+      .select('id, sender:profiles(display_name)')
+      .single(),
+    'insert embed',
+  );
+  assert.deepEqual(ins.sender, { display_name: 'Alice' });
+
+  // Errors in PostgREST's words: no relationship, several without a hint.
+  fails(await alice.from('messages').select('*, conversation_bans(*)'), 400, 'PGRST200', 'no fk');
+  fails(await alice.from('messages').select('*, messages(*)'), 300, 'PGRST201', 'ambiguous');
+
+  // Negative: RLS applies to every embedded table. Eve reads Bob's profile, but his
+  // messages (in a conversation she is not in) embed as nothing.
+  const bobSeenByEve = ok(
+    await eve.from('profiles').select('display_name, messages(id, body)').eq('id', ids.bob),
+    'eve embed',
+  );
+  assert.deepEqual(bobSeenByEve, [{ display_name: 'Bob', messages: [] }]);
+  const bobSeenByAlice = ok(
+    await alice.from('profiles').select('display_name, messages(id, body)').eq('id', ids.bob),
+    'alice embed',
+  );
+  assert.ok(bobSeenByAlice[0].messages.some((x) => x.body === 'embed me'));
+  // With !inner, a parent whose embedded rows are all hidden is left out entirely.
+  assert.deepEqual(
+    ok(await eve.from('profiles').select('display_name, messages!inner(id)').eq('id', ids.bob), 'eve inner'),
+    [],
+  );
+  // And Eve cannot reach the reactions through any path.
+  const r = ok(await eve.from('profiles').select('id, message_reactions(emoji)').in('id', [ids.alice, ids.bob]), 'eve reactions');
+  assert.equal(r.length, 2);
+  assert.ok(r.every((p) => p.message_reactions.length === 0));
+});
+
+test('logic trees, full-text search, containment, JSON paths and casts', async () => {
+  const bodies = ['the quick brown fox', 'lazy dogs sleep', 'quick thinking'];
+  for (const body of bodies) ok(await alice.rpc('send_message', { conversation_id: conv, body }), body);
+
+  const q = () => alice.from('messages').select('body').eq('conversation_id', conv);
+  // or= with a nested and(): quick ones that are not about thinking, or the dogs.
+  const tree = ok(
+    await q().or('and(body.ilike.*quick*,body.not.like.*thinking*),body.eq.lazy dogs sleep').order('body'),
+    'or/and',
+  );
+  assert.deepEqual(tree.map((r) => r.body), ['lazy dogs sleep', 'the quick brown fox']);
+  // not.or
+  const notOr = ok(await q().not('body', 'in', '("lazy dogs sleep")').like('body', '%quick%').order('body'), 'not');
+  assert.deepEqual(notOr.map((r) => r.body), ['quick thinking', 'the quick brown fox']);
+
+  // textSearch in each of its forms.
+  const ts = async (query, opts) => ok(await q().textSearch('body', query, opts).order('body'), `fts ${query}`);
+  assert.deepEqual((await ts("'quick' & 'fox'", { config: 'english' })).map((r) => r.body), ['the quick brown fox']);
+  assert.deepEqual((await ts('dogs sleeping', { type: 'plain', config: 'english' })).map((r) => r.body), ['lazy dogs sleep']);
+  assert.deepEqual((await ts('quick brown', { type: 'phrase', config: 'english' })).map((r) => r.body), ['the quick brown fox']);
+  assert.deepEqual(
+    (await ts('quick -fox', { type: 'websearch', config: 'english' })).map((r) => r.body),
+    ['quick thinking'],
+  );
+  // match / imatch
+  assert.deepEqual(ok(await q().filter('body', 'imatch', '^THE'), 'imatch').map((r) => r.body), ['the quick brown fox']);
+
+  // cs / cd / ov on arrays, ranges and jsonb, and JSON paths: on a table made for this
+  // test, with a policy that hides one row.
+  await db.query(`
+    create table public.parity_items (id int primary key, tags text[], data jsonb, span int4range);
+    alter table public.parity_items enable row level security;
+    create policy parity_read on public.parity_items for select to authenticated using (id < 100);
+    grant select on public.parity_items to authenticated;
+    insert into public.parity_items values
+      (1, '{a,b}', '{"name":"one","n":1,"tags":["x"]}', '[1,5)'),
+      (2, '{b,c}', '{"name":"two","n":2,"tags":["x","y"]}', '[10,20)'),
+      (100, '{a,b,c}', '{"name":"hidden","n":100}', '[1,100)');
+  `);
+  // The catalog reloads on a miss (at most once a second).
+  await new Promise((r) => setTimeout(r, 1100));
+  const items = () => alice.from('parity_items').select('id').order('id');
+  const ids_ = (res, what) => ok(res, what).map((r) => r.id);
+  assert.deepEqual(ids_(await items().contains('tags', ['a']), 'cs'), [1]);
+  assert.deepEqual(ids_(await items().containedBy('tags', ['a', 'b', 'c']), 'cd'), [1, 2]);
+  assert.deepEqual(ids_(await items().overlaps('tags', ['c', 'z']), 'ov'), [2]);
+  assert.deepEqual(ids_(await items().overlaps('span', '[3,4)'), 'ov range'), [1]);
+  assert.deepEqual(ids_(await items().contains('data', { tags: ['y'] }), 'cs jsonb'), [2]);
+  assert.deepEqual(ids_(await items().eq('data->>name', 'two'), '->>'), [2]);
+  assert.deepEqual(ids_(await items().eq('data->n', 1), '->'), [1]);
+  assert.deepEqual(ids_(await items().filter('id', 'isdistinct', 1), 'isdistinct'), [2]);
+  assert.deepEqual(ids_(await items().is('data->>missing', null), 'is'), [1, 2]);
+  const shaped = ok(
+    await alice.from('parity_items').select('id::text, name:data->>name, first_tag:data->tags->0').order('id'),
+    'json select',
+  );
+  assert.deepEqual(shaped, [
+    { id: '1', name: 'one', first_tag: 'x' },
+    { id: '2', name: 'two', first_tag: 'x' },
+  ]);
+  // Negative: filters never widen what RLS allows (row 100 matches but is hidden), and
+  // a hostile value is only a value.
+  assert.deepEqual(ids_(await items().or('id.eq.100,id.gt.0'), 'rls'), [1, 2]);
+  assert.deepEqual(ids_(await items().or(`data->>name.eq."x') or true --"`), 'hostile'), []);
+  fails(await items().or('id.eq.1,bogus'), 400, 'PGRST100', 'bad tree');
+  fails(await items().filter('id', 'nope', 1), 400, 'PGRST100', 'bad op');
+  fails(await alice.from('parity_items').select('id::text;drop'), 400, 'PGRST100', 'bad cast');
+});

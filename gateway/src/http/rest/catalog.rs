@@ -86,11 +86,27 @@ pub struct Function {
     pub returns: Returns,
 }
 
+/// A foreign key between two relations of the exposed schemas: what embedding follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignKey {
+    /// The constraint's name (a hint may name it).
+    pub name: String,
+    /// The referencing table and its columns.
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<String>,
+    /// The referenced table and its columns, in the same order.
+    pub ref_schema: String,
+    pub ref_table: String,
+    pub ref_columns: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct Catalog {
     pub loaded_at: Instant,
     tables: HashMap<(String, String), Table>,
     functions: HashMap<(String, String), Vec<Function>>,
+    foreign_keys: Vec<ForeignKey>,
 }
 
 impl Catalog {
@@ -104,6 +120,24 @@ impl Catalog {
             .get(&(schema.to_string(), name.to_string()))
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    pub fn foreign_keys(&self) -> &[ForeignKey] {
+        &self.foreign_keys
+    }
+
+    /// Every table, view and function (for the OpenAPI description).
+    pub fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.tables.values()
+    }
+
+    pub fn all_functions(&self) -> impl Iterator<Item = &Function> {
+        self.functions.values().flatten()
+    }
+
+    pub fn with_foreign_keys(mut self, fks: Vec<ForeignKey>) -> Self {
+        self.foreign_keys = fks;
+        self
     }
 
     /// A catalog built by hand, for tests of the SQL builder.
@@ -121,6 +155,7 @@ impl Catalog {
                 .map(|t| ((t.schema.clone(), t.name.clone()), t))
                 .collect(),
             functions: f,
+            foreign_keys: Vec::new(),
         }
     }
 }
@@ -238,6 +273,24 @@ select n.nspname::text, c.relname::text,
    and c.relkind in ('r', 'v', 'm', 'f', 'p')
  group by n.nspname, c.relname, c.oid";
 
+/// Foreign keys whose both ends are in the exposed schemas, columns in key order.
+const FOREIGN_KEYS_SQL: &str = "
+select c.conname::text, n.nspname::text, t.relname::text,
+       array(select a.attname::text from unnest(c.conkey) with ordinality k(attnum, ord)
+               join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum
+              order by k.ord),
+       fn.nspname::text, ft.relname::text,
+       array(select a.attname::text from unnest(c.confkey) with ordinality k(attnum, ord)
+               join pg_attribute a on a.attrelid = c.confrelid and a.attnum = k.attnum
+              order by k.ord)
+  from pg_constraint c
+  join pg_class t on t.oid = c.conrelid
+  join pg_namespace n on n.oid = t.relnamespace
+  join pg_class ft on ft.oid = c.confrelid
+  join pg_namespace fn on fn.oid = ft.relnamespace
+ where c.contype = 'f' and n.nspname = any($1) and fn.nspname = any($1)
+ order by n.nspname, t.relname, c.conname";
+
 /// One row per function; arguments and result columns as parallel arrays. Functions with
 /// unnamed or variadic inputs cannot be called with named arguments and are left out.
 const FUNCTIONS_SQL: &str = "
@@ -286,6 +339,7 @@ async fn load(
     let schemas: Vec<&str> = schemas.iter().map(String::as_str).collect();
     let table_rows = tx.query(TABLES_SQL, &[&schemas, &role]).await?;
     let function_rows = tx.query(FUNCTIONS_SQL, &[&schemas]).await?;
+    let fk_rows = tx.query(FOREIGN_KEYS_SQL, &[&schemas]).await?;
     tx.commit().await?;
 
     let mut tables = Vec::new();
@@ -370,7 +424,19 @@ async fn load(
             returns,
         });
     }
-    Ok(Catalog::from_parts(tables, functions))
+    let foreign_keys = fk_rows
+        .into_iter()
+        .map(|row| ForeignKey {
+            name: row.get(0),
+            schema: row.get(1),
+            table: row.get(2),
+            columns: row.get(3),
+            ref_schema: row.get(4),
+            ref_table: row.get(5),
+            ref_columns: row.get(6),
+        })
+        .collect();
+    Ok(Catalog::from_parts(tables, functions).with_foreign_keys(foreign_keys))
 }
 
 #[cfg(test)]

@@ -164,7 +164,7 @@ async fn serve(parts: &Parts, body: &Bytes, app: &App) -> Result<Response<Body>,
 fn is_catalog_miss(e: &ApiError) -> bool {
     matches!(
         e.code.as_str(),
-        "PGRST202" | "PGRST204" | "PGRST205" | "42703"
+        "PGRST200" | "PGRST202" | "PGRST204" | "PGRST205" | "42703"
     )
 }
 
@@ -181,7 +181,7 @@ fn plan(catalog: &Catalog, req: &ApiRequest) -> Result<Statement, ApiError> {
                     ),
                 )
             })?;
-            sql::table_statement(table, req)
+            sql::table_statement(catalog, table, req)
         }
         Target::Rpc(_) => {
             let call = rpc::resolve(catalog, req)?;
