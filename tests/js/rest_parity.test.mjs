@@ -289,3 +289,61 @@ test('logic trees, full-text search, containment, JSON paths and casts', async (
   fails(await items().filter('id', 'nope', 1), 400, 'PGRST100', 'bad op');
   fails(await alice.from('parity_items').select('id::text;drop'), 400, 'PGRST100', 'bad cast');
 });
+
+test('PUT inserts or replaces one row by its primary key; missing=default fills defaults', async () => {
+  await db.query(`
+    create table public.parity_notes (
+      id int primary key,
+      owner uuid not null default auth.uid(),
+      body text,
+      tag text default 'none'
+    );
+    alter table public.parity_notes enable row level security;
+    create policy notes_own on public.parity_notes for all to authenticated
+      using (owner = auth.uid()) with check (owner = auth.uid());
+    grant select, insert, update, delete on public.parity_notes to authenticated;
+  `);
+  await new Promise((r) => setTimeout(r, 1100));
+  const notes = async () =>
+    (await db.query('select id, owner, body, tag from public.parity_notes order by id')).rows;
+  const put = (token, path, body, prefer = 'return=representation') =>
+    rest(path, { token, method: 'PUT', headers: { Prefer: prefer }, body });
+
+  let r = await put(tokens.alice, 'parity_notes?id=eq.1', { id: 1, body: 'first' });
+  assert.equal(r.status, 200);
+  assert.deepEqual(await r.json(), [{ id: 1, owner: ids.alice, body: 'first', tag: 'none' }]);
+  r = await put(tokens.alice, 'parity_notes?id=eq.1', { id: 1, body: 'replaced', tag: 't' }, 'return=minimal');
+  assert.equal(r.status, 204);
+  assert.deepEqual(await notes(), [{ id: 1, owner: ids.alice, body: 'replaced', tag: 't' }]);
+
+  // Negative: the key in the URL and the body must agree, filters must be exactly the key,
+  // and Eve cannot replace Alice's row (RLS on the conflict's update).
+  r = await put(tokens.alice, 'parity_notes?id=eq.1', { id: 2, body: 'x' });
+  assert.equal(r.status, 400);
+  assert.equal((await r.json()).code, 'PGRST115');
+  r = await put(tokens.alice, 'parity_notes?body=eq.x', { id: 1, body: 'x' });
+  assert.equal(r.status, 405);
+  assert.equal((await r.json()).code, 'PGRST105');
+  r = await put(tokens.eve, 'parity_notes?id=eq.1', { id: 1, body: 'eve was here' });
+  assert.equal(r.status, 403);
+  assert.deepEqual(await notes(), [{ id: 1, owner: ids.alice, body: 'replaced', tag: 't' }]);
+
+  // missing=default (supabase-js defaultToNull: false): left-out keys take the default.
+  ok(
+    await alice.from('parity_notes').insert([{ id: 2, body: 'two' }, { id: 3, body: 'three', tag: 'x' }], { defaultToNull: false }),
+    'missing=default',
+  );
+  // The control: missing=null (supabase-js's default for bulk inserts) writes nulls.
+  ok(await alice.from('parity_notes').insert([{ id: 4, body: 'four' }, { id: 5, body: 'five', tag: 'y' }]), 'missing=null');
+  const rows = await notes();
+  assert.deepEqual(
+    rows.map((n) => [n.id, n.tag, n.owner]),
+    [
+      [1, 't', ids.alice],
+      [2, 'none', ids.alice],
+      [3, 'x', ids.alice],
+      [4, null, ids.alice],
+      [5, 'y', ids.alice],
+    ],
+  );
+});

@@ -35,6 +35,9 @@ pub struct Column {
     pub type_sql: String,
     /// May the role select it? (`*` expands to these.)
     pub readable: bool,
+    /// Its default expression as PostgreSQL prints it (`pg_get_expr`), for
+    /// `Prefer: missing=default`.
+    pub default_sql: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -261,6 +264,8 @@ select n.nspname::text, c.relname::text,
                                      and has_column_privilege(r.oid, c.oid, a.attnum, 'SELECT'))
                           order by a.attnum)
                   filter (where a.attnum is not null), '{}'),
+       coalesce(array_agg(pg_get_expr(d.adbin, d.adrelid) order by a.attnum)
+                  filter (where a.attnum is not null), '{}'),
        coalesce((select array_agg(pa.attname::text order by k.ord)
                    from pg_index i
                    cross join lateral unnest(i.indkey) with ordinality k(attnum, ord)
@@ -269,6 +274,7 @@ select n.nspname::text, c.relname::text,
   from pg_class c
   join pg_namespace n on n.oid = c.relnamespace
   left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+  left join pg_attrdef d on d.adrelid = c.oid and d.adnum = a.attnum
  where n.nspname = any($1)
    and c.relkind in ('r', 'v', 'm', 'f', 'p')
  group by n.nspname, c.relname, c.oid";
@@ -347,6 +353,7 @@ async fn load(
         let names: Vec<String> = row.get(2);
         let types: Vec<String> = row.get(3);
         let readable: Vec<bool> = row.get(4);
+        let defaults: Vec<Option<String>> = row.get(5);
         tables.push(Table {
             schema: row.get(0),
             name: row.get(1),
@@ -354,13 +361,15 @@ async fn load(
                 .into_iter()
                 .zip(types)
                 .zip(readable)
-                .map(|((name, type_sql), readable)| Column {
+                .zip(defaults)
+                .map(|(((name, type_sql), readable), default_sql)| Column {
                     name,
                     type_sql,
                     readable,
+                    default_sql,
                 })
                 .collect(),
-            primary_key: row.get(5),
+            primary_key: row.get(6),
         });
     }
 
@@ -390,6 +399,7 @@ async fn load(
                     name,
                     type_sql,
                     readable: true,
+                    default_sql: None,
                 })
                 .collect::<Vec<_>>()
         };

@@ -31,6 +31,8 @@ pub enum Verb {
     Head,
     Post,
     Patch,
+    /// PUT: insert or replace one row, addressed by its primary key.
+    Put,
     Delete,
 }
 
@@ -377,6 +379,7 @@ pub fn parse(raw: &RawRequest<'_>, settings: &Settings<'_>) -> Result<ApiRequest
         (&Method::HEAD, _) => Verb::Head,
         (&Method::POST, _) => Verb::Post,
         (&Method::PATCH, Target::Table(_)) => Verb::Patch,
+        (&Method::PUT, Target::Table(_)) => Verb::Put,
         (&Method::DELETE, Target::Table(_)) => Verb::Delete,
         (_, Target::Rpc(_)) => {
             return Err(ApiError::new(
@@ -439,9 +442,11 @@ pub fn parse(raw: &RawRequest<'_>, settings: &Settings<'_>) -> Result<ApiRequest
         None
     };
     (req.offset, req.limit) = combine_ranges(query_offset, query_limit, header_range);
-    if matches!(verb, Verb::Patch | Verb::Delete) && (req.limit.is_some() || req.offset > 0) {
+    if matches!(verb, Verb::Patch | Verb::Put | Verb::Delete)
+        && (req.limit.is_some() || req.offset > 0)
+    {
         return Err(ApiError::bad_query(
-            "limit and offset are not supported on PATCH and DELETE; filter the rows instead",
+            "limit and offset are not supported on PATCH, PUT and DELETE; filter the rows instead",
         ));
     }
 
@@ -1162,7 +1167,7 @@ fn parse_body(
     target: &Target,
     columns: Option<&[String]>,
 ) -> Result<Option<Payload>, ApiError> {
-    if !matches!(verb, Verb::Post | Verb::Patch) {
+    if !matches!(verb, Verb::Post | Verb::Patch | Verb::Put) {
         return Ok(None);
     }
     if let Some(ct) = raw.headers.get(CONTENT_TYPE) {
@@ -1222,6 +1227,7 @@ fn parse_body(
             ))
         }
         (_, Verb::Patch, _) => return Err(ApiError::bad_body("PATCH needs a JSON object")),
+        (_, Verb::Put, _) => return Err(ApiError::bad_body("PUT needs one JSON object")),
         _ => {
             return Err(ApiError::bad_body(
                 "the body must be a JSON object or an array of objects",

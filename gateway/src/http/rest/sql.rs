@@ -576,28 +576,30 @@ fn relationship<'a>(
                  check the name and the hint",
             ))
         }
-        many => return Err(ApiError::new(
-            StatusCode::MULTIPLE_CHOICES,
-            "PGRST201",
-            format!(
+        many => {
+            return Err(ApiError::new(
+                StatusCode::MULTIPLE_CHOICES,
+                "PGRST201",
+                format!(
                 "Could not embed because more than one relationship was found for '{}' and '{}'",
                 parent.name, e.name
             ),
-        )
-        .with_details(
-            many.iter()
-                .map(|(fk, one)| describe(fk, *one))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-        .with_hint(format!(
-            "Try changing '{}' to one of the following: {}",
-            e.name,
-            many.iter()
-                .map(|(fk, _)| format!("'{}!{}'", e.name, fk.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+            )
+            .with_details(
+                many.iter()
+                    .map(|(fk, one)| describe(fk, *one))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+            .with_hint(format!(
+                "Try changing '{}' to one of the following: {}",
+                e.name,
+                many.iter()
+                    .map(|(fk, _)| format!("'{}!{}'", e.name, fk.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
     };
     let (schema, name) = if to_one {
         (&fk.ref_schema, &fk.ref_table)
@@ -641,6 +643,7 @@ pub fn table_statement(
         Verb::Get | Verb::Head => read(catalog, table, req),
         Verb::Post => insert(catalog, table, req),
         Verb::Patch => update(catalog, table, req),
+        Verb::Put => put(catalog, table, req),
         Verb::Delete => delete(catalog, table, req),
     }
 }
@@ -769,17 +772,43 @@ fn insert(catalog: &Catalog, table: &Table, req: &ApiRequest) -> Result<Statemen
     let rows = binds.text(rows);
     let target = qualified(&table.schema, &table.name);
     let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
-    let values: Vec<String> = names.iter().map(|n| format!("_ripple_b.{n}")).collect();
     let column_list = if names.is_empty() {
         String::new()
     } else {
         format!(" ({})", names.join(", "))
     };
-    let mut statement = format!(
-        "insert into {target} as {SRC}{column_list} select {} from json_populate_recordset(null::{target}, {rows}::json) _ripple_b",
-        values.join(", ")
-    );
-    if let Some(resolution) = req.prefer.resolution {
+    let mut statement = if req.prefer.missing_default == Some(true) {
+        // A key an object leaves out takes the column's default, evaluated per row (the
+        // expression is the table's own, from the catalog), not null.
+        let values: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let key = binds.text(c.name.clone());
+                format!(
+                    "case when _ripple_e.o::jsonb ? {key} then _ripple_b.{} else {} end",
+                    quote_ident(&c.name),
+                    c.default_sql.as_deref().unwrap_or("null")
+                )
+            })
+            .collect();
+        format!(
+            "insert into {target} as {SRC}{column_list} select {} from json_array_elements({rows}::json) _ripple_e(o) \
+             cross join lateral json_populate_record(null::{target}, _ripple_e.o) _ripple_b",
+            values.join(", ")
+        )
+    } else {
+        let values: Vec<String> = names.iter().map(|n| format!("_ripple_b.{n}")).collect();
+        format!(
+            "insert into {target} as {SRC}{column_list} select {} from json_populate_recordset(null::{target}, {rows}::json) _ripple_b",
+            values.join(", ")
+        )
+    };
+    let resolution = if req.verb == Verb::Put {
+        Some(Resolution::MergeDuplicates)
+    } else {
+        req.prefer.resolution
+    };
+    if let Some(resolution) = resolution {
         let conflict: Vec<String> = match &req.on_conflict {
             Some(cols) => cols
                 .iter()
@@ -798,13 +827,79 @@ fn insert(catalog: &Catalog, table: &Table, req: &ApiRequest) -> Result<Statemen
             .map(|n| format!("{n} = excluded.{n}"))
             .collect();
         statement.push_str(&format!(" on conflict ({})", conflict.join(", ")));
-        if resolution == Resolution::IgnoreDuplicates || updates.is_empty() {
+        if updates.is_empty() && req.verb == Verb::Put {
+            // Only key columns: still "update" so the row comes back with return=representation.
+            let keep: Vec<String> = conflict
+                .iter()
+                .map(|n| format!("{n} = excluded.{n}"))
+                .collect();
+            statement.push_str(&format!(" do update set {}", keep.join(", ")));
+        } else if resolution == Resolution::IgnoreDuplicates || updates.is_empty() {
             statement.push_str(" do nothing");
         } else {
             statement.push_str(&format!(" do update set {}", updates.join(", ")));
         }
     }
     modification(catalog, binds, table, req, statement)
+}
+
+/// PUT: one row, named by `pk=eq.value` filters on exactly its primary key, whose body
+/// carries the same key values; inserted, or replaced on conflict, as in PostgREST.
+fn put(catalog: &Catalog, table: &Table, req: &ApiRequest) -> Result<Statement, ApiError> {
+    let wrong_filters = || {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "PGRST105",
+            "Filters must include all and only primary key columns with 'eq' operators",
+        )
+    };
+    if table.primary_key.is_empty() {
+        return Err(wrong_filters());
+    }
+    let mut keyed: Vec<(&str, &str)> = Vec::new();
+    for c in &req.filters {
+        match c {
+            Condition::Filter(Filter {
+                column,
+                json,
+                negate: false,
+                op: Op::Cmp(super::parse::CmpOp::Eq, value),
+            }) if json.is_empty() && table.primary_key.contains(column) => {
+                keyed.push((column, value))
+            }
+            _ => return Err(wrong_filters()),
+        }
+    }
+    let mut named: Vec<&str> = keyed.iter().map(|(c, _)| *c).collect();
+    named.sort_unstable();
+    named.dedup();
+    if named.len() != keyed.len() || named.len() != table.primary_key.len() {
+        return Err(wrong_filters());
+    }
+    let payload = req
+        .payload
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_body("Empty or invalid json"))?;
+    let mismatch = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST115",
+            "Payload values do not match URL in primary key column(s)",
+        )
+    };
+    for (column, value) in &keyed {
+        let body_value = match payload.value.get(*column) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => return Err(mismatch()),
+            Some(v) => v.to_string(),
+        };
+        if body_value != *value {
+            return Err(mismatch());
+        }
+    }
+    let mut req = req.clone();
+    req.on_conflict = None;
+    insert(catalog, table, &req)
 }
 
 fn update(catalog: &Catalog, table: &Table, req: &ApiRequest) -> Result<Statement, ApiError> {

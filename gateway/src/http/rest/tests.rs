@@ -796,7 +796,13 @@ fn methods_map_to_verbs_and_others_are_refused() {
             .verb,
         Verb::Patch
     );
-    let e = try_req(Method::PUT, "t", &[], "{}").unwrap_err();
+    assert_eq!(
+        try_req(Method::PUT, "t", &[], "{}").unwrap().verb,
+        Verb::Put
+    );
+    let e = try_req(Method::PUT, "rpc/f", &[], "{}").unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST101"));
+    let e = try_req(Method::CONNECT, "t", &[], "").unwrap_err();
     assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST117"));
     let e = try_req(Method::DELETE, "rpc/f", &[], "").unwrap_err();
     assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST101"));
@@ -930,6 +936,7 @@ fn col(name: &str, type_sql: &str, readable: bool) -> Column {
         name: name.into(),
         type_sql: type_sql.into(),
         readable,
+        default_sql: None,
     }
 }
 
@@ -1467,4 +1474,70 @@ fn scalar_and_void_functions_refuse_row_operations() {
 #[test]
 fn quote_ident_doubles_quotes() {
     assert_eq!(sql::quote_ident("a\"b"), "\"a\"\"b\"");
+}
+
+#[test]
+fn put_replaces_one_row_named_by_its_whole_primary_key() {
+    let s = statement(
+        Method::PUT,
+        "messages?id=eq.7",
+        &[],
+        r#"{"id":"7","body":"x"}"#,
+    );
+    assert!(
+        s.sql
+            .ends_with(r#"on conflict ("id") do update set "body" = excluded."body""#),
+        "{}",
+        s.sql
+    );
+    let put_err = |path: &str, body: &str| {
+        let req = try_req(Method::PUT, path, &[], body).unwrap_or_else(|e| panic!("{e:?}"));
+        plan(&catalog(), &req).unwrap_err()
+    };
+    for path in [
+        "messages",
+        "messages?body=eq.7",
+        "messages?id=gt.7",
+        "messages?id=not.eq.7",
+        "messages?id=eq.7&body=eq.x",
+        "messages?id=eq.7&id=eq.8",
+        "message_reactions?emoji=eq.x",
+    ] {
+        let e = put_err(path, r#"{"id":"7"}"#);
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (405, "PGRST105"),
+            "{path}"
+        );
+    }
+    for body in [r#"{"id":"8"}"#, r#"{"body":"x"}"#, r#"{"id":null}"#] {
+        let e = put_err("messages?id=eq.7", body);
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (400, "PGRST115"),
+            "{body}"
+        );
+    }
+    let e = try_req(Method::PUT, "messages?id=eq.7", &[], r#"[{"id":"7"}]"#).unwrap_err();
+    assert_eq!(e.code, "PGRST102");
+}
+
+#[test]
+fn missing_default_fills_left_out_keys_with_the_column_default_per_row() {
+    let req = try_req(
+        Method::POST,
+        "messages?columns=id,body",
+        &[("prefer", "missing=default")],
+        r#"[{"id":"1"},{"id":"2","body":"x"}]"#,
+    )
+    .unwrap();
+    let s = plan(&catalog(), &req).unwrap();
+    assert!(
+        s.sql
+            .contains(r#"case when _ripple_e.o::jsonb ? $2 then _ripple_b."id" else null end"#),
+        "{}",
+        s.sql
+    );
+    assert!(s.sql.contains("json_array_elements($1::json)"), "{}", s.sql);
+    assert_eq!(s.params[1], Param::Text(Some("id".into())));
 }
