@@ -347,3 +347,43 @@ test('PUT inserts or replaces one row by its primary key; missing=default fills 
     ],
   );
 });
+
+test('OpenAPI at /rest/v1/ describes what the caller may use, and only that', async () => {
+  await db.query(`
+    create function public.parity_admin_only() returns int language sql as 'select 1';
+    revoke execute on function public.parity_admin_only() from public;
+    grant execute on function public.parity_admin_only() to service_role;
+  `);
+  await new Promise((r) => setTimeout(r, 1100));
+  const describe = async (token) => {
+    const r = await fetch(`${url}/rest/v1/`, {
+      headers: token ? { apikey: anonKey, Authorization: `Bearer ${token}` } : { apikey: anonKey },
+    });
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type'), /^application\/openapi\+json/);
+    return r.json();
+  };
+  const doc = await describe(tokens.alice);
+  assert.equal(doc.openapi, '3.0.3');
+  assert.ok(doc.paths['/messages'].get && doc.paths['/messages'].post && doc.paths['/messages'].patch);
+  assert.ok(doc.components.schemas.messages.properties.body);
+  assert.equal(doc.components.schemas.messages.properties.id.format, 'uuid');
+  assert.ok(doc.paths['/rpc/send_message'].post, 'a function alice may execute');
+  assert.ok(doc.paths['/rpc/send_message'].post.requestBody.content['application/json'].schema.properties.conversation_id);
+  assert.ok(doc.paths['/parity_notes'].put, 'PUT where insert and update are granted');
+
+  // Negative: a function the role may not execute, and (for anon) tables granted only to
+  // authenticated, are not described at all.
+  assert.equal(doc.paths['/rpc/parity_admin_only'], undefined);
+  const anonDoc = await describe(null);
+  assert.equal(anonDoc.paths['/parity_notes'], undefined);
+  assert.equal(anonDoc.paths['/parity_items'], undefined);
+  assert.equal(anonDoc.components.schemas.parity_notes, undefined);
+  assert.ok(Object.keys(anonDoc.paths).length < Object.keys(doc.paths).length);
+  // The schema is chosen by Accept-Profile, among the exposed ones only.
+  const bad = await fetch(`${url}/rest/v1/`, {
+    headers: { apikey: anonKey, Authorization: `Bearer ${tokens.alice}`, 'Accept-Profile': 'private' },
+  });
+  assert.equal(bad.status, 406);
+  assert.equal((await bad.json()).code, 'PGRST106');
+});
