@@ -387,3 +387,143 @@ test('OpenAPI at /rest/v1/ describes what the caller may use, and only that', as
   assert.equal(bad.status, 406);
   assert.equal((await bad.json()).code, 'PGRST106');
 });
+
+// ---- broadcast from the database and over HTTP ------------------------------------------
+
+const realtimeClients = [];
+after(async () => {
+  await Promise.all(realtimeClients.map((c) => c.removeAllChannels().catch(() => {})));
+});
+
+async function rtClient(token) {
+  const sb = createClient(url, anonKey, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    realtime: { transport: ws, timeout: 5000 },
+    global: { headers: { Authorization: `Bearer ${token}` } },
+  });
+  await sb.realtime.setAuth(token);
+  realtimeClients.push(sb);
+  return sb;
+}
+
+function subscribe(channel) {
+  return new Promise((resolve, reject) => {
+    channel.subscribe((status, err) => {
+      if (status === 'SUBSCRIBED') resolve();
+      else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') reject(err ?? new Error(status));
+    });
+  });
+}
+
+async function waitFor(what, cond, ms = 5000) {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test('realtime.send and broadcast_changes reach the private channel members only', { timeout: 20000 }, async () => {
+  const [A, B, E] = await Promise.all([rtClient(tokens.alice), rtClient(tokens.bob), rtClient(tokens.eve)]);
+  const topic = `conversation:${conv}`;
+  const heard = { a: [], b: [], ePublic: [] };
+  const listen = (sb, into, config) =>
+    sb.channel(topic, { config }).on('broadcast', { event: '*' }, (m) => into.push(m));
+  await subscribe(listen(A, heard.a, { private: true }));
+  await subscribe(listen(B, heard.b, { private: true }));
+  // Negative: Eve may not join the private channel; on the public one of the same name she
+  // must hear none of the private messages.
+  const refused = E.channel(topic, { config: { private: true } });
+  await assert.rejects(subscribe(refused), /Unauthorized/);
+  await E.removeChannel(refused);
+  await subscribe(listen(E, heard.ePublic, {}));
+
+  // A reaction (the trigger example in sql/70_reaction_broadcast.sql).
+  const [m] = ok(await alice.from('messages').select('id').eq('conversation_id', conv).limit(1), 'a message');
+  ok(await alice.from('message_reactions').insert({ message_id: m.id, conversation_id: conv, user_id: ids.alice, emoji: '🔥' }), 'react');
+  await waitFor('both members to hear the reaction', () => heard.a.length === 1 && heard.b.length === 1);
+  const got = heard.b[0];
+  assert.equal(got.event, 'reaction');
+  assert.equal(got.payload.operation, 'INSERT');
+  assert.equal(got.payload.table, 'message_reactions');
+  assert.equal(got.payload.record.emoji, '🔥');
+  assert.equal(got.payload.old_record, null);
+
+  // realtime.send from SQL, as a member (RLS: the realtime.messages INSERT policy).
+  const asUser = async (id, sql, params) => {
+    await db.query('begin');
+    try {
+      await db.query("select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)", [
+        JSON.stringify({ sub: id, role: 'authenticated' }),
+      ]);
+      await db.query(sql, params);
+      await db.query('commit');
+    } catch (e) {
+      await db.query('rollback');
+      throw e;
+    }
+  };
+  await asUser(ids.bob, "select realtime.send($1::jsonb, 'note', $2)", [JSON.stringify({ text: 'from sql' }), topic]);
+  await waitFor('the note', () => heard.a.some((x) => x.event === 'note'));
+  assert.deepEqual(heard.a.find((x) => x.event === 'note').payload, { text: 'from sql' });
+
+  // Negative: Eve sending from SQL on the members' topic is refused by the policy (a
+  // warning, her transaction still commits) and nobody hears it.
+  await asUser(ids.eve, "select realtime.send($1::jsonb, 'forged', $2)", [JSON.stringify({ text: 'eve' }), topic]);
+  // A public message on the same topic name reaches the public channel only.
+  await db.query("select realtime.send('{\"hello\":\"all\"}'::jsonb, 'public-note', $1, false)", [topic]);
+  await waitFor('the public note', () => heard.ePublic.length === 1);
+  assert.equal(heard.ePublic[0].event, 'public-note');
+  await sleep(300);
+  assert.ok(!heard.a.some((x) => x.event === 'forged' || x.event === 'public-note'), JSON.stringify(heard.a));
+  assert.ok(!heard.b.some((x) => x.event === 'forged' || x.event === 'public-note'));
+  assert.equal(heard.ePublic.length, 1, 'Eve heard nothing private');
+});
+
+test('POST /api/broadcast (httpSend) is authorized by the realtime.messages INSERT policy', { timeout: 20000 }, async () => {
+  const [A, B, E] = await Promise.all([rtClient(tokens.alice), rtClient(tokens.bob), rtClient(tokens.eve)]);
+  const topic = `conversation:${conv}`;
+  const heardByB = [];
+  const heardPublic = [];
+  await subscribe(B.channel(topic, { config: { private: true } }).on('broadcast', { event: '*' }, (m) => heardByB.push(m)));
+  await subscribe(B.channel('lobby').on('broadcast', { event: '*' }, (m) => heardPublic.push(m)));
+
+  // A member sends on the private channel without joining it.
+  const res = await A.channel(topic, { config: { private: true } }).httpSend('typing', { who: 'alice' });
+  assert.deepEqual(res, { success: true });
+  await waitFor('B to hear alice', () => heardByB.length === 1);
+  assert.equal(heardByB[0].event, 'typing');
+  assert.deepEqual(heardByB[0].payload, { who: 'alice' });
+
+  // Negative: Eve may not write to the members' topic; nothing is delivered.
+  await assert.rejects(
+    E.channel(topic, { config: { private: true } }).httpSend('typing', { who: 'eve' }),
+    /Unauthorized/,
+  );
+  // The batch form: one refused private message refuses the whole batch.
+  const batch = (token, messages) =>
+    fetch(`${url}/realtime/v1/api/broadcast`, {
+      method: 'POST',
+      headers: { apikey: anonKey, Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ messages }),
+    });
+  let r = await batch(tokens.eve, [
+    { topic: 'lobby', event: 'hi', payload: { n: 1 } },
+    { topic, event: 'typing', payload: { who: 'eve' }, private: true },
+  ]);
+  assert.equal(r.status, 403);
+  // Anyone with a valid key may send on a public topic.
+  r = await batch(tokens.eve, [{ topic: 'lobby', event: 'hi', payload: { n: 2 } }]);
+  assert.equal(r.status, 202);
+  await waitFor('the lobby message', () => heardPublic.length === 1);
+  assert.deepEqual(heardPublic[0].payload, { n: 2 });
+  // Bad input and bad tokens get clear errors.
+  r = await batch(tokens.eve, [{ topic: 'lobby' }]);
+  assert.equal(r.status, 400);
+  r = await batch('not-a-token', [{ topic: 'lobby', event: 'hi' }]);
+  assert.equal(r.status, 401);
+  await sleep(300);
+  assert.equal(heardByB.length, 1, 'nothing from eve reached the members');
+  assert.equal(heardPublic.length, 1, 'the refused batch delivered nothing');
+});

@@ -29,4 +29,4 @@ async fn frontends_get_postgrest_and_supabase_parity_through_supabase_js() {
 }
 
 /// The number of `test(...)` in the JS file, so a test that silently vanished fails here.
-const TESTS: u32 = 5;
+const TESTS: u32 = 7;
