@@ -37,6 +37,10 @@ use hyper::Method;
 use ripple_tests::http::Conn;
 use uuid::Uuid;
 
+/// The statement Ripple plans for the embedded select above (see `rest::sql`), with the
+/// conversation looked up the way the other pgbench scripts act as their user.
+const EMBED_SQL: &str = "select coalesce(json_agg(_ripple_r), '[]')::text, count(*), null::bigint from (select _ripple_src.\"id\" as \"id\", _ripple_src.\"body\" as \"body\", _ripple_src.\"created_at\" as \"created_at\", _ripple_j1.body as \"sender\" from \"public\".\"messages\" _ripple_src left join lateral (select row_to_json(_ripple_t1) as body from (select _ripple_1.\"display_name\" as \"display_name\", _ripple_1.\"avatar_url\" as \"avatar_url\" from \"public\".\"profiles\" _ripple_1 where _ripple_1.\"id\" = _ripple_src.\"sender_id\") _ripple_t1) _ripple_j1 on true where _ripple_src.\"conversation_id\" = (select conv from bench.users where idx = :u) order by _ripple_src.\"created_at\" desc limit 50 offset 0) _ripple_r;";
+
 #[derive(Parser)]
 #[command(about = "Ripple RPC throughput and latency beside pgbench running the same SQL")]
 struct Args {
@@ -111,30 +115,52 @@ async fn main() -> anyhow::Result<()> {
         "function", "side", "req/s", "p50 ms", "p99 ms", "errors"
     );
 
-    let phases: [(&str, &str, &str); 2] = [
+    // (name, method, path, body, the same SQL for pgbench, read-only transaction?)
+    let phases: [(&str, Method, &str, Option<&str>, &str, bool); 3] = [
         (
             "send_message",
-            r#"{"conversation_id":"CONV","body":"bench"}"#,
+            Method::POST,
+            "/rest/v1/rpc/send_message",
+            Some(r#"{"conversation_id":"CONV","body":"bench"}"#),
             "select row_to_json(m) from public.send_message((select conv from bench.users where idx = :u), 'bench') m;",
+            false,
         ),
         (
             "list_conversations",
-            "{}",
+            Method::POST,
+            "/rest/v1/rpc/list_conversations",
+            Some("{}"),
             "select coalesce(json_agg(c), '[]') from public.list_conversations() c;",
+            false,
+        ),
+        (
+            // The chat UI's first query: the latest 50 messages with their senders, one
+            // statement with a lateral subquery per embedded table (RLS on both).
+            "embed_50_senders",
+            Method::GET,
+            "/rest/v1/messages?select=id,body,created_at,sender:profiles(display_name,avatar_url)&conversation_id=eq.CONV&order=created_at.desc&limit=50",
+            None,
+            EMBED_SQL,
+            true,
         ),
     ];
     let duration = Duration::from_secs(args.seconds);
-    for (function, body, sql) in phases {
-        let path = format!("/rest/v1/rpc/{function}");
-        let bodies: Vec<String> = users
+    for (function, method, path, body, sql, read_only) in phases {
+        let requests: Vec<(String, Option<String>)> = users
             .iter()
-            .map(|(_, conv)| body.replace("CONV", &conv.to_string()))
+            .map(|(_, conv)| {
+                let conv = conv.to_string();
+                (
+                    path.replace("CONV", &conv),
+                    body.map(|b| b.replace("CONV", &conv)),
+                )
+            })
             .collect();
         // Warm-up: connections, prepared statements, the catalog.
-        ripple_phase(gw.addr, &path, &tokens, &bodies, Duration::from_secs(1)).await?;
-        let ripple = ripple_phase(gw.addr, &path, &tokens, &bodies, duration).await?;
+        ripple_phase(gw.addr, &method, &tokens, &requests, Duration::from_secs(1)).await?;
+        let ripple = ripple_phase(gw.addr, &method, &tokens, &requests, duration).await?;
         let script = script_dir.join(format!("{function}.sql"));
-        std::fs::write(&script, pgbench_script(sql, args.clients))?;
+        std::fs::write(&script, pgbench_script(sql, args.clients, read_only))?;
         let direct = pgbench_phase(
             &pgbench,
             &db.url,
@@ -220,18 +246,19 @@ async fn seed(db: &ripple_tests::TestDb, args: &Args) -> anyhow::Result<Vec<(Uui
 /// One HTTP client per user, each on its own keep-alive connection, for `duration`.
 async fn ripple_phase(
     addr: std::net::SocketAddr,
-    path: &str,
+    method: &Method,
     tokens: &[String],
-    bodies: &[String],
+    requests: &[(String, Option<String>)],
     duration: Duration,
 ) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
-    for (token, body) in tokens.iter().zip(bodies) {
+    for (token, (path, body)) in tokens.iter().zip(requests) {
         let auth = format!("Bearer {token}");
         let body = body.clone();
-        let path = path.to_string();
+        let path = path.clone();
+        let method = method.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::connect(addr).await?;
             let mut latencies = Vec::new();
@@ -240,13 +267,13 @@ async fn ripple_phase(
                 let t = Instant::now();
                 let r = conn
                     .send(
-                        Method::POST,
+                        method.clone(),
                         &path,
                         &[
                             ("authorization", auth.as_str()),
                             ("content-type", "application/json"),
                         ],
-                        Some(body.clone().into_bytes()),
+                        body.clone().map(String::into_bytes),
                     )
                     .await?;
                 latencies.push(t.elapsed().as_micros() as u64);
@@ -279,10 +306,15 @@ async fn ripple_phase(
 }
 
 /// The transaction Ripple runs for a request, written out for pgbench.
-fn pgbench_script(call: &str, clients: usize) -> String {
+fn pgbench_script(call: &str, clients: usize, read_only: bool) -> String {
+    let begin = if read_only {
+        "begin read only"
+    } else {
+        "begin"
+    };
     format!(
         "\\set u :client_id % {clients}\n\
-         begin;\n\
+         {begin};\n\
          select set_config('role', 'authenticated', true), set_config('request.jwt.claims', (select claims from bench.users where idx = :u), true), set_config('statement_timeout', '8000', true), set_config('search_path', '\"public\"', true);\n\
          {call}\n\
          commit;\n"
