@@ -54,7 +54,7 @@ pub async fn handle(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     }
     let claims = match caller(&req, &app) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(why) => return error(StatusCode::UNAUTHORIZED, &why),
     };
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
@@ -103,35 +103,23 @@ pub async fn handle(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
         .expect("valid response")
 }
 
-fn caller(req: &Request<Incoming>, app: &App) -> Result<Claims, Response<Body>> {
+/// The caller's verified claims, or why there are none (a 401).
+fn caller(req: &Request<Incoming>, app: &App) -> Result<Claims, String> {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let token = match header("authorization") {
         Some(v) => match v.split_once(' ') {
             Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-            _ => {
-                return Err(error(
-                    StatusCode::UNAUTHORIZED,
-                    "the Authorization header must be a Bearer token",
-                ))
-            }
+            _ => return Err("the Authorization header must be a Bearer token".into()),
         },
         None => match header("apikey") {
             Some(k) => k.trim(),
-            None => {
-                return Err(error(
-                    StatusCode::UNAUTHORIZED,
-                    "apikey or Authorization is required",
-                ))
-            }
+            None => return Err("apikey or Authorization is required".into()),
         },
     };
     app.jwt.verify(token).map_err(|e| {
-        error(
-            StatusCode::UNAUTHORIZED,
-            &format!(
-                "invalid token: {}",
-                crate::realtime::describe_auth_error(&e)
-            ),
+        format!(
+            "invalid token: {}",
+            crate::realtime::describe_auth_error(&e)
         )
     })
 }

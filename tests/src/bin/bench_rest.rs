@@ -58,6 +58,17 @@ struct Args {
     messages: usize,
 }
 
+/// One measured request shape: what Ripple is sent (`CONV` becomes the user's
+/// conversation), and the same SQL for pgbench.
+struct Phase {
+    name: &'static str,
+    method: Method,
+    path: &'static str,
+    body: Option<&'static str>,
+    sql: &'static str,
+    read_only: bool,
+}
+
 struct Figures {
     requests: usize,
     errors: usize,
@@ -115,37 +126,44 @@ async fn main() -> anyhow::Result<()> {
         "function", "side", "req/s", "p50 ms", "p99 ms", "errors"
     );
 
-    // (name, method, path, body, the same SQL for pgbench, read-only transaction?)
-    let phases: [(&str, Method, &str, Option<&str>, &str, bool); 3] = [
-        (
-            "send_message",
-            Method::POST,
-            "/rest/v1/rpc/send_message",
-            Some(r#"{"conversation_id":"CONV","body":"bench"}"#),
-            "select row_to_json(m) from public.send_message((select conv from bench.users where idx = :u), 'bench') m;",
-            false,
-        ),
-        (
-            "list_conversations",
-            Method::POST,
-            "/rest/v1/rpc/list_conversations",
-            Some("{}"),
-            "select coalesce(json_agg(c), '[]') from public.list_conversations() c;",
-            false,
-        ),
-        (
+    let phases = [
+        Phase {
+            name: "send_message",
+            method: Method::POST,
+            path: "/rest/v1/rpc/send_message",
+            body: Some(r#"{"conversation_id":"CONV","body":"bench"}"#),
+            sql: "select row_to_json(m) from public.send_message((select conv from bench.users where idx = :u), 'bench') m;",
+            read_only: false,
+        },
+        Phase {
+            name: "list_conversations",
+            method: Method::POST,
+            path: "/rest/v1/rpc/list_conversations",
+            body: Some("{}"),
+            sql: "select coalesce(json_agg(c), '[]') from public.list_conversations() c;",
+            read_only: false,
+        },
+        Phase {
             // The chat UI's first query: the latest 50 messages with their senders, one
             // statement with a lateral subquery per embedded table (RLS on both).
-            "embed_50_senders",
-            Method::GET,
-            "/rest/v1/messages?select=id,body,created_at,sender:profiles(display_name,avatar_url)&conversation_id=eq.CONV&order=created_at.desc&limit=50",
-            None,
-            EMBED_SQL,
-            true,
-        ),
+            name: "embed_50_senders",
+            method: Method::GET,
+            path: "/rest/v1/messages?select=id,body,created_at,sender:profiles(display_name,avatar_url)&conversation_id=eq.CONV&order=created_at.desc&limit=50",
+            body: None,
+            sql: EMBED_SQL,
+            read_only: true,
+        },
     ];
     let duration = Duration::from_secs(args.seconds);
-    for (function, method, path, body, sql, read_only) in phases {
+    for Phase {
+        name: function,
+        method,
+        path,
+        body,
+        sql,
+        read_only,
+    } in phases
+    {
         let requests: Vec<(String, Option<String>)> = users
             .iter()
             .map(|(_, conv)| {

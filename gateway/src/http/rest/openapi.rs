@@ -57,15 +57,14 @@ fn type_schema(type_sql: &str) -> Value {
     if let Some(item) = type_sql.strip_suffix("[]") {
         return json!({"type": "array", "items": type_schema(item), "format": type_sql});
     }
-    let kind = match type_sql {
+    match type_sql {
         "smallint" | "integer" => json!({"type": "integer", "format": type_sql}),
         "bigint" => json!({"type": "integer", "format": "bigint"}),
         "numeric" | "real" | "double precision" => json!({"type": "number", "format": type_sql}),
         "boolean" => json!({"type": "boolean", "format": "boolean"}),
         "json" | "jsonb" => json!({"format": type_sql}),
         _ => json!({"type": "string", "format": type_sql}),
-    };
-    kind
+    }
 }
 
 fn object_schema(columns: &[Column]) -> Value {
