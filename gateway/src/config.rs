@@ -41,9 +41,14 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_SLOT", default_value = crate::DEFAULT_SLOT)]
     pub slot: String,
 
-    /// Connections in the pool used for requests and authorization checks.
+    /// Connections in the pool used for REST/RPC requests and socket joins.
     #[arg(long, env = "RIPPLE_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
+
+    /// Connections of the realtime pipeline's own, for authorization checks: whatever REST
+    /// does, the pipeline keeps these.
+    #[arg(long, env = "RIPPLE_AUTHORIZE_POOL_SIZE", default_value_t = 4)]
+    pub authorize_pool_size: usize,
 
     /// Statement timeout for request queries, in milliseconds.
     #[arg(long, env = "RIPPLE_STATEMENT_TIMEOUT_MS", default_value_t = 8000)]
@@ -74,6 +79,15 @@ pub struct ServeConfig {
     /// which its socket is closed.
     #[arg(long, env = "RIPPLE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
+
+    /// How long delivered changes stay available to clients that resume (seconds). The
+    /// slot keeps this much WAL too, so that a restart can replay it. 0 turns resume off.
+    #[arg(long, env = "RIPPLE_RESUME_WINDOW_SECS", default_value_t = 300)]
+    pub resume_window_secs: u64,
+
+    /// Most memory (estimated bytes of changes) the resume window holds.
+    #[arg(long, env = "RIPPLE_RESUME_WINDOW_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub resume_window_bytes: usize,
 }
 
 impl ServeConfig {

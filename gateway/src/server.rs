@@ -20,6 +20,7 @@ use crate::authorize::RlsAuthorizer;
 use crate::change::Transaction;
 use crate::config::ServeConfig;
 use crate::realtime::fanout::{self, Authorizer};
+use crate::realtime::resume::{ReplayRequest, Window, WindowLimits};
 use crate::replication::{self, ReplicationConfig, ReplicationHandle, StreamState};
 
 /// Builds the authorizer the fan-out asks; the default is [`RlsAuthorizer`].
@@ -37,9 +38,19 @@ pub async fn run(
         config,
         database_url,
         shutdown,
-        Box::new(|app| Arc::new(RlsAuthorizer::new(app.pool.clone()))),
+        Box::new(default_authorizer),
     )
     .await
+}
+
+/// The production authorizer: RLS checks on the pipeline's own connections, with the
+/// verdict cache invalidated by the streamed publication.
+pub fn default_authorizer(app: &Arc<App>) -> Arc<dyn Authorizer> {
+    Arc::new(
+        RlsAuthorizer::new(app.authorize_pool.clone())
+            .with_verdict_cache(&app.config.publication)
+            .with_metrics(&app.metrics),
+    )
 }
 
 /// [`run`] with a chosen authorizer (the benchmark runs the per-subscriber live-row
@@ -129,9 +140,11 @@ fn watch_stream_state(app: &Arc<App>, repl: &ReplicationHandle) {
 }
 
 /// Takes each committed transaction in commit order, has it authorized and delivered, and
-/// only then confirms it to the stream. If authorization cannot run (the database is
-/// unreachable), it retries the same transaction: nothing is skipped, nothing confirmed
-/// early, so a restart resumes from the slot with no change lost.
+/// keeps it in the resume window. If authorization cannot run (the database is unreachable,
+/// a connection died, the transaction is not visible yet), it retries the same transaction:
+/// nothing is skipped and nothing confirmed early. The slot is confirmed only up to what
+/// leaves the window, so a restart replays the window and clients can resume across it.
+/// Between two transactions it serves the replays that resuming joins asked for.
 async fn pump(
     app: Arc<App>,
     mut changes: mpsc::Receiver<Arc<Transaction>>,
@@ -172,7 +185,114 @@ async fn pump(
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
         ],
     );
-    while let Some(tx) = changes.recv().await {
+    let replayed = m.counter(
+        "ripple_replayed_total",
+        "Change messages re-sent to clients that resumed from a position.",
+        &[],
+    );
+    let too_old = m.counter(
+        "ripple_resume_too_old_total",
+        "Resumes refused because the position had left the window.",
+        &[],
+    );
+    let window_txs = m.gauge(
+        "ripple_resume_window_transactions",
+        "Transactions held for clients that resume.",
+        &[],
+    );
+    let window_bytes = m.gauge(
+        "ripple_resume_window_bytes",
+        "Estimated memory of the resume window.",
+        &[],
+    );
+    let retained_wal = m.gauge(
+        "ripple_resume_retained_wal_bytes",
+        "WAL the slot retains for the resume window (newest commit minus confirmed position).",
+        &[],
+    );
+    let limits = WindowLimits {
+        max_age: Duration::from_secs(app.config.resume_window_secs),
+        max_bytes: if app.config.resume_window_secs == 0 {
+            0
+        } else {
+            app.config.resume_window_bytes
+        },
+    };
+    let mut window = Window::new(repl.floor(), limits);
+    let mut replays = app.realtime.replays.take_receiver();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let standby_name = standby_application_name(&app.database_url);
+    let mut ticks: u64 = 0;
+
+    let mut pending: Vec<ReplayRequest> = Vec::new();
+    // Replays waiting for their client to drain its queue before the next piece.
+    let mut unfinished: Vec<ReplayRequest> = Vec::new();
+    let mut next_piece_at = tokio::time::Instant::now();
+    loop {
+        // Replays first: they cover exactly what has been processed so far. (Checked here,
+        // not only in the select, so a busy stream cannot starve a long replay.)
+        if !unfinished.is_empty() && tokio::time::Instant::now() >= next_piece_at {
+            pending.append(&mut unfinished);
+        }
+        pending.extend(std::iter::from_fn(|| {
+            replays.as_mut().and_then(|r| r.try_recv().ok())
+        }));
+        for mut req in pending.drain(..) {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match fanout::replay(&window, &req, authorizer.as_ref()).await {
+                    Ok(report) => {
+                        replayed.add(report.delivered as u64);
+                        if report.too_old {
+                            too_old.inc();
+                        }
+                        if let Some(after) = report.continue_after {
+                            if !req.channel.socket.is_closed() {
+                                if unfinished.is_empty() {
+                                    next_piece_at = tokio::time::Instant::now() + REPLAY_PACING;
+                                }
+                                req.after = after;
+                                unfinished.push(req);
+                            }
+                        }
+                        break;
+                    }
+                    Err(error) => {
+                        failures.inc();
+                        tracing::warn!(error = %error, "replay authorization failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        let tx = tokio::select! {
+            biased;
+            // Wakes the loop to serve a replay (it is taken above).
+            Some(req) = next_replay(&mut replays) => {
+                pending.push(req);
+                continue;
+            }
+            () = tokio::time::sleep_until(next_piece_at), if !unfinished.is_empty() => continue,
+            tx = changes.recv() => match tx {
+                Some(tx) => tx,
+                None => break,
+            },
+            _ = tick.tick() => {
+                ticks += 1;
+                if ticks % STANDBY_CHECK_TICKS == 1 {
+                    check_standby(&app, &standby_name).await;
+                }
+                if let Some(floor) = window.evict(std::time::Instant::now()) {
+                    repl.confirm(floor);
+                }
+                window_txs.set(window.len() as i64);
+                window_bytes.set(window.bytes() as i64);
+                retained_wal.set(window.newest().map_or(0, |n| n.saturating_sub(repl.confirmed())) as i64);
+                continue;
+            }
+        };
         // Policy or grant changes committed before this transaction apply to it.
         authorizer.observe(&tx);
         let started = std::time::Instant::now();
@@ -185,11 +305,20 @@ async fn pump(
                     delivered.add(report.delivered as u64);
                     hidden.add(report.hidden as u64);
                     checks.add(report.checks as u64);
+                    app.status.set_authorization_problem(None);
                     break;
                 }
                 Err(error) => {
                     failures.inc();
                     tracing::warn!(error = %error, "authorization failed; retrying the transaction");
+                    // (Not the database's words: /health is public.)
+                    app.status.set_authorization_problem(Some(
+                        "transactions cannot be authorized right now and are being retried; see the log"
+                            .into(),
+                    ));
+                    if is_not_visible(&error) {
+                        check_standby(&app, &standby_name).await;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -197,6 +326,77 @@ async fn pump(
         }
         latency.observe_since(started);
         txs.inc();
-        repl.confirm(tx.commit_lsn);
+        let now = std::time::Instant::now();
+        window.push(tx, now);
+        if let Some(floor) = window.evict(now) {
+            repl.confirm(floor);
+        }
+        window_txs.set(window.len() as i64);
+        window_bytes.set(window.bytes() as i64);
     }
+}
+
+/// How long a client gets to drain its queue between two pieces of a long replay.
+const REPLAY_PACING: Duration = Duration::from_millis(20);
+
+async fn next_replay(
+    replays: &mut Option<mpsc::UnboundedReceiver<ReplayRequest>>,
+) -> Option<ReplayRequest> {
+    match replays {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The `application_name` Ripple's walsender shows in `pg_stat_replication`.
+fn standby_application_name(database_url: &str) -> String {
+    database_url
+        .parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| c.get_application_name().map(str::to_string))
+        .unwrap_or_else(|| "ripple".into())
+}
+
+/// How often (in pump ticks of one second) the pump checks that Ripple is not a
+/// synchronous standby.
+const STANDBY_CHECK_TICKS: u64 = 2;
+
+fn is_not_visible(error: &fanout::AuthorizeError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<crate::authorize::AuthorizeError>())
+        .is_some_and(crate::authorize::AuthorizeError::is_not_visible)
+}
+
+/// Ripple must not be a synchronous standby: a commit would wait for Ripple to confirm it,
+/// and Ripple confirms a transaction only after judging it visible, and then only as far
+/// as its resume window allows; commits would hang. Says so on /health and in the log
+/// (ERROR) while it lasts.
+async fn check_standby(app: &App, standby_name: &str) {
+    let Ok(conn) = app.pool.get().await else {
+        return;
+    };
+    let Ok(row) = conn
+        .query_opt(
+            "select sync_state from pg_stat_replication \
+              where application_name = $1 and sync_state <> 'async' limit 1",
+            &[&standby_name],
+        )
+        .await
+    else {
+        return;
+    };
+    let problem = row.map(|row| {
+        let state: String = row.get(0);
+        format!(
+            "Ripple's replication connection (application_name '{standby_name}') is a {state} \
+             standby in synchronous_standby_names: commits wait for Ripple to confirm them, and \
+             Ripple confirms only what it has judged visible and delivered, so they never finish. \
+             Remove '{standby_name}' from synchronous_standby_names (ALTER SYSTEM SET \
+             synchronous_standby_names = ...; SELECT pg_reload_conf())."
+        )
+    });
+    if let Some(p) = &problem {
+        tracing::error!("{p}");
+    }
+    app.status.set_replication_problem(problem);
 }

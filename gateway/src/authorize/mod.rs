@@ -10,6 +10,7 @@
 //! - cache each (table, role) plan (`plan.rs`), dropping the cache when the replication
 //!   stream shows a policy, grant or table change (`ripple.security_changes`).
 
+mod cache;
 mod plan;
 
 use std::borrow::Cow;
@@ -23,7 +24,8 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 
 use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
-pub use plan::{CheckPlan, Decision};
+pub use cache::{CacheStats, VerdictCache, VerdictKey};
+pub use plan::{CacheSpec, CheckPlan, Decision};
 
 /// A distinct identity to authorize for: the role a query runs as and the claims it sees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,6 +33,13 @@ pub struct Identity {
     pub role: String,
     /// The claims as JSON text (what `request.jwt.claims` holds).
     pub claims: String,
+}
+
+impl Identity {
+    /// Role and claims in one string (a cache key).
+    pub fn key(&self) -> String {
+        format!("{}\u{0}{}", self.role, self.claims)
+    }
 }
 
 /// The answer for one (change, identity) question.
@@ -50,13 +59,60 @@ impl Verdict {
     }
 }
 
+/// Why a batch could not be answered. None of these is a verdict: the caller retries the
+/// whole transaction (on a fresh connection) and confirms nothing until it is answered.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorizeError {
     #[error("no database connection for authorization")]
     Pool(#[source] deadpool_postgres::PoolError),
     #[error("authorization query failed")]
     Db(#[source] tokio_postgres::Error),
+    /// The transaction was streamed but other sessions still do not see it (its commit is
+    /// waiting, for example for a synchronous standby). Judging it now would judge the
+    /// state before it.
+    #[error("transaction {xid} is not yet visible to other sessions after {waited:?}")]
+    NotVisible { xid: u32, waited: Duration },
 }
+
+impl AuthorizeError {
+    pub fn is_not_visible(&self) -> bool {
+        matches!(self, AuthorizeError::NotVisible { .. })
+    }
+}
+
+/// Is this error the policy's own answer for these claims (a policy that raises, a claim
+/// that does not cast), which hides the rows, rather than a failure to ask at all (a lost
+/// connection, a terminated backend, a timeout, a server going down), which must never
+/// hide anything?
+fn is_verdict(client: &tokio_postgres::Client, e: &tokio_postgres::Error) -> bool {
+    if client.is_closed() {
+        return false;
+    }
+    let Some(code) = e.code() else {
+        return false; // I/O, protocol, closed: no answer was given
+    };
+    // 08 connection, 40 rollback (serialization, deadlock), 53 resources, 57 operator
+    // intervention (admin shutdown, cancel, statement timeout), 58 system, XX internal.
+    !matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58" | "XX")
+}
+
+/// Is the transaction with this 32-bit xid (as BEGIN carries it) visible to a snapshot
+/// taken now? The xid is widened to xid8 with the epoch of the current snapshot's xmax: a
+/// committed xid is below xmax, so one at or above xmax's low half is from the epoch before.
+/// In READ COMMITTED each statement takes a newer snapshot, so when this says yes, the
+/// checks pipelined after it see the transaction too.
+const VISIBLE_SQL: &str = "select pg_visible_in_snapshot(
+        ((greatest(e.hi - case when $1::int8 >= e.lo then 1 else 0 end, 0) << 32) | $1::int8)
+            ::text::xid8,
+        e.snap)
+   from (select s.snap, x >> 32 as hi, x & 4294967295 as lo
+           from (select pg_current_snapshot() as snap) s,
+                lateral (select pg_snapshot_xmax(s.snap)::text::int8 as x) m) e";
+
+/// How long a streamed transaction may stay invisible before the batch gives up (and is
+/// retried by the caller, which also checks whether Ripple itself is the standby the
+/// commit waits for).
+const VISIBILITY_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a cached plan may be used without a signal from the stream (covers databases
 /// where the event trigger could not be installed).
@@ -73,7 +129,36 @@ struct CachedPlan {
 pub struct RlsAuthorizer {
     pool: deadpool_postgres::Pool,
     plans: Mutex<HashMap<(u32, String), Arc<CachedPlan>>>,
+    /// Cached verdicts; only with a publication (whose changes the stream shows).
+    verdicts: Mutex<VerdictCache>,
+    publication: Option<String>,
+    metrics: Option<CacheMetrics>,
 }
+
+struct CacheMetrics {
+    hits: Arc<crate::metrics::Counter>,
+    misses: Arc<crate::metrics::Counter>,
+    invalidations: Arc<crate::metrics::Counter>,
+    entries: Arc<crate::metrics::Gauge>,
+}
+
+/// The schema and table a DBA lists tables in to keep their verdicts out of the cache.
+pub const CACHE_OFF_TABLE: (&str, &str) = ("ripple", "verdict_cache_off");
+
+/// Most verdicts kept (about 200 bytes each).
+const MAX_CACHED_VERDICTS: usize = 200_000;
+
+/// Which tables a check's transaction read (counted for the current transaction only).
+/// System catalogs are read by planning itself; the changes to them that matter to a
+/// verdict (policies, grants, tables) come through the security feed, which clears the
+/// whole cache.
+const TABLES_READ_SQL: &str = "select coalesce(array_agg(relid::int8), '{}') \
+    from pg_stat_xact_all_tables \
+    where coalesce(seq_scan, 0) + coalesce(idx_scan, 0) > 0 \
+      and schemaname not in ('pg_catalog', 'pg_toast', 'information_schema')";
+
+const PUBLISHED_SQL: &str = "select format('%I.%I', schemaname, tablename)::regclass::oid::int8 \
+    from pg_publication_tables where pubname = $1";
 
 /// The row a change is judged on, or None when it cannot be judged (and so reaches no one).
 pub fn row_to_judge(change: &RowChange) -> Option<Cow<'_, Map<String, Value>>> {
@@ -111,24 +196,86 @@ impl RlsAuthorizer {
         Self {
             pool,
             plans: Mutex::new(HashMap::new()),
+            verdicts: Mutex::new(VerdictCache::new(MAX_CACHED_VERDICTS)),
+            publication: None,
+            metrics: None,
         }
     }
 
-    /// Forget every cached plan (policies, grants or tables changed).
+    /// Caches verdicts whose every source table is in this publication (the one streamed:
+    /// its changes are what invalidates them).
+    pub fn with_verdict_cache(mut self, publication: &str) -> Self {
+        self.publication = Some(publication.to_string());
+        self
+    }
+
+    pub fn with_metrics(mut self, m: &crate::metrics::Metrics) -> Self {
+        self.metrics = Some(CacheMetrics {
+            hits: m.counter(
+                "ripple_verdict_cache_hits_total",
+                "Authorization questions answered from the verdict cache.",
+                &[],
+            ),
+            misses: m.counter(
+                "ripple_verdict_cache_misses_total",
+                "Cacheable authorization questions asked of the database.",
+                &[],
+            ),
+            invalidations: m.counter(
+                "ripple_verdict_cache_invalidations_total",
+                "Cached verdicts dropped because a table they were read from changed (or policies did).",
+                &[],
+            ),
+            entries: m.gauge(
+                "ripple_verdict_cache_entries",
+                "Verdicts in the cache.",
+                &[],
+            ),
+        });
+        self
+    }
+
+    /// Forget every cached plan and verdict (policies, grants or tables changed).
     pub fn invalidate(&self) {
         self.plans.lock().expect("plan cache lock").clear();
+        self.verdicts.lock().expect("verdict cache lock").clear();
+    }
+
+    fn record_cache_stats(&self) {
+        if let Some(m) = &self.metrics {
+            let mut cache = self.verdicts.lock().expect("verdict cache lock");
+            let s = cache.take_stats();
+            m.hits.add(s.hits);
+            m.misses.add(s.misses);
+            m.invalidations.add(s.invalidated);
+            m.entries.set(cache.len() as i64);
+        }
     }
 
     /// Call for every transaction, before authorizing its changes: a transaction that
     /// touched the security feed invalidates the plans.
     pub fn observe(&self, tx: &Transaction) {
+        let is = |c: &RowChange, (schema, name): (&str, &str)| {
+            c.relation.schema == schema && c.relation.name == name
+        };
         let touched = tx
             .changes
             .iter()
-            .any(|c| c.relation.schema == SECURITY_FEED.0 && c.relation.name == SECURITY_FEED.1);
+            .any(|c| is(c, SECURITY_FEED) || is(c, CACHE_OFF_TABLE));
         if touched {
             tracing::info!("policies or grants changed; authorization plans reloaded");
             self.invalidate();
+        }
+        if self.publication.is_some() {
+            // Every answer read from a table this transaction changed is stale from here.
+            let mut cache = self.verdicts.lock().expect("verdict cache lock");
+            let mut last = None;
+            for c in &tx.changes {
+                if last != Some(c.relation.oid) {
+                    cache.table_changed(c.relation.oid);
+                    last = Some(c.relation.oid);
+                }
+            }
         }
     }
 
@@ -157,12 +304,15 @@ impl RlsAuthorizer {
 
     /// Answers `asks`, each a (change index, identity index), in one round trip when the
     /// plans are cached. Returns one verdict per ask, in order. Fails closed: a check that
-    /// errors (a policy raising for some claims, say) makes its rows invisible.
+    /// errors (a policy raising for some claims, say) makes its rows invisible. With
+    /// `visible_xid`, the checks run only once that transaction is visible to them (so a
+    /// policy reading other tables sees the state the transaction left).
     pub async fn authorize(
         &self,
         changes: &[&RowChange],
         identities: &[Identity],
         asks: &[(usize, usize)],
+        visible_xid: Option<u32>,
     ) -> Result<Vec<Verdict>, AuthorizeError> {
         let mut verdicts = vec![Verdict::hidden(); asks.len()];
         if asks.is_empty() {
@@ -170,11 +320,36 @@ impl RlsAuthorizer {
         }
         let pooled = self.pool.get().await.map_err(AuthorizeError::Pool)?;
         let client: &tokio_postgres::Client = &pooled;
+        let judged: Vec<Option<Cow<'_, Map<String, Value>>>> =
+            changes.iter().map(|c| row_to_judge(c)).collect();
         // Each row is serialized once, however many identities ask about it.
-        let rows: Vec<Option<String>> = changes
+        let rows: Vec<Option<String>> = judged
             .iter()
-            .map(|c| row_to_judge(c).map(|r| Value::Object(r.into_owned()).to_string()))
+            .map(|r| {
+                r.as_ref()
+                    .map(|r| serde_json::to_string(r.as_ref()).unwrap_or_default())
+            })
             .collect();
+        if let Some(publication) = &self.publication {
+            let known = self
+                .verdicts
+                .lock()
+                .expect("verdict cache lock")
+                .published_known();
+            if !known {
+                let published: HashSet<u32> = client
+                    .query(PUBLISHED_SQL, &[publication])
+                    .await
+                    .map_err(AuthorizeError::Db)?
+                    .iter()
+                    .map(|r| r.get::<_, i64>(0) as u32)
+                    .collect();
+                self.verdicts
+                    .lock()
+                    .expect("verdict cache lock")
+                    .set_published(published);
+            }
+        }
 
         // Group the questions: identity -> table -> asks (with the row to check).
         let mut by_identity: HashMap<usize, HashMap<u32, Vec<usize>>> = HashMap::new();
@@ -197,6 +372,9 @@ impl RlsAuthorizer {
             sql: String,
             /// A JSON array of the rows, as text.
             rows: String,
+            /// Where each ask's answer is kept, when the plan allows it (with the tables
+            /// its policies name).
+            cache: Option<(Vec<VerdictKey>, Vec<u32>)>,
         }
         let mut checks: Vec<Check> = Vec::new();
         for (&ident_idx, tables) in &by_identity {
@@ -222,24 +400,52 @@ impl RlsAuthorizer {
                             // Visible only if the check says so; columns known already.
                             verdicts[a].columns = plan.columns.clone();
                         }
-                        let batch: Vec<&str> = table_asks
+                        // Answered from the cache where it can be; asked otherwise.
+                        let spec = plan.cache.as_ref().filter(|_| self.publication.is_some());
+                        let mut to_ask = Vec::with_capacity(table_asks.len());
+                        let mut keys = Vec::new();
+                        if let Some(spec) = spec {
+                            let identity = identities[ident_idx].key();
+                            let mut cache = self.verdicts.lock().expect("verdict cache lock");
+                            for &a in table_asks {
+                                let row = judged[asks[a].0].as_ref().expect("judged rows only");
+                                let key =
+                                    VerdictKey::new(oid, identity.clone(), &spec.columns, row);
+                                match cache.get(&key) {
+                                    Some(visible) => verdicts[a].visible = visible,
+                                    None => {
+                                        to_ask.push(a);
+                                        keys.push(key);
+                                    }
+                                }
+                            }
+                        } else {
+                            to_ask.clone_from(table_asks);
+                        }
+                        if to_ask.is_empty() {
+                            continue;
+                        }
+                        let batch: Vec<&str> = to_ask
                             .iter()
                             .map(|&a| rows[asks[a].0].as_deref().expect("judged rows only"))
                             .collect();
                         checks.push(Check {
                             ident: ident_idx,
-                            asks: table_asks.clone(),
+                            asks: to_ask,
                             sql: sql.clone(),
                             rows: format!("[{}]", batch.join(",")),
+                            cache: spec.map(|s| (keys, s.tables.clone())),
                         });
                     }
                 }
             }
         }
+        self.record_cache_stats();
         if checks.is_empty() {
             return Ok(verdicts);
         }
         checks.sort_by_key(|c| c.ident);
+        let caching = checks.iter().any(|c| c.cache.is_some());
 
         let set_claims = pooled
             .prepare_cached(crate::db::SET_REQUEST_CLAIMS_SQL)
@@ -255,8 +461,22 @@ impl RlsAuthorizer {
             );
         }
 
-        // Fast path: one read-only transaction, every statement pipelined.
-        let outcome = {
+        let visible_stmt = match visible_xid {
+            Some(_) => Some(
+                pooled
+                    .prepare_cached(VISIBLE_SQL)
+                    .await
+                    .map_err(AuthorizeError::Db)?,
+            ),
+            None => None,
+        };
+        let xid = visible_xid.map(i64::from);
+
+        // Fast path: one read-only transaction, every statement pipelined. Retried (after a
+        // short wait) while the transaction being judged is not visible yet.
+        let wait_started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let outcome = loop {
             let mut futs: Vec<QueryFuture<'_>> = Vec::new();
             futs.push(Box::pin(async {
                 client
@@ -264,6 +484,10 @@ impl RlsAuthorizer {
                     .await
                     .map(|()| Vec::new())
             }));
+            let visible_slot = futs.len();
+            if let (Some(stmt), Some(xid)) = (&visible_stmt, &xid) {
+                futs.push(Box::pin(async move { client.query(stmt, &[xid]).await }));
+            }
             let mut result_slots = Vec::new();
             let mut last_ident = None;
             for (i, c) in checks.iter().enumerate() {
@@ -281,26 +505,79 @@ impl RlsAuthorizer {
                     async move { client.query(stmt, &[&c.rows]).await },
                 ));
             }
+            // What the checks read, for the answers to be cached (same transaction).
+            let read_slot = futs.len();
+            if caching {
+                futs.push(Box::pin(async { client.query(TABLES_READ_SQL, &[]).await }));
+            }
             futs.push(Box::pin(async {
                 client.batch_execute("rollback").await.map(|()| Vec::new())
             }));
             let results = futures_util::future::join_all(futs).await;
+            if let Some(bad) = results
+                .iter()
+                .position(|r| matches!(r, Err(e) if !is_verdict(client, e)))
+            {
+                // Not an answer: the whole transaction is asked again, elsewhere.
+                let _ = client.batch_execute("rollback").await;
+                let error = results
+                    .into_iter()
+                    .nth(bad)
+                    .and_then(Result::err)
+                    .expect("the failed statement");
+                return Err(AuthorizeError::Db(error));
+            }
+            if visible_stmt.is_some() {
+                let seen = results[visible_slot]
+                    .as_ref()
+                    .ok()
+                    .and_then(|rows| rows.first())
+                    .map(|r| r.get::<_, bool>(0));
+                if seen == Some(false) {
+                    let waited = wait_started.elapsed();
+                    if waited >= VISIBILITY_WAIT {
+                        return Err(AuthorizeError::NotVisible {
+                            xid: visible_xid.unwrap_or_default(),
+                            waited,
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                    continue;
+                }
+            }
             if results.iter().all(Result::is_ok) {
-                Some(
+                let read: Option<HashSet<u32>> = caching.then(|| {
+                    results[read_slot]
+                        .as_ref()
+                        .ok()
+                        .and_then(|rows| rows.first())
+                        .map(|r| r.get::<_, Vec<i64>>(0))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| t as u32)
+                        .collect()
+                });
+                break Some((
                     result_slots
                         .iter()
                         .map(|&s| results[s].as_ref().expect("checked ok").clone())
                         .collect::<Vec<_>>(),
-                )
-            } else {
-                let _ = client.batch_execute("rollback").await;
-                None
+                    read,
+                ));
             }
+            let _ = client.batch_execute("rollback").await;
+            break None;
         };
+        let mut tables_read = None;
         let per_check: Vec<Option<Vec<Row>>> = match outcome {
-            Some(all) => all.into_iter().map(Some).collect(),
-            // Slow path: something failed and aborted the batch. Retry each check alone so
-            // one identity's failure hides only its own rows.
+            Some((all, read)) => {
+                tables_read = read;
+                all.into_iter().map(Some).collect()
+            }
+            // Slow path: a policy raised for some claims and aborted the batch. Retry each
+            // check alone so one identity's failure hides only its own rows. The
+            // transaction is visible by now (the fast path saw it).
             None => {
                 let mut out = Vec::with_capacity(checks.len());
                 for (i, c) in checks.iter().enumerate() {
@@ -315,6 +592,9 @@ impl RlsAuthorizer {
                     .await;
                     match r {
                         Ok(rows) => out.push(Some(rows)),
+                        Err(error) if !is_verdict(client, &error) => {
+                            return Err(AuthorizeError::Db(error));
+                        }
                         Err(error) => {
                             let _ = client.batch_execute("rollback").await;
                             tracing::warn!(error = %error, role = %id.role, "authorization check failed; rows hidden");
@@ -334,6 +614,22 @@ impl RlsAuthorizer {
                 }
             }
         }
+        // Keep the answers, with every table they may have been read from: the ones the
+        // policies name and the ones this batch's checks scanned (functions included).
+        if let Some(read) = tables_read {
+            let mut cache = self.verdicts.lock().expect("verdict cache lock");
+            for c in &checks {
+                let Some((keys, named)) = &c.cache else {
+                    continue;
+                };
+                let mut sources = read.clone();
+                sources.extend(named.iter().copied());
+                for (key, &ask) in keys.iter().zip(&c.asks) {
+                    cache.put(key.clone(), verdicts[ask].visible, &sources);
+                }
+            }
+        }
+        self.record_cache_stats();
         Ok(verdicts)
     }
 }
@@ -364,7 +660,7 @@ impl crate::realtime::fanout::Authorizer for RlsAuthorizer {
                 }
             }
             let verdicts = self
-                .authorize(&changes, &identities, &asks)
+                .authorize(&changes, &identities, &asks, Some(tx.xid))
                 .await
                 .map_err(FanoutError::new)?;
             let mut out: Vec<Vec<crate::realtime::fanout::Verdict>> =

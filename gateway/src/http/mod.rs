@@ -227,7 +227,9 @@ async fn health(app: &App) -> Response<Body> {
     .ok()
     .flatten()
     .is_some();
-    let replication = app.status.replication_up();
+    let replication_problem = app.status.replication_problem();
+    let replication = app.status.replication_up() && replication_problem.is_none();
+    let authorization = app.status.authorization_problem();
     let up = |b: bool| if b { "up" } else { "down" };
     let mut down = Vec::new();
     if !database {
@@ -236,13 +238,23 @@ async fn health(app: &App) -> Response<Body> {
     if !replication {
         down.push("replication");
     }
+    if authorization.is_some() {
+        down.push("authorization");
+    }
     let ready = down.is_empty();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if ready { "ok" } else { "unavailable" },
         "database": up(database),
         "replication": up(replication),
+        "authorization": up(authorization.is_none()),
         "down": down,
     });
+    if let Some(problem) = authorization {
+        body["authorization_problem"] = serde_json::Value::String(problem);
+    }
+    if let Some(problem) = replication_problem {
+        body["replication_problem"] = serde_json::Value::String(problem);
+    }
     json(
         if ready {
             StatusCode::OK
