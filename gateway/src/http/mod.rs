@@ -2,6 +2,7 @@
 //! limit, health, metrics. REST/RPC live in `rest`; the WebSocket upgrade hands off to
 //! `crate::realtime`.
 
+mod broadcast;
 pub mod rest;
 
 use std::convert::Infallible;
@@ -141,6 +142,9 @@ async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> 
                 (Route::Realtime, crate::realtime::upgrade(req, app).await)
             }
             p if p.starts_with("/rest/v1/") => (Route::Rest, rest_request(req, app).await),
+            p if broadcast::is_broadcast_path(p) => {
+                (Route::Other, broadcast::handle(req, app).await)
+            }
             _ => (
                 Route::Other,
                 json(
