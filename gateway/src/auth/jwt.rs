@@ -82,6 +82,16 @@ pub struct JwtVerifier {
     hs: Option<(DecodingKey, EncodingKey)>,
     rsa: Vec<DecodingKey>,
     ec: Vec<DecodingKey>,
+    /// Keys chosen by the token's `kid`: Ripple's own signing key, and those of a JWKS
+    /// (replaced whole when the JWKS is fetched again).
+    by_kid: std::sync::RwLock<KidKeys>,
+}
+
+/// Keys by `kid`, with the algorithm each is for.
+#[derive(Default)]
+pub struct KidKeys {
+    pub own: Option<(String, Algorithm, DecodingKey)>,
+    pub jwks: std::collections::HashMap<String, (Algorithm, DecodingKey)>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -131,7 +141,25 @@ impl JwtVerifier {
             hs,
             rsa,
             ec,
+            by_kid: Default::default(),
         })
+    }
+
+    /// Accepts tokens signed by Ripple's own key (chosen by its `kid`).
+    pub fn add_own_key(&mut self, key: &super::keys::SigningKey) {
+        self.by_kid.get_mut().unwrap_or_else(|p| p.into_inner()).own =
+            Some((key.kid().to_string(), key.alg(), key.decoding_key().clone()));
+    }
+
+    /// The key a token's `kid` names, if any.
+    fn key_for_kid(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
+        let keys = self.by_kid.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((own, alg, key)) = &keys.own {
+            if own == kid {
+                return Some((*alg, key.clone()));
+            }
+        }
+        keys.jwks.get(kid).cloned()
     }
 
     /// Verifies signature and expiry and extracts the claims Ripple needs.
@@ -139,17 +167,26 @@ impl JwtVerifier {
         // Look at `alg` ourselves first: jsonwebtoken cannot even parse `none`, and a token
         // naming an algorithm we do not accept deserves that answer, not "malformed".
         let alg = Self::header_alg(token)?;
-        if !matches!(alg.as_str(), "HS256" | "RS256" | "ES256") {
+        if !matches!(alg.as_str(), "HS256" | "RS256" | "ES256" | "EdDSA") {
             return Err(AuthError::AlgorithmNotAllowed);
         }
         let header = decode_header(token).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => AuthError::AlgorithmNotAllowed,
             _ => AuthError::Malformed,
         })?;
-        let keys: Vec<&DecodingKey> = match header.alg {
-            Algorithm::HS256 => self.hs.iter().map(|(d, _)| d).collect(),
-            Algorithm::RS256 => self.rsa.iter().collect(),
-            Algorithm::ES256 => self.ec.iter().collect(),
+        // A `kid` we know picks its key, which must be for the token's algorithm (an RSA
+        // key's bytes are never tried as an HMAC secret).
+        let by_kid = match (&header.alg, header.kid.as_deref()) {
+            (Algorithm::HS256, _) | (_, None) => None,
+            (_, Some(kid)) => self.key_for_kid(kid),
+        };
+        let keys: Vec<&DecodingKey> = match (&by_kid, header.alg) {
+            (Some((alg, key)), token_alg) if *alg == token_alg => vec![key],
+            (Some(_), _) => return Err(AuthError::AlgorithmNotAllowed),
+            (None, Algorithm::HS256) => self.hs.iter().map(|(d, _)| d).collect(),
+            (None, Algorithm::RS256) => self.rsa.iter().collect(),
+            (None, Algorithm::ES256) => self.ec.iter().collect(),
+            (None, Algorithm::EdDSA) => vec![],
             _ => return Err(AuthError::AlgorithmNotAllowed),
         };
         if keys.is_empty() {
