@@ -34,6 +34,8 @@ pub enum AppError {
     KeyFile(#[source] std::io::Error),
     #[error(transparent)]
     Key(#[from] crate::auth::jwt_key_error::KeyError),
+    #[error(transparent)]
+    Jwks(#[from] crate::auth::jwks::JwksError),
     #[error("could not read the auth signing key file")]
     SigningKeyFile(#[source] std::io::Error),
     #[error(transparent)]
@@ -54,6 +56,7 @@ impl App {
             // Ripple accepts the tokens it signs itself.
             jwt.add_own_key(key);
         }
+        jwt.set_jwks(crate::auth::jwks::load_files(&config.jwks)?);
         let auth = crate::auth::AuthService::new(config.auth.settings(), signing_key);
         let pg: tokio_postgres::Config = database_url.parse().map_err(AppError::DatabaseUrl)?;
         let manager = deadpool_postgres::Manager::from_config(
@@ -70,7 +73,7 @@ impl App {
         let metrics = crate::metrics::Metrics::default();
         metrics.register_pool(&pool);
         let rest = crate::http::rest::RestState::new(&config, &metrics);
-        Ok(Arc::new(Self {
+        let app = Arc::new(Self {
             config,
             jwt,
             pool,
@@ -80,6 +83,22 @@ impl App {
             metrics,
             rest,
             auth,
-        }))
+        });
+        let urls: Vec<_> = app
+            .config
+            .jwks
+            .iter()
+            .filter(|s| matches!(s, crate::auth::jwks::JwksSource::Url(_)))
+            .cloned()
+            .collect();
+        if !urls.is_empty() {
+            // Files too, so an edited file is picked up on the same schedule.
+            crate::auth::jwks::spawn_refresh(
+                Arc::downgrade(&app),
+                app.config.jwks.clone(),
+                std::time::Duration::from_secs(app.config.jwks_refresh_secs.max(1)),
+            );
+        }
+        Ok(app)
     }
 }

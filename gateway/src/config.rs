@@ -24,6 +24,23 @@ pub struct ServeConfig {
     )]
     pub jwt_public_keys: Vec<PathBuf>,
 
+    /// JSON Web Key Sets of other issuers whose tokens are accepted (RS256, ES256, EdDSA keys,
+    /// chosen by the token's `kid`): files, or `http://` URLs fetched again periodically.
+    #[arg(long = "jwks", env = "RIPPLE_JWKS", value_delimiter = ',')]
+    pub jwks: Vec<crate::auth::jwks::JwksSource>,
+
+    /// Seconds between fetches of JWKS URLs (an unknown `kid` also prompts one).
+    #[arg(long, env = "RIPPLE_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+
+    /// `iss` required of tokens verified with a JWKS or PEM public key.
+    #[arg(long, env = "RIPPLE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// `aud` required of tokens verified with a JWKS or PEM public key.
+    #[arg(long, env = "RIPPLE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
     /// Database roles a token's `role` claim may name.
     #[arg(
         long,
@@ -187,6 +204,9 @@ impl ServeConfig {
             secret: self.jwt_secret.clone().map(Secret::new),
             public_keys_pem,
             allowed_roles: self.db_roles.clone(),
+            jwks_configured: !self.jwks.is_empty(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
         })
     }
 }

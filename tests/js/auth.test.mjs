@@ -285,3 +285,45 @@ test('the per-email rate limit trips, answers 429, and recovers', async () => {
   await sleep(windowMs / perEmail + 300)
   ok(await client().auth.signInWithPassword({ email: address, password: PASSWORD }), 'after the window')
 })
+
+// A JWT as another issuer signs it (an identity provider, Supabase's asymmetric keys).
+function foreignToken(alg, pem, kid, claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url')
+  const input = `${b64({ alg, typ: 'JWT', kid })}.${b64(claims)}`
+  const sig =
+    alg === 'EdDSA'
+      ? edSign(null, Buffer.from(input), pem)
+      : createSign('RSA-SHA256').update(input).sign(pem)
+  return `${input}.${sig.toString('base64url')}`
+}
+
+test('tokens of another issuer verify against its JWKS by kid; an unknown kid is refused', async () => {
+  const { user } = await signedUp('oz')
+  const now = Math.floor(Date.now() / 1000)
+  const claims = { sub: user.id, role: 'authenticated', aud: 'authenticated', iss: env('JWKS_ISSUER'), iat: now, exp: now + 600 }
+  const asUser = (token) =>
+    createClient(url, anonKey, {
+      accessToken: async () => token,
+      realtime: { transport: WebSocket, timeout: 5000 },
+    })
+  for (const [alg, pem, kid] of [
+    ['RS256', env('JWKS_RSA_PEM'), env('JWKS_RSA_KID')],
+    ['EdDSA', env('JWKS_ED_PEM'), env('JWKS_ED_KID')],
+  ]) {
+    const sb = asUser(foreignToken(alg, pem, kid, claims))
+    clients.push(sb)
+    const id = ok(await sb.rpc('create_group_conversation', { title: `via ${alg}` }), `rpc with ${alg}`)
+    const rows = ok(await sb.from('conversations').select('id').eq('id', id), `read with ${alg}`)
+    assert.equal(rows.length, 1)
+  }
+  // Signed by the RSA key but naming a kid the JWKS does not have: refused.
+  const unknown = asUser(foreignToken('RS256', env('JWKS_RSA_PEM'), 'no-such-kid', claims))
+  clients.push(unknown)
+  const { error } = await unknown.from('conversations').select('id')
+  assert.equal(error?.code, 'PGRST301')
+  assert.match(error.message, /kid/)
+  // Another issuer: refused.
+  const evil = asUser(foreignToken('RS256', env('JWKS_RSA_PEM'), env('JWKS_RSA_KID'), { ...claims, iss: 'https://evil.example' }))
+  clients.push(evil)
+  assert.equal((await evil.from('conversations').select('id')).error?.code, 'PGRST301')
+})

@@ -8,6 +8,7 @@
 //! jwt (verifies every token: HS256 secret, PEM keys, JWKS keys by kid)
 //! ```
 
+pub mod jwks;
 mod jwt;
 pub mod keys;
 pub mod password;

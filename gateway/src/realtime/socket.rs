@@ -194,6 +194,9 @@ fn reason_for(e: &AuthError) -> String {
         AuthError::RoleNotAllowed => {
             "InvalidJWTToken: the token's role is not one Ripple may act as".into()
         }
+        AuthError::UnknownKid => "JwtSignerError: no key in the JWKS has the token's kid".into(),
+        AuthError::NotYetValid => "InvalidJWTToken: Token is not valid yet (nbf)".into(),
+        AuthError::WrongClaim(c) => format!("InvalidJWTToken: claim `{c}` is not accepted"),
     }
 }
 
