@@ -327,3 +327,31 @@ test('tokens of another issuer verify against its JWKS by kid; an unknown kid is
   clients.push(evil)
   assert.equal((await evil.from('conversations').select('id')).error?.code, 'PGRST301')
 })
+
+// The system message that follows a postgres_changes join.
+function systemMessage(channel) {
+  return new Promise((resolve, reject) => {
+    channel.on('system', {}, (msg) => {
+      if (msg?.extension === 'postgres_changes') resolve(msg)
+    })
+    channel.subscribe((status, err) => {
+      if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') reject(err ?? new Error(status))
+    })
+  })
+}
+
+test('a channel joined before signing in is told the anon key cannot read the table', async () => {
+  const anon = client()
+  const spec = { event: '*', schema: 'public', table: 'messages' }
+  const msg = await systemMessage(anon.channel('anon-messages').on('postgres_changes', spec, () => {}))
+  assert.equal(msg.status, 'ok')
+  assert.ok(
+    msg.warnings?.some((w) => /role anon has no SELECT privilege on public\.messages/.test(w) && /sign in/.test(w)),
+    `warned: ${JSON.stringify(msg)}`
+  )
+  // Signed in, the same join carries no such warning.
+  const { sb } = await signedUp('pat')
+  const mine = await systemMessage(sb.channel('user-messages').on('postgres_changes', spec, () => {}))
+  assert.equal(mine.status, 'ok')
+  assert.ok(!(mine.warnings ?? []).some((w) => /SELECT/.test(w)), JSON.stringify(mine))
+})

@@ -50,7 +50,7 @@ async fn supabase_js_signs_up_signs_in_and_uses_its_session_everywhere() {
         ("JWKS_ED_PEM", ED_PEM.into()),
         ("JWKS_ED_KID", "idp-ed".into()),
     ];
-    run_node_tests("auth.test.mjs", &env, 9).await;
+    run_node_tests("auth.test.mjs", &env, 10).await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
