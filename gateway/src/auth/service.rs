@@ -267,8 +267,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| AuthApiError::internal("password hashing task failed", &e))
 }
 
+// `banned_until` is judged in SQL: the DBA's 'infinity' has no chrono equivalent.
 const USER_COLUMNS: &str = "id, aud, role, email, encrypted_password, email_confirmed_at, \
-     banned_until, raw_app_meta_data, raw_user_meta_data, last_sign_in_at, created_at, updated_at";
+     coalesce(banned_until > now(), false), raw_app_meta_data, raw_user_meta_data, last_sign_in_at, created_at, updated_at";
 
 /// A row of `auth.users`.
 struct User {
@@ -278,7 +279,7 @@ struct User {
     email: String,
     encrypted_password: Option<String>,
     email_confirmed_at: Option<DateTime<Utc>>,
-    banned_until: Option<DateTime<Utc>>,
+    banned: bool,
     app_metadata: Value,
     user_metadata: Value,
     last_sign_in_at: Option<DateTime<Utc>>,
@@ -295,17 +296,13 @@ impl User {
             email: r.try_get(3)?,
             encrypted_password: r.try_get(4)?,
             email_confirmed_at: r.try_get(5)?,
-            banned_until: r.try_get(6)?,
+            banned: r.try_get(6)?,
             app_metadata: r.try_get(7)?,
             user_metadata: r.try_get(8)?,
             last_sign_in_at: r.try_get(9)?,
             created_at: r.try_get(10)?,
             updated_at: r.try_get(11)?,
         })
-    }
-
-    fn banned(&self) -> bool {
-        self.banned_until.is_some_and(|t| t > Utc::now())
     }
 
     /// The user object of GoTrue's API.
@@ -578,7 +575,7 @@ async fn password_grant(app: &App, client: &Client<'_>, body: &Bytes) -> Answer 
         Some(u) if matches => u,
         _ => return Err(AuthApiError::invalid_credentials()),
     };
-    if user.banned() {
+    if user.banned {
         return Err(AuthApiError::bad("user_banned", "User is banned"));
     }
     if user.email_confirmed_at.is_none() {
@@ -662,7 +659,7 @@ async fn refresh_grant(app: &App, body: &Bytes) -> Answer {
         .await
         .map_err(AuthApiError::db)?;
     let user = User::from_row(&row).map_err(AuthApiError::db)?;
-    if user.banned() {
+    if user.banned {
         return Err(AuthApiError::bad("user_banned", "User is banned"));
     }
     let next = tokens::new_refresh_token();
@@ -1004,7 +1001,7 @@ mod tests {
             email: "a@b.co".into(),
             encrypted_password: Some("$argon2id$secret".into()),
             email_confirmed_at: Some(now),
-            banned_until: None,
+            banned: false,
             app_metadata: json!({"provider": "email"}),
             user_metadata: json!({"display_name": "A"}),
             last_sign_in_at: None,
