@@ -88,7 +88,10 @@ impl AuthService {
 
     /// One attempt for this address and this email; both buckets must have room.
     fn allow_attempt(&self, addr: Option<IpAddr>, email: &str) -> bool {
-        let addr_ok = addr.is_none_or(|a| self.by_address.try_take(&a.to_string()));
+        let addr_ok = match addr {
+            Some(a) => self.by_address.try_take(&a.to_string()),
+            None => true,
+        };
         addr_ok && self.by_email.try_take(&email.to_lowercase())
     }
 }
@@ -695,7 +698,7 @@ struct Bearer {
     session: Option<Uuid>,
 }
 
-async fn bearer(app: &App, parts: &Parts) -> Result<Bearer, AuthApiError> {
+fn bearer(app: &App, parts: &Parts) -> Result<Bearer, AuthApiError> {
     let token = parts
         .headers
         .get(hyper::header::AUTHORIZATION)
@@ -742,7 +745,6 @@ async fn bearer(app: &App, parts: &Parts) -> Result<Bearer, AuthApiError> {
 /// The bearer's user, refusing a token whose session has ended (signed out, or ended by
 /// refresh token reuse), as GoTrue does.
 async fn current_user(
-    app: &App,
     client: &impl deadpool_postgres::GenericClient,
     who: &Bearer,
 ) -> Result<User, AuthApiError> {
@@ -760,7 +762,6 @@ async fn current_user(
             ));
         }
     }
-    let _ = app;
     let row = client
         .query_opt(
             &format!("select {USER_COLUMNS} from auth.users where id = $1"),
@@ -779,20 +780,20 @@ async fn current_user(
 }
 
 async fn get_user(app: &App, parts: &Parts) -> Answer {
-    let who = bearer(app, parts).await?;
+    let who = bearer(app, parts)?;
     let conn = app
         .pool
         .get()
         .await
         .map_err(|e| AuthApiError::internal("no database connection", &e))?;
-    let user = current_user(app, &conn, &who).await?;
+    let user = current_user(&conn, &who).await?;
     Ok(ok_json(user.to_json()))
 }
 
 /// `updateUser`: a new password, metadata (merged key by key; a null value removes its key, as
 /// in GoTrue), or a new email (taken at once: there is no mail to confirm it with).
 async fn update_user(app: &App, parts: &Parts, body: &Bytes) -> Answer {
-    let who = bearer(app, parts).await?;
+    let who = bearer(app, parts)?;
     let m = parse_body(body)?;
     let mut conn = app
         .pool
@@ -800,7 +801,7 @@ async fn update_user(app: &App, parts: &Parts, body: &Bytes) -> Answer {
         .await
         .map_err(|e| AuthApiError::internal("no database connection", &e))?;
     let tx = conn.transaction().await.map_err(AuthApiError::db)?;
-    let user = current_user(app, &tx, &who).await?;
+    let user = current_user(&tx, &who).await?;
     if let Some(pw) = m.get("password").filter(|v| !v.is_null()) {
         let pw = pw.as_str().unwrap_or_default().to_string();
         app.auth
@@ -904,7 +905,7 @@ async fn logout(app: &App, parts: &Parts, query: &str) -> Answer {
             "scope must be one of local, global, others",
         ));
     }
-    let who = bearer(app, parts).await?;
+    let who = bearer(app, parts)?;
     let conn = app
         .pool
         .get()
