@@ -92,6 +92,15 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
 
+    /// How long delivered changes stay available to clients that resume (seconds). The
+    /// slot keeps this much WAL too, so that a restart can replay it. 0 turns resume off.
+    #[arg(long, env = "RIPPLE_RESUME_WINDOW_SECS", default_value_t = 300)]
+    pub resume_window_secs: u64,
+
+    /// Most memory (estimated bytes of changes) the resume window holds.
+    #[arg(long, env = "RIPPLE_RESUME_WINDOW_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub resume_window_bytes: usize,
+
     #[command(flatten)]
     pub auth: AuthConfig,
 }
