@@ -174,6 +174,16 @@ pub struct AuthConfig {
     )]
     pub rate_window_secs: u64,
 
+    /// Seconds after a refresh during which the refresh token it used still works (a client
+    /// retrying a refresh whose answer was lost); after that, using it again ends the
+    /// session. 0: any second use ends it.
+    #[arg(
+        long = "auth-refresh-reuse-interval-secs",
+        env = "RIPPLE_AUTH_REFRESH_REUSE_INTERVAL_SECS",
+        default_value_t = 10
+    )]
+    pub refresh_reuse_interval_secs: u64,
+
     /// A PKCS#8 PEM private key (RSA, P-256 or Ed25519) to sign access tokens with instead of
     /// the HS256 secret; its public key is then served at `/auth/v1/.well-known/jwks.json`.
     #[arg(long = "auth-signing-key", env = "RIPPLE_AUTH_SIGNING_KEY")]
@@ -198,6 +208,9 @@ impl AuthConfig {
             rate_per_address: self.rate_per_address,
             rate_per_email: self.rate_per_email,
             rate_window: std::time::Duration::from_secs(self.rate_window_secs.max(1)),
+            refresh_reuse_interval: std::time::Duration::from_secs(
+                self.refresh_reuse_interval_secs,
+            ),
         }
     }
 }

@@ -114,7 +114,9 @@ impl Write for LogWriter {
 async fn no_password_token_hash_or_email_reaches_the_logs() {
     let logs = captured_logs();
     let db = fresh_db().await;
-    let gw = spawn_gateway_with(&db, gateway_config()).await;
+    let mut config = gateway_config();
+    config.auth.refresh_reuse_interval_secs = 0;
+    let gw = spawn_gateway_with(&db, config).await;
     let email = "Logged.Person@example.com";
     let up = sign_up(&gw, email).await;
     assert_eq!(up.status, 200, "{}", up.text());
@@ -588,4 +590,29 @@ async fn bad_requests_get_gotrue_errors_and_change_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(users, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_refresh_works_within_the_interval_and_is_reuse_after_it() {
+    let db = fresh_db().await;
+    let mut config = gateway_config();
+    config.auth.refresh_reuse_interval_secs = 2;
+    let gw = spawn_gateway_with(&db, config).await;
+    let session = sign_up(&gw, "retry@example.com").await.json();
+    let first = session["refresh_token"].as_str().unwrap().to_string();
+    let a = refresh(&gw, &first).await.json();
+    // The answer was "lost": the client sends the same token again at once.
+    let b = refresh(&gw, &first).await;
+    assert_eq!(b.status, 200, "{}", b.text());
+    let b = b.json();
+    assert_ne!(a["refresh_token"], b["refresh_token"]);
+    // Both children work (one of them the client never saw).
+    let b_next = refresh(&gw, b["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(b_next.status, 200, "{}", b_next.text());
+    // Past the interval, the first token again is reuse: the session ends, children too.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let reused = refresh(&gw, &first).await;
+    assert_eq!(reused.json()["error_code"], "refresh_token_already_used");
+    let after = refresh(&gw, b_next.json()["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(after.json()["error_code"], "refresh_token_not_found");
 }

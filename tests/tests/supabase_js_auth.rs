@@ -24,6 +24,8 @@ async fn supabase_js_signs_up_signs_in_and_uses_its_session_everywhere() {
     config.auth.rate_window_secs = RATE_WINDOW_SECS;
     // Every client of the test is on 127.0.0.1: the per-address limit is tested in Rust.
     config.auth.rate_per_address = 0;
+    // Any second use of a refresh token is reuse (the retry grace is tested in auth_service).
+    config.auth.refresh_reuse_interval_secs = 0;
     // Another issuer's keys, as a JWKS file.
     let dir = tempdir();
     let jwks = dir.join("jwks.json");

@@ -49,6 +49,9 @@ pub struct AuthSettings {
     pub rate_per_address: u32,
     pub rate_per_email: u32,
     pub rate_window: Duration,
+    /// How long after a rotation the old refresh token may still be used (a retried
+    /// refresh), before using it counts as reuse.
+    pub refresh_reuse_interval: Duration,
 }
 
 /// What the service keeps between requests.
@@ -628,9 +631,13 @@ async fn refresh_grant(app: &App, body: &Bytes) -> Answer {
     // The row lock serializes two refreshes of one token: the second sees it revoked.
     let found = tx
         .query_opt(
-            "select id, revoked, session_id, user_id from auth.refresh_tokens \
-             where token_hash = $1 for update",
-            &[&hash],
+            "select id, revoked, session_id, user_id, \
+                    revoked and updated_at > now() - make_interval(secs => $2) \
+               from auth.refresh_tokens where token_hash = $1 for update",
+            &[
+                &hash,
+                &(app.auth.settings.refresh_reuse_interval.as_secs_f64()),
+            ],
         )
         .await
         .map_err(AuthApiError::db)?;
@@ -640,9 +647,17 @@ async fn refresh_grant(app: &App, body: &Bytes) -> Answer {
             "Invalid Refresh Token: Refresh Token Not Found",
         ));
     };
-    let (id, revoked, session, user_id): (i64, bool, Uuid, Uuid) =
-        (found.get(0), found.get(1), found.get(2), found.get(3));
-    if revoked {
+    let (id, revoked, session, user_id, just_rotated): (i64, bool, Uuid, Uuid, bool) = (
+        found.get(0),
+        found.get(1),
+        found.get(2),
+        found.get(3),
+        found.get(4),
+    );
+    // Moments after a rotation, the same token again is most likely the client retrying a
+    // refresh whose answer it never got (supabase-js retries on network errors): it gets
+    // another child instead of losing the session. Later, it is reuse.
+    if revoked && !just_rotated {
         tx.execute("delete from auth.sessions where id = $1", &[&session])
             .await
             .map_err(AuthApiError::db)?;
@@ -666,12 +681,14 @@ async fn refresh_grant(app: &App, body: &Bytes) -> Answer {
         return Err(AuthApiError::bad("user_banned", "User is banned"));
     }
     let next = tokens::new_refresh_token();
-    tx.execute(
-        "update auth.refresh_tokens set revoked = true, updated_at = now() where id = $1",
-        &[&id],
-    )
-    .await
-    .map_err(AuthApiError::db)?;
+    if !revoked {
+        tx.execute(
+            "update auth.refresh_tokens set revoked = true, updated_at = now() where id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(AuthApiError::db)?;
+    }
     tx.execute(
         "insert into auth.refresh_tokens (token_hash, user_id, session_id, parent) \
          values ($1, $2, $3, $4)",
