@@ -174,6 +174,15 @@ pub struct AuthConfig {
     )]
     pub rate_window_secs: u64,
 
+    /// Count rate limits by the last `X-Forwarded-For` address instead of the peer's. Only
+    /// when every request comes through a reverse proxy that sets it: otherwise clients
+    /// choose their own address.
+    #[arg(
+        long = "auth-trust-forwarded-for",
+        env = "RIPPLE_AUTH_TRUST_FORWARDED_FOR"
+    )]
+    pub trust_forwarded_for: bool,
+
     /// Seconds after a refresh during which the refresh token it used still works (a client
     /// retrying a refresh whose answer was lost); after that, using it again ends the
     /// session. 0: any second use ends it.
@@ -208,6 +217,7 @@ impl AuthConfig {
             rate_per_address: self.rate_per_address,
             rate_per_email: self.rate_per_email,
             rate_window: std::time::Duration::from_secs(self.rate_window_secs.max(1)),
+            trust_forwarded_for: self.trust_forwarded_for,
             refresh_reuse_interval: std::time::Duration::from_secs(
                 self.refresh_reuse_interval_secs,
             ),

@@ -52,6 +52,8 @@ pub struct AuthSettings {
     /// How long after a rotation the old refresh token may still be used (a retried
     /// refresh), before using it counts as reuse.
     pub refresh_reuse_interval: Duration,
+    /// Rate-limit by `X-Forwarded-For` (only behind a reverse proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 /// What the service keeps between requests.
@@ -184,7 +186,7 @@ pub async fn handle(parts: Parts, body: Bytes, app: Arc<App>) -> Response<Body> 
         .unwrap_or_default()
         .trim_end_matches('/');
     let query = parts.uri.query().unwrap_or_default();
-    let addr = parts.extensions.get::<ClientAddr>().map(|a| a.0);
+    let addr = client_addr(&parts, app.auth.settings.trust_forwarded_for);
     let ua = user_agent(&parts);
     let client = Client {
         addr,
@@ -219,6 +221,25 @@ pub async fn handle(parts: Parts, body: Bytes, app: Arc<App>) -> Response<Body> 
         )),
     };
     answer.unwrap_or_else(AuthApiError::into_response)
+}
+
+/// The address rate limits count against: the peer, or behind a trusted reverse proxy the
+/// last `X-Forwarded-For` entry (the address that proxy saw; earlier entries are the
+/// client's own say and could be anything).
+fn client_addr(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ClientAddr>().map(|a| a.0);
+    if !trust_forwarded_for {
+        return peer;
+    }
+    parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .or(peer)
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
