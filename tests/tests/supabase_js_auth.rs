@@ -61,3 +61,21 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Access tokens short enough to expire during the test.
+const SHORT_TTL_SECS: i64 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_a_channel_alive_past_its_first_tokens_expiry() {
+    let db = fresh_db().await;
+    let mut config = gateway_config();
+    config.auth.jwt_exp_secs = SHORT_TTL_SECS;
+    config.auth.rate_per_address = 0;
+    let gw = spawn_gateway_with(&db, config).await;
+    let env = [
+        ("RIPPLE_URL", gw.url.clone()),
+        ("RIPPLE_ANON_KEY", gw.anon_key.clone()),
+        ("ACCESS_TTL_SECS", SHORT_TTL_SECS.to_string()),
+    ];
+    run_node_tests("auth_expiry.test.mjs", &env, 1).await;
+}
