@@ -63,6 +63,8 @@ pub struct AuthService {
     by_email: RateLimiter,
     /// Ripple's own asymmetric key, when configured; else tokens are HS256 with the secret.
     signing_key: Option<SigningKey>,
+    /// Password hashes computed at once (two per core).
+    hashing: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -84,6 +86,9 @@ impl AuthService {
             by_email: RateLimiter::new(settings.rate_per_email, settings.rate_window),
             settings,
             signing_key,
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            ),
         }
     }
 
@@ -285,10 +290,19 @@ fn valid_email(email: &str) -> bool {
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// Runs argon2 on the blocking pool (it takes tens of milliseconds of CPU).
+/// Runs argon2 on the blocking pool (it takes tens of milliseconds of CPU and 19 MiB), a
+/// few at a time: a flood of sign-ins from many addresses queues here instead of taking
+/// every thread and gigabytes of memory.
 async fn blocking<T: Send + 'static>(
+    app: &App,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AuthApiError> {
+    let _permit = app
+        .auth
+        .hashing
+        .acquire()
+        .await
+        .map_err(|e| AuthApiError::internal("password hashing is shut down", &e))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AuthApiError::internal("password hashing task failed", &e))
@@ -513,7 +527,7 @@ async fn signup(app: &App, client: &Client<'_>, body: &Bytes) -> Answer {
     s.password
         .check(&password)
         .map_err(AuthApiError::weak_password)?;
-    let hash = blocking(move || password::hash(&password)).await?;
+    let hash = blocking(app, move || password::hash(&password)).await?;
 
     let mut conn = app
         .pool
@@ -590,7 +604,7 @@ async fn password_grant(app: &App, client: &Client<'_>, body: &Bytes) -> Answer 
         .transpose()
         .map_err(AuthApiError::db)?;
     let stored = user.as_ref().and_then(|u| u.encrypted_password.clone());
-    let matches = blocking(move || match stored {
+    let matches = blocking(app, move || match stored {
         Some(phc) => password::verify(&password, &phc),
         None => {
             password::verify_against_nobody(&password);
@@ -848,7 +862,7 @@ async fn update_user(app: &App, parts: &Parts, body: &Bytes) -> Answer {
             .check(&pw)
             .map_err(AuthApiError::weak_password)?;
         let old = user.encrypted_password.clone();
-        let (same, hash) = blocking(move || {
+        let (same, hash) = blocking(app, move || {
             let same = old.is_some_and(|phc| password::verify(&pw, &phc));
             (same, password::hash(&pw))
         })
