@@ -329,7 +329,7 @@ pub async fn replay(
         let ids: Vec<u32> = req
             .subs
             .iter()
-            .filter(|s| s.matches(change))
+            .filter(|s| s.takes(change))
             .map(|s: &Arc<Subscription>| s.id)
             .collect();
         if !ids.is_empty() {

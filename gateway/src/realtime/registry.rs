@@ -145,6 +145,15 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Is this change of the subscription's table (or schema) and does it satisfy its event
+    /// and filters? (The registry's index already picks by table; a replay does not.)
+    pub fn takes(&self, change: &RowChange) -> bool {
+        let rel = &change.relation;
+        self.schema == rel.schema
+            && self.table.as_ref().map_or(true, |t| *t == rel.name)
+            && self.matches(change)
+    }
+
     /// Does this change, as carried, satisfy the subscription's event and filters?
     pub fn matches(&self, change: &RowChange) -> bool {
         if !self.events.accepts(change.kind) {
