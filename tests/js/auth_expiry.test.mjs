@@ -32,7 +32,7 @@ async function signedUp(what) {
   return { sb, user: data.user }
 }
 
-async function waitFor(what, cond, ms = 15000) {
+async function waitFor(what, cond, ms = 30000) {
   const start = Date.now()
   while (!cond()) {
     if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`)
@@ -74,7 +74,9 @@ test('the refreshed channel outlives its first token; the unrefreshed one is clo
   // B's channel lives on with its new token, and changes still flow to it.
   const { data: sent, error: sendError } = await a.sb.rpc('send_message', { conversation_id: conversation, body: 'still there?' })
   assert.equal(sendError, null, JSON.stringify(sendError))
-  await waitFor('B to receive the message', () => seenB.includes(sent.id))
+  await waitFor('B to receive the message', () => seenB.includes(sent.id)).catch((e) => {
+    throw new Error(`${e.message}; B's channel is ${bChannel.state}, its system messages: ${JSON.stringify(systemB)}`)
+  })
   assert.equal(bChannel.state, 'joined')
   assert.ok(!systemB.some((m) => m.status === 'error'), JSON.stringify(systemB))
   await sleep(300)

@@ -63,7 +63,7 @@ fn tempdir() -> std::path::PathBuf {
 }
 
 /// Access tokens short enough to expire during the test.
-const SHORT_TTL_SECS: i64 = 6;
+const SHORT_TTL_SECS: i64 = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_keeps_a_channel_alive_past_its_first_tokens_expiry() {
