@@ -49,7 +49,14 @@ impl std::fmt::Display for JwksSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(p) => write!(f, "{}", p.display()),
-            Self::Url(u) => write!(f, "{u}"),
+            // Host and path only: a URL's user, password or query may be a credential.
+            Self::Url(u) => write!(
+                f,
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or_default(),
+                u.path()
+            ),
         }
     }
 }
@@ -272,6 +279,11 @@ mod tests {
                 .unwrap(),
             JwksSource::Url(_)
         ));
+        let shown = "http://user:hunter2@127.0.0.1:9/jwks.json?key=abc"
+            .parse::<JwksSource>()
+            .unwrap()
+            .to_string();
+        assert_eq!(shown, "http://127.0.0.1/jwks.json");
         let e = "https://x.supabase.co/auth/v1/.well-known/jwks.json"
             .parse::<JwksSource>()
             .unwrap_err();
