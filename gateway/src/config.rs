@@ -74,6 +74,11 @@ pub struct ServeConfig {
     /// which its socket is closed.
     #[arg(long, env = "RIPPLE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
+
+    /// Folder of a web app to serve at `/` (GET of paths the API does not own); `ripple dev`
+    /// serves the bundled `web/` chat app unless told otherwise.
+    #[arg(long, env = "RIPPLE_WEB_DIR")]
+    pub web: Option<PathBuf>,
 }
 
 impl ServeConfig {
