@@ -153,7 +153,7 @@ async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> 
 /// A path no API owns: the web app's files when `--web` is set, else an unknown API path.
 async fn fallback(app: &App, method: &Method, path: &str) -> Response<Body> {
     if let Some(root) = &app.config.web {
-        if let Some(resp) = web::serve(root, method, path).await {
+        if let Some(resp) = web::serve(app, root, method, path).await {
             return resp;
         }
     }

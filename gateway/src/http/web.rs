@@ -2,7 +2,8 @@
 //! answer with the file under the folder, `index.html` for `/`. Only plain names are
 //! followed: a path with `..`, `.`, an empty segment, a backslash or a percent escape is
 //! refused before the file system is asked, and the resolved file must still lie inside the
-//! folder (a symlink pointing out is refused too).
+//! folder (a symlink pointing out is refused too). `/ripple-web.json` tells the app the anon
+//! key to connect with.
 
 use std::path::{Path, PathBuf};
 
@@ -10,12 +11,29 @@ use bytes::Bytes;
 use hyper::{Method, Response, StatusCode};
 
 use super::Body;
+use crate::app::App;
+
+/// Where the app learns the anon key it needs for the `apikey` (public by design, as
+/// Supabase's anon key is embedded in every frontend).
+const CONFIG_PATH: &str = "/ripple-web.json";
+
+/// How long the anon key handed to the app stays valid (a tab open that long reloads).
+const ANON_KEY_TTL_SECS: i64 = 365 * 24 * 3600;
 
 /// The response for `path`, or `None` when the request is not a static-file request (the
 /// caller answers it as an unknown API path).
-pub async fn serve(root: &Path, method: &Method, path: &str) -> Option<Response<Body>> {
+pub async fn serve(app: &App, root: &Path, method: &Method, path: &str) -> Option<Response<Body>> {
     if method != Method::GET && method != Method::HEAD {
         return None;
+    }
+    if path == CONFIG_PATH {
+        // Null when Ripple only verifies others' keys and cannot sign one: the app asks.
+        let anon_key = app.jwt.mint_for("anon", None, ANON_KEY_TTL_SECS);
+        let body = serde_json::json!({ "anon_key": anon_key }).to_string();
+        let mut resp = super::json(StatusCode::OK, body);
+        resp.headers_mut()
+            .insert("cache-control", "no-store".parse().expect("static"));
+        return Some(resp);
     }
     let Some(relative) = safe_relative(path) else {
         return Some(plain(StatusCode::NOT_FOUND, "not found"));
