@@ -363,7 +363,7 @@ export function startChat(sb, me, { signOut }) {
     const meta = h('span', { class: 'meta' },
       m.edited_at && !deleted ? h('span', { 'data-testid': 'edited' }, 'edited') : null,
       h('time', { datetime: m.created_at, title: new Date(ms(m.created_at)).toLocaleString() }, clock(new Date(ms(m.created_at)))),
-      mine ? h('span', {
+      mine && !deleted ? h('span', {
         class: `ticks ${status || 'pending'}`,
         'data-testid': 'ticks',
         'data-status': status || 'pending',
