@@ -200,6 +200,13 @@ const DEMO_USERS: &[(&str, &str)] = &[
     ("00000000-0000-4000-8000-0000000ca201", "Carol"),
 ];
 
+/// The demo users' password: a local development stack only (`ripple dev`).
+const DEMO_PASSWORD: &str = "ripple-demo";
+
+fn demo_email(name: &str) -> String {
+    format!("{}@example.com", name.to_lowercase())
+}
+
 async fn dev(
     database_url: Option<String>,
     data_dir: PathBuf,
@@ -293,6 +300,17 @@ async fn dev_inner(
                 &[&id, name],
             )
             .await?;
+        // A sign-in for each demo user (kept if it exists: the DBA may have changed it).
+        let email = demo_email(name);
+        let hash = ripple::auth::password::hash(DEMO_PASSWORD);
+        client
+            .execute(
+                "insert into auth.users (id, email, encrypted_password, email_confirmed_at, raw_user_meta_data) \
+                 values ($1, $2, $3, now(), jsonb_build_object('display_name', $4::text)) \
+                 on conflict do nothing",
+                &[&id, &email, &hash, name],
+            )
+            .await?;
     }
     if config.web.is_none() {
         config.web = bundled_web_app();
@@ -316,6 +334,15 @@ async fn dev_inner(
                 .unwrap_or_default()
         );
     }
+    println!(
+        "  sign in as a demo user: supabase.auth.signInWithPassword({{ email: '{}', password: '{DEMO_PASSWORD}' }})",
+        demo_email(DEMO_USERS[0].1)
+    );
+    println!(
+        "    (also {} and {}; same password; or sign up anyone with supabase.auth.signUp)",
+        demo_email(DEMO_USERS[1].1),
+        demo_email(DEMO_USERS[2].1)
+    );
     println!("Press Ctrl-C to stop.");
     serve(config.clone(), database_url, shutdown).await
 }

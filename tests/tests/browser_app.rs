@@ -143,7 +143,10 @@ async fn two_people_chat_in_real_browsers_and_a_third_sees_nothing() {
         );
     }
     let env = [
-        ("RIPPLE_TEST_TOKENS", serde_json::Value::Object(tokens).to_string()),
+        (
+            "RIPPLE_TEST_TOKENS",
+            serde_json::Value::Object(tokens).to_string(),
+        ),
         ("RIPPLE_URL", gw.url.clone()),
         ("SCREENSHOT_DIR", shots.display().to_string()),
         ("CHROMIUM", CHROMIUM.to_string()),

@@ -34,14 +34,17 @@ pub async fn serve(
     let metrics = Arc::new(HttpMetrics::register(&app.metrics));
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
             () = &mut shutdown => return Ok(()),
         };
         let app = app.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                // The auth service's rate limits count attempts per client address.
+                req.extensions_mut()
+                    .insert(crate::auth::ClientAddr(peer.ip()));
                 let app = app.clone();
                 let metrics = metrics.clone();
                 async move { Ok::<_, Infallible>(route(req, app, &metrics).await) }
@@ -61,14 +64,16 @@ pub async fn serve(
 #[derive(Clone, Copy)]
 enum Route {
     Rest,
+    Auth,
     Realtime,
     Health,
     Metrics,
     Other,
 }
 
-const ROUTES: [(Route, &str); 5] = [
+const ROUTES: [(Route, &str); 6] = [
     (Route::Rest, "rest"),
+    (Route::Auth, "auth"),
     (Route::Realtime, "realtime"),
     (Route::Health, "health"),
     (Route::Metrics, "metrics"),
@@ -142,6 +147,7 @@ async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> 
                 (Route::Realtime, crate::realtime::upgrade(req, app).await)
             }
             p if p.starts_with("/rest/v1/") => (Route::Rest, rest_request(req, app).await),
+            p if p.starts_with("/auth/v1/") => (Route::Auth, auth_request(req, app).await),
             _ => (Route::Other, fallback(&app, req.method(), &path).await),
         }
     };
@@ -167,6 +173,14 @@ async fn rest_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     match read_body(&parts, body, app.config.max_body_bytes).await {
         Ok(bytes) => rest::handle(parts, bytes, app).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn auth_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    match read_body(&parts, body, app.config.max_body_bytes).await {
+        Ok(bytes) => crate::auth::service::handle(parts, bytes, app).await,
         Err(e) => e.into_response(),
     }
 }
