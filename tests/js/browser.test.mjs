@@ -40,23 +40,9 @@ async function openPage(name, viewport) {
   return { name, context, page, errors };
 }
 
-/**
- * TEMPORARY, until Ripple's sign-up lands (issue 11): when the Rust side passes
- * RIPPLE_TEST_TOKENS ({"Alice": {"id", "token"}, ...}), people sign in with a minted token
- * through the page's developer path (`#token=`) instead of the sign-up form.
- */
-const TOKENS = process.env.RIPPLE_TEST_TOKENS ? JSON.parse(process.env.RIPPLE_TEST_TOKENS) : null;
-
 /** Signs up through the form: email and password, then "Create account". */
 async function signUp(who) {
   const { page } = who;
-  if (TOKENS) {
-    await page.goto(`${BASE}/?dev-token#token=${TOKENS[who.name].token}`);
-    await page.waitForSelector('body[data-live=true]', { timeout: 10_000 });
-    who.id = await page.evaluate(() => document.body.dataset.userId);
-    who.displayName = await page.getByTestId('me').textContent();
-    return;
-  }
   who.email = `${who.name.toLowerCase()}-${run}@example.com`;
   await page.getByTestId('email').fill(who.email);
   await page.getByTestId('password').fill(`pw-${run}-${who.name}!`);
@@ -101,7 +87,6 @@ test('three people sign up through the form', async () => {
   await shot(bob.page, 'sign-in-phone');
   for (const who of [alice, bob, carol]) await signUp(who);
   assert.notEqual(alice.id, bob.id);
-  if (TOKENS) return;
   assert.match(alice.displayName, new RegExp(`^Alice-${run}$`, 'i'));
   // A wrong password is refused with a message, and nobody is signed in.
   const stranger = await openPage('Stranger', { width: 800, height: 600 });
