@@ -500,6 +500,12 @@ export function startChat(sb, me, { signOut }) {
       }
       if (!input.value) input.value = body;
       toast(errorText(e));
+      // Removed from a group: the change stream cannot tell us (we no longer may see the
+      // membership row), the refused write does.
+      if (e.code === '42501' || e.code === 'P0002') {
+        await loadList();
+        if (S.active === convId && !S.convs.has(convId)) closeConversation();
+      }
     }
     if (S.active === convId) renderMessages({ toBottom: true });
   }
