@@ -251,7 +251,14 @@ export function startChat(sb, me, { signOut }) {
 
   function renderHeader() {
     const c = S.activeConv;
-    if (!c) return;
+    if (!c) {
+      // Still fetching the row of a conversation just started: show no stale header.
+      $('chat-name').textContent = '';
+      $('presence').textContent = '';
+      $('typing').hidden = true;
+      $('chat-pane').dataset.room = 'joining';
+      return;
+    }
     const other = c.kind === 'direct' ? c.other_member : null;
     const name = convName(c);
     $('chat-avatar').replaceWith(Object.assign(avatar(other?.id || c.id, name, { size: 'sm', online: other ? isOnline(other.id) : false }), { id: 'chat-avatar' }));
@@ -770,6 +777,7 @@ export function startChat(sb, me, { signOut }) {
     $('sheet-body').replaceChildren(...content);
     $('sheet').hidden = false;
     $('sheet-backdrop').hidden = false;
+    $('sheet-body').querySelector('[data-autofocus]')?.focus();
   }
   function closeSheet() {
     sheetFor = null;
@@ -800,7 +808,6 @@ export function startChat(sb, me, { signOut }) {
     }, 150);
     input.addEventListener('input', run);
     run();
-    setTimeout(() => input.focus(), 30);
     return { input, results };
   }
 
@@ -812,20 +819,20 @@ export function startChat(sb, me, { signOut }) {
           const id = await call('start_direct_conversation', { other_user_id: p.id });
           closeSheet();
           if (S.tab !== 'chats') setTab('chats');
-          await loadList();
           openConversation(id);
         } catch (e) {
           toast(errorText(e));
         }
       },
     });
+    input.dataset.autofocus = '';
     openSheet('New chat', input, results);
   }
 
   function showNewGroup() {
     const chosen = new Map();
     const chips = h('div', { class: 'chips' });
-    const title = h('input', { 'data-testid': 'group-title', placeholder: 'Group name', maxlength: '200' });
+    const title = h('input', { 'data-testid': 'group-title', placeholder: 'Group name', maxlength: '200', 'data-autofocus': true });
     const create = h('button', { class: 'primary', 'data-testid': 'create-group', onclick: async () => {
       if (!title.value.trim()) { title.focus(); return toast('Give the group a name.'); }
       create.disabled = true;
@@ -833,7 +840,6 @@ export function startChat(sb, me, { signOut }) {
         const id = await call('create_group_conversation', { title: title.value.trim(), member_ids: [...chosen.keys()] });
         closeSheet();
         if (S.tab !== 'chats') setTab('chats');
-        await loadList();
         openConversation(id);
       } catch (e) {
         toast(errorText(e));
@@ -846,10 +852,15 @@ export function startChat(sb, me, { signOut }) {
     const { input, results } = peopleSearch({
       placeholder: 'Add people',
       exclude: (id) => chosen.has(id),
-      pick: (p) => { chosen.set(p.id, p); drawChips(); input.value = ''; input.dispatchEvent(new Event('input')); },
+      pick: (p) => {
+        chosen.set(p.id, p);
+        drawChips();
+        results.querySelector(`[data-user-id="${CSS.escape(p.id)}"]`)?.remove();
+        input.value = '';
+        input.dispatchEvent(new Event('input'));
+      },
     });
     openSheet('New group', title, h('h3', {}, 'Members'), chips, input, results, create);
-    setTimeout(() => title.focus(), 40);
   }
 
   async function showInfo() {

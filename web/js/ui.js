@@ -44,10 +44,14 @@ export function colorFor(id) {
   return PALETTE[n % PALETTE.length];
 }
 
+/** Up to two initials: the first letter or digit of the first and last words (emoji and
+ * punctuation skipped, whole code points, never half a surrogate pair). */
 export function initials(name) {
-  const parts = String(name || '?').trim().split(/\s+/).filter(Boolean);
-  const s = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] || '?')[0];
-  return s.toUpperCase();
+  const firsts = String(name || '').trim().split(/\s+/)
+    .map((w) => (w.match(/[\p{L}\p{N}]/u) || [])[0])
+    .filter(Boolean);
+  if (!firsts.length) return '?';
+  return (firsts.length > 1 ? firsts[0] + firsts[firsts.length - 1] : firsts[0]).toUpperCase();
 }
 
 export function avatar(id, name, { size = '', online = false } = {}) {
