@@ -11,6 +11,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { createClient } from '@supabase/supabase-js';
+import ws from 'ws';
 
 const BASE = process.env.RIPPLE_URL;
 const SHOTS = process.env.SCREENSHOT_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'ripple-shots-'));
@@ -314,6 +316,58 @@ async function openedOn(who, conversationId) {
   await who.page.waitForSelector('#chat-pane[data-room=joined]');
   return who;
 }
+
+test('history pages in as Alice scrolls back; pin, mute and archive', async () => {
+  const { alice } = people;
+  // Dora writes 75 messages to Alice from Node with supabase-js (the public API, no browser).
+  const { anon_key: anonKey } = await (await fetch(`${BASE}/ripple-web.json`)).json();
+  const dora = createClient(BASE, anonKey, {
+    auth: { persistSession: false, autoRefreshToken: false },
+    realtime: { transport: ws },
+  });
+  const { error: signUpError } = await dora.auth.signUp({ email: `dora-${run}@example.com`, password: `pw-${run}-Dora!` });
+  assert.equal(signUpError, null);
+  const { data: conversation, error } = await dora.rpc('start_direct_conversation', { other_user_id: alice.id });
+  assert.equal(error, null);
+  for (let i = 1; i <= 75; i++) {
+    const { error: sendError } = await dora.rpc('send_message', { conversation_id: conversation, body: `History ${i}` });
+    assert.equal(sendError, null);
+  }
+  const item = alice.page.locator(`[data-testid=conversation][data-conversation-id="${conversation}"]`);
+  await item.waitFor({ timeout: 3000 });
+  await assertEventually(async () => (await item.getByTestId('unread-badge').textContent()) === '75', 'badge 75');
+  await item.click();
+  await messageWith(alice, 'History 75').waitFor();
+  // One page (30) first, newest at the bottom; scrolling to the top fetches the older ones.
+  assert.equal(await messages(alice).count(), 30);
+  const texts = () => alice.page.locator('[data-testid=message-text]').allTextContents();
+  assert.equal((await texts()).at(-1), 'History 75');
+  await alice.page.locator('#messages').evaluate((el) => { el.scrollTop = 0; });
+  await assertEventually(async () => (await messages(alice).count()) === 60, '60 loaded');
+  await alice.page.locator('#messages').evaluate((el) => { el.scrollTop = 0; });
+  await assertEventually(async () => (await messages(alice).count()) === 75, '75 loaded');
+  const all = await texts();
+  assert.deepEqual(all, Array.from({ length: 75 }, (_, i) => `History ${i + 1}`), 'each once, in order');
+  await alice.page.locator('#history-top', { hasText: 'beginning' }).waitFor();
+  // Pin: first in the list, with the pin mark.
+  await alice.page.getByTestId('chat-menu').click();
+  await alice.page.getByTestId('menu-pin').click();
+  await item.getByTestId('pinned').waitFor();
+  assert.equal(await alice.page.locator('[data-testid=conversation]').first().getAttribute('data-conversation-id'), conversation);
+  // Mute: the mark, and the server keeps it.
+  await alice.page.getByTestId('chat-menu').click();
+  await alice.page.getByTestId('menu-mute').click();
+  await item.getByTestId('muted').waitFor();
+  // Archive: out of Chats, into Archived.
+  await alice.page.getByTestId('chat-menu').click();
+  await alice.page.getByTestId('menu-archive').click();
+  await item.waitFor({ state: 'detached' });
+  await alice.page.getByTestId('tab-archived').click();
+  await item.waitFor();
+  await item.getByTestId('muted').waitFor();
+  await alice.page.getByTestId('tab-chats').click();
+  await item.waitFor({ state: 'detached' });
+});
 
 test('Bob leaves and Alice sees him go offline with a last-seen time', async () => {
   const { alice, bob } = people;

@@ -151,5 +151,5 @@ async fn two_people_chat_in_real_browsers_and_a_third_sees_nothing() {
         ("SCREENSHOT_DIR", shots.display().to_string()),
         ("CHROMIUM", CHROMIUM.to_string()),
     ];
-    run_node_tests("browser.test.mjs", &env, 10).await;
+    run_node_tests("browser.test.mjs", &env, 11).await;
 }
