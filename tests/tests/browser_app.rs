@@ -113,6 +113,27 @@ async fn paths_that_leave_the_web_folder_are_refused() {
         );
         assert!(!body.contains(marker), "{path} leaked a file: {body}");
     }
+    // A symlink inside the folder that points out of it is refused too.
+    let dir = std::env::temp_dir().join(format!("ripple-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp web dir");
+    std::fs::write(dir.join("index.html"), "<p>inside</p>").expect("index");
+    let _ = std::fs::remove_file(dir.join("leak.toml"));
+    std::os::unix::fs::symlink(web_dir().join("../Cargo.toml"), dir.join("leak.toml"))
+        .expect("symlink");
+    let mut config = gateway_config();
+    config.web = Some(dir.clone());
+    let linked = spawn_gateway_with(&db, config).await;
+    let (status, body) = raw_get(linked.addr, "/").await;
+    assert!(
+        status.contains(" 200 ") && body.contains("inside"),
+        "{status}"
+    );
+    let (status, body) = raw_get(linked.addr, "/leak.toml").await;
+    assert!(status.contains(" 404 "), "symlink out: {status}");
+    assert!(!body.contains(marker));
+    drop(linked);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+
     // Without --web nothing is served from disk.
     let plain = spawn_gateway(&db).await;
     let r = request(plain.addr, Method::GET, "/", &[], None).await;
