@@ -97,6 +97,15 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_WEB_DIR")]
     pub web: Option<PathBuf>,
 
+    /// How long delivered changes stay available to clients that resume (seconds). The
+    /// slot keeps this much WAL too, so that a restart can replay it. 0 turns resume off.
+    #[arg(long, env = "RIPPLE_RESUME_WINDOW_SECS", default_value_t = 300)]
+    pub resume_window_secs: u64,
+
+    /// Most memory (estimated bytes of changes) the resume window holds.
+    #[arg(long, env = "RIPPLE_RESUME_WINDOW_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub resume_window_bytes: usize,
+
     #[command(flatten)]
     pub auth: AuthConfig,
 }
@@ -170,6 +179,25 @@ pub struct AuthConfig {
     )]
     pub rate_window_secs: u64,
 
+    /// Count rate limits by the last `X-Forwarded-For` address instead of the peer's. Only
+    /// when every request comes through a reverse proxy that sets it: otherwise clients
+    /// choose their own address.
+    #[arg(
+        long = "auth-trust-forwarded-for",
+        env = "RIPPLE_AUTH_TRUST_FORWARDED_FOR"
+    )]
+    pub trust_forwarded_for: bool,
+
+    /// Seconds after a refresh during which the refresh token it used still works (a client
+    /// retrying a refresh whose answer was lost); after that, using it again ends the
+    /// session. 0: any second use ends it.
+    #[arg(
+        long = "auth-refresh-reuse-interval-secs",
+        env = "RIPPLE_AUTH_REFRESH_REUSE_INTERVAL_SECS",
+        default_value_t = 10
+    )]
+    pub refresh_reuse_interval_secs: u64,
+
     /// A PKCS#8 PEM private key (RSA, P-256 or Ed25519) to sign access tokens with instead of
     /// the HS256 secret; its public key is then served at `/auth/v1/.well-known/jwks.json`.
     #[arg(long = "auth-signing-key", env = "RIPPLE_AUTH_SIGNING_KEY")]
@@ -194,6 +222,10 @@ impl AuthConfig {
             rate_per_address: self.rate_per_address,
             rate_per_email: self.rate_per_email,
             rate_window: std::time::Duration::from_secs(self.rate_window_secs.max(1)),
+            trust_forwarded_for: self.trust_forwarded_for,
+            refresh_reuse_interval: std::time::Duration::from_secs(
+                self.refresh_reuse_interval_secs,
+            ),
         }
     }
 }

@@ -7,10 +7,12 @@
 //!   -> decode   (pgoutput bytes -> typed messages and JSON values; pure, no I/O)
 //!   -> authorize (which identities may see each row, asked of the database's own RLS)
 //!   -> realtime (fan out to channels; one task owns each socket)
-//! http         (REST/RPC under the caller's JWT, health, metrics, the socket upgrade)
+//! http         (REST/RPC under the caller's JWT, health, metrics, the socket upgrade,
+//!               and /auth/v1, the sign-in service in `auth::service`)
 //! ```
 //!
-//! Around them: `change` (the typed change model the stages share), `auth` (JWTs), `db`
+//! Around them: `change` (the typed change model the stages share), `auth` (JWTs of every
+//! issuer, and sign-up/sign-in/refresh/sign-out compatible with Supabase Auth), `db`
 //! (connections, request claims), `app`/`config` (shared state and settings), `metrics` and
 //! `status` (what operators see), `migrate` (puts the chat database in place), `embedded`
 //! (a local PostgreSQL for `ripple dev` and the tests), `tail` (`ripple tail`).

@@ -171,8 +171,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url,
             config,
         } => {
-            if config.jwt_secret.is_none() && config.jwt_public_keys.is_empty() {
-                anyhow::bail!("set --jwt-secret (RIPPLE_JWT_SECRET) or --jwt-public-key");
+            if config.jwt_secret.is_none()
+                && config.jwt_public_keys.is_empty()
+                && config.jwks.is_empty()
+                && config.auth.signing_key.is_none()
+            {
+                anyhow::bail!(
+                    "set --jwt-secret (RIPPLE_JWT_SECRET), --jwt-public-key, --jwks or --auth-signing-key"
+                );
             }
             serve(config, &database_url, shutdown).await
         }

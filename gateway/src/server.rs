@@ -20,6 +20,7 @@ use crate::authorize::RlsAuthorizer;
 use crate::change::Transaction;
 use crate::config::ServeConfig;
 use crate::realtime::fanout::{self, Authorizer};
+use crate::realtime::resume::{ReplayRequest, Window, WindowLimits};
 use crate::replication::{self, ReplicationConfig, ReplicationHandle, StreamState};
 
 /// Builds the authorizer the fan-out asks; the default is [`RlsAuthorizer`].
@@ -129,9 +130,11 @@ fn watch_stream_state(app: &Arc<App>, repl: &ReplicationHandle) {
 }
 
 /// Takes each committed transaction in commit order, has it authorized and delivered, and
-/// only then confirms it to the stream. If authorization cannot run (the database is
-/// unreachable), it retries the same transaction: nothing is skipped, nothing confirmed
-/// early, so a restart resumes from the slot with no change lost.
+/// keeps it in the resume window. If authorization cannot run (the database is unreachable,
+/// a connection died, the transaction is not visible yet), it retries the same transaction:
+/// nothing is skipped and nothing confirmed early. The slot is confirmed only up to what
+/// leaves the window, so a restart replays the window and clients can resume across it.
+/// Between two transactions it serves the replays that resuming joins asked for.
 async fn pump(
     app: Arc<App>,
     mut changes: mpsc::Receiver<Arc<Transaction>>,
@@ -172,7 +175,92 @@ async fn pump(
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
         ],
     );
-    while let Some(tx) = changes.recv().await {
+    let replayed = m.counter(
+        "ripple_replayed_total",
+        "Change messages re-sent to clients that resumed from a position.",
+        &[],
+    );
+    let too_old = m.counter(
+        "ripple_resume_too_old_total",
+        "Resumes refused because the position had left the window.",
+        &[],
+    );
+    let window_txs = m.gauge(
+        "ripple_resume_window_transactions",
+        "Transactions held for clients that resume.",
+        &[],
+    );
+    let window_bytes = m.gauge(
+        "ripple_resume_window_bytes",
+        "Estimated memory of the resume window.",
+        &[],
+    );
+    let retained_wal = m.gauge(
+        "ripple_resume_retained_wal_bytes",
+        "WAL the slot retains for the resume window (newest commit minus confirmed position).",
+        &[],
+    );
+    let limits = WindowLimits {
+        max_age: Duration::from_secs(app.config.resume_window_secs),
+        max_bytes: if app.config.resume_window_secs == 0 {
+            0
+        } else {
+            app.config.resume_window_bytes
+        },
+    };
+    let mut window = Window::new(repl.floor(), limits);
+    let mut replays = app.realtime.replays.take_receiver();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let standby_name = standby_application_name(&app.database_url);
+
+    let mut pending: Vec<ReplayRequest> = Vec::new();
+    loop {
+        // Replays first: they cover exactly what has been processed so far.
+        pending.extend(std::iter::from_fn(|| {
+            replays.as_mut().and_then(|r| r.try_recv().ok())
+        }));
+        for req in pending.drain(..) {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match fanout::replay(&window, &req, authorizer.as_ref()).await {
+                    Ok(report) => {
+                        replayed.add(report.delivered as u64);
+                        if report.too_old {
+                            too_old.inc();
+                        }
+                        break;
+                    }
+                    Err(error) => {
+                        failures.inc();
+                        tracing::warn!(error = %error, "replay authorization failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        let tx = tokio::select! {
+            biased;
+            // Wakes the loop to serve a replay (it is taken above).
+            Some(req) = next_replay(&mut replays) => {
+                pending.push(req);
+                continue;
+            }
+            tx = changes.recv() => match tx {
+                Some(tx) => tx,
+                None => break,
+            },
+            _ = tick.tick() => {
+                if let Some(floor) = window.evict(std::time::Instant::now()) {
+                    repl.confirm(floor);
+                }
+                window_txs.set(window.len() as i64);
+                window_bytes.set(window.bytes() as i64);
+                retained_wal.set(window.newest().map_or(0, |n| n.saturating_sub(repl.confirmed())) as i64);
+                continue;
+            }
+        };
         // Policy or grant changes committed before this transaction apply to it.
         authorizer.observe(&tx);
         let started = std::time::Instant::now();
@@ -183,11 +271,22 @@ async fn pump(
                     delivered.add(report.delivered as u64);
                     hidden.add(report.hidden as u64);
                     checks.add(report.checks as u64);
+                    app.status.set_authorization_problem(None);
                     break;
                 }
                 Err(error) => {
                     failures.inc();
-                    tracing::warn!(error = %error, "authorization failed; retrying the transaction");
+                    let problem = match standby_problem(&app, &standby_name, &error).await {
+                        Some(p) => {
+                            tracing::error!("{p}");
+                            p
+                        }
+                        None => {
+                            tracing::warn!(error = %error, "authorization failed; retrying the transaction");
+                            format!("authorization failing, retrying: {error}")
+                        }
+                    };
+                    app.status.set_authorization_problem(Some(problem));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -195,6 +294,63 @@ async fn pump(
         }
         latency.observe_since(started);
         txs.inc();
-        repl.confirm(tx.commit_lsn);
+        let now = std::time::Instant::now();
+        window.push(tx, now);
+        if let Some(floor) = window.evict(now) {
+            repl.confirm(floor);
+        }
+        window_txs.set(window.len() as i64);
+        window_bytes.set(window.bytes() as i64);
     }
+}
+
+async fn next_replay(
+    replays: &mut Option<mpsc::UnboundedReceiver<ReplayRequest>>,
+) -> Option<ReplayRequest> {
+    match replays {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The `application_name` Ripple's walsender shows in `pg_stat_replication`.
+fn standby_application_name(database_url: &str) -> String {
+    database_url
+        .parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| c.get_application_name().map(str::to_string))
+        .unwrap_or_else(|| "ripple".into())
+}
+
+/// When a transaction stays invisible, the usual cause is a commit waiting for a
+/// synchronous standby; if that standby is Ripple itself, it can never become visible
+/// (Ripple confirms only what it delivered, and delivers only what is visible). Says so.
+async fn standby_problem(
+    app: &App,
+    standby_name: &str,
+    error: &fanout::AuthorizeError,
+) -> Option<String> {
+    let not_visible = std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<crate::authorize::AuthorizeError>())
+        .is_some_and(crate::authorize::AuthorizeError::is_not_visible);
+    if !not_visible {
+        return None;
+    }
+    let conn = app.pool.get().await.ok()?;
+    let row = conn
+        .query_opt(
+            "select sync_state from pg_stat_replication \
+              where application_name = $1 and sync_state <> 'async' limit 1",
+            &[&standby_name],
+        )
+        .await
+        .ok()??;
+    let state: String = row.get(0);
+    Some(format!(
+        "Ripple's replication connection (application_name '{standby_name}') is a {state} \
+         standby in synchronous_standby_names: commits wait for Ripple to confirm them, and \
+         Ripple confirms only what it could authorize once visible, so they never finish. \
+         Remove '{standby_name}' from synchronous_standby_names (ALTER SYSTEM SET \
+         synchronous_standby_names = ...; SELECT pg_reload_conf())."
+    ))
 }

@@ -3,10 +3,13 @@
 //! when the connection drops); health only reads them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Status {
     replication_up: AtomicBool,
+    /// Why transactions cannot be authorized right now (they are being retried), if so.
+    authorization_problem: Mutex<Option<String>>,
 }
 
 impl Status {
@@ -16,5 +19,21 @@ impl Status {
 
     pub fn replication_up(&self) -> bool {
         self.replication_up.load(Ordering::Relaxed)
+    }
+
+    /// The pipeline cannot authorize (and so holds back) transactions, and why; `None`
+    /// once it can again.
+    pub fn set_authorization_problem(&self, problem: Option<String>) {
+        *self
+            .authorization_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    pub fn authorization_problem(&self) -> Option<String> {
+        self.authorization_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

@@ -315,6 +315,14 @@ test('tokens of another issuer verify against its JWKS by kid; an unknown kid is
     const id = ok(await sb.rpc('create_group_conversation', { title: `via ${alg}` }), `rpc with ${alg}`)
     const rows = ok(await sb.from('conversations').select('id').eq('id', id), `read with ${alg}`)
     assert.equal(rows.length, 1)
+    // Realtime runs as the user too (the `accessToken` option, not the anon key).
+    const seen = []
+    const channel = sb
+      .channel(`foreign-${alg}`)
+      .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'messages', filter: `conversation_id=eq.${id}` }, (p) => seen.push(p.new.id))
+    await live(channel)
+    const sent = ok(await sb.rpc('send_message', { conversation_id: id, body: `signed with ${alg}` }), `send with ${alg}`)
+    await waitFor(`the message sent with ${alg}`, () => seen.includes(sent.id))
   }
   // Signed by the RSA key but naming a kid the JWKS does not have: refused.
   const unknown = asUser(foreignToken('RS256', env('JWKS_RSA_PEM'), 'no-such-kid', claims))

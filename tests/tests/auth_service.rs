@@ -114,7 +114,9 @@ impl Write for LogWriter {
 async fn no_password_token_hash_or_email_reaches_the_logs() {
     let logs = captured_logs();
     let db = fresh_db().await;
-    let gw = spawn_gateway_with(&db, gateway_config()).await;
+    let mut config = gateway_config();
+    config.auth.refresh_reuse_interval_secs = 0;
+    let gw = spawn_gateway_with(&db, config).await;
     let email = "Logged.Person@example.com";
     let up = sign_up(&gw, email).await;
     assert_eq!(up.status, 200, "{}", up.text());
@@ -207,8 +209,25 @@ async fn the_per_address_limit_trips_and_recovers() {
     }
     assert_eq!(&statuses[..3], &[400, 400, 400], "{statuses:?}");
     assert_eq!(statuses[4], 429, "{statuses:?}");
-    // Sign-ups count too.
+    // Sign-ups count too, and a made-up X-Forwarded-For changes nothing (not trusted by
+    // default).
     assert_eq!(sign_up(&gw, "new@example.com").await.status, 429);
+    let spoofed = request(
+        gw.addr,
+        Method::POST,
+        "/auth/v1/token?grant_type=password",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ],
+        Some(
+            json!({"email": "spoof@example.com", "password": "whatever-password"})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(spoofed.status, 429);
     // One attempt comes back every window / capacity (0.67 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = sign_up(&gw, "new@example.com").await;
@@ -588,4 +607,67 @@ async fn bad_requests_get_gotrue_errors_and_change_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(users, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_refresh_works_within_the_interval_and_is_reuse_after_it() {
+    let db = fresh_db().await;
+    let mut config = gateway_config();
+    config.auth.refresh_reuse_interval_secs = 2;
+    let gw = spawn_gateway_with(&db, config).await;
+    let session = sign_up(&gw, "retry@example.com").await.json();
+    let first = session["refresh_token"].as_str().unwrap().to_string();
+    let a = refresh(&gw, &first).await.json();
+    // The answer was "lost": the client sends the same token again at once.
+    let b = refresh(&gw, &first).await;
+    assert_eq!(b.status, 200, "{}", b.text());
+    let b = b.json();
+    assert_ne!(a["refresh_token"], b["refresh_token"]);
+    // Both children work (one of them the client never saw).
+    let b_next = refresh(&gw, b["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(b_next.status, 200, "{}", b_next.text());
+    // Past the interval, the first token again is reuse: the session ends, children too.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let reused = refresh(&gw, &first).await;
+    assert_eq!(reused.json()["error_code"], "refresh_token_already_used");
+    let after = refresh(&gw, b_next.json()["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(after.json()["error_code"], "refresh_token_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
+    let db = fresh_db().await;
+    let mut config = gateway_config();
+    config.auth.rate_per_address = 2;
+    config.auth.rate_per_email = 0;
+    config.auth.rate_window_secs = 60;
+    config.auth.trust_forwarded_for = true;
+    let gw = spawn_gateway_with(&db, config).await;
+    let attempt = |forwarded: &'static str| {
+        let gw = &gw;
+        async move {
+            request(
+                gw.addr,
+                Method::POST,
+                "/auth/v1/token?grant_type=password",
+                &[
+                    ("content-type", "application/json"),
+                    ("x-forwarded-for", forwarded),
+                ],
+                Some(
+                    json!({"email": "p@example.com", "password": "whatever-password"})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            )
+            .await
+            .status
+        }
+    };
+    // The proxy appends the address it saw; the client's own entries before it do not count.
+    assert_eq!(attempt("10.0.0.1, 198.51.100.1").await, 400);
+    assert_eq!(attempt("10.0.0.2, 198.51.100.1").await, 400);
+    assert_eq!(attempt("10.0.0.3, 198.51.100.1").await, 429);
+    // Another client behind the same proxy has its own bucket.
+    assert_eq!(attempt("198.51.100.2").await, 400);
 }

@@ -145,7 +145,7 @@ async fn members_see_a_new_message_and_an_outsider_does_not() {
     let az = RlsAuthorizer::new(pool(&c.db));
     let ids = [user(c.alice), user(c.bob), user(c.carol)];
     let v = az
-        .authorize(&[&ins], &ids, &[(0, 0), (0, 1), (0, 2)])
+        .authorize(&[&ins], &ids, &[(0, 0), (0, 1), (0, 2)], None)
         .await
         .unwrap();
     assert!(v[0].visible && v[1].visible);
@@ -166,7 +166,12 @@ async fn a_row_is_judged_as_the_change_carried_it_not_as_it_is_now() {
     let ins = change(&rel, ChangeKind::Insert, as_inserted.clone());
     let az = RlsAuthorizer::new(pool(&c.db));
     let v = az
-        .authorize(&[&ins], &[user(c.bob), user(c.carol)], &[(0, 0), (0, 1)])
+        .authorize(
+            &[&ins],
+            &[user(c.bob), user(c.carol)],
+            &[(0, 0), (0, 1)],
+            None,
+        )
         .await
         .unwrap();
     assert!(v[0].visible, "Bob could see the insert, so he gets it");
@@ -183,7 +188,12 @@ async fn a_row_is_judged_as_the_change_carried_it_not_as_it_is_now() {
     moved.insert("conversation_id".into(), Value::String(cd.to_string()));
     let upd = change(&rel, ChangeKind::Update, moved);
     let v = az
-        .authorize(&[&upd], &[user(c.bob), user(c.carol)], &[(0, 0), (0, 1)])
+        .authorize(
+            &[&upd],
+            &[user(c.bob), user(c.carol)],
+            &[(0, 0), (0, 1)],
+            None,
+        )
         .await
         .unwrap();
     assert!(!v[0].visible);
@@ -198,7 +208,12 @@ async fn deletes_are_judged_on_the_old_row_and_need_a_full_one() {
     let del = change(&rel, ChangeKind::Delete, old.clone());
     let az = RlsAuthorizer::new(pool(&c.db));
     let v = az
-        .authorize(&[&del], &[user(c.bob), user(c.carol)], &[(0, 0), (0, 1)])
+        .authorize(
+            &[&del],
+            &[user(c.bob), user(c.carol)],
+            &[(0, 0), (0, 1)],
+            None,
+        )
         .await
         .unwrap();
     assert!(v[0].visible, "a member sees the delete");
@@ -210,7 +225,7 @@ async fn deletes_are_judged_on_the_old_row_and_need_a_full_one() {
     rel_default.replica_identity = ReplicaIdentity::Default;
     let del = change(&Arc::new(rel_default), ChangeKind::Delete, key_only);
     let v = az
-        .authorize(&[&del], &[user(c.bob)], &[(0, 0)])
+        .authorize(&[&del], &[user(c.bob)], &[(0, 0)], None)
         .await
         .unwrap();
     assert!(!v[0].visible);
@@ -225,7 +240,7 @@ async fn columns_the_role_cannot_select_are_not_in_the_verdict() {
     let upd = change(&rel, ChangeKind::Update, row);
     let az = RlsAuthorizer::new(pool(&c.db));
     let v = az
-        .authorize(&[&upd], &[user(c.alice)], &[(0, 0)])
+        .authorize(&[&upd], &[user(c.alice)], &[(0, 0)], None)
         .await
         .unwrap();
     assert!(v[0].visible);
@@ -262,7 +277,7 @@ async fn roles_without_rights_see_nothing_and_service_role_sees_all() {
     ];
     let az = RlsAuthorizer::new(pool(&c.db));
     let v = az
-        .authorize(&[&ins], &ids, &[(0, 0), (0, 1), (0, 2), (0, 3)])
+        .authorize(&[&ins], &ids, &[(0, 0), (0, 1), (0, 2), (0, 3)], None)
         .await
         .unwrap();
     assert!(!v[0].visible, "anon has no privilege on messages");
@@ -294,6 +309,7 @@ async fn a_check_that_errors_for_one_identity_hides_only_its_rows() {
             &[&ins],
             &[broken, user(c.bob), user(c.carol)],
             &[(0, 0), (0, 1), (0, 2)],
+            None,
         )
         .await
         .unwrap();
@@ -338,7 +354,7 @@ async fn a_whole_transaction_is_checked_per_identity_in_one_batch() {
     let ids = [user(c.bob), user(c.carol)];
     let asks: Vec<(usize, usize)> = (0..20).flat_map(|i| [(i, 0), (i, 1)]).collect();
     let az = RlsAuthorizer::new(pool(&c.db));
-    let v = az.authorize(&refs, &ids, &asks).await.unwrap();
+    let v = az.authorize(&refs, &ids, &asks, None).await.unwrap();
     for (k, &(i, who)) in asks.iter().enumerate() {
         let in_bobs = i % 2 == 0;
         let expected = if who == 0 { in_bobs } else { !in_bobs };
@@ -357,7 +373,7 @@ async fn a_changed_policy_applies_once_the_stream_signals_it() {
     );
     let az = RlsAuthorizer::new(pool(&c.db));
     let before = az
-        .authorize(&[&ins], &[user(c.carol)], &[(0, 0)])
+        .authorize(&[&ins], &[user(c.carol)], &[(0, 0)], None)
         .await
         .unwrap();
     assert!(!before[0].visible);
@@ -395,7 +411,7 @@ async fn a_changed_policy_applies_once_the_stream_signals_it() {
     };
     az.observe(&signal);
     let after = az
-        .authorize(&[&ins], &[user(c.carol)], &[(0, 0)])
+        .authorize(&[&ins], &[user(c.carol)], &[(0, 0)], None)
         .await
         .unwrap();
     assert!(after[0].visible, "the new policy is in force");
@@ -434,7 +450,12 @@ async fn policies_written_for_per_claim_settings_work_too() {
     let ins = change(&rel, ChangeKind::Insert, row);
     let az = RlsAuthorizer::new(pool(&db));
     let v = az
-        .authorize(&[&ins], &[user(owner), user(other)], &[(0, 0), (0, 1)])
+        .authorize(
+            &[&ins],
+            &[user(owner), user(other)],
+            &[(0, 0), (0, 1)],
+            None,
+        )
         .await
         .unwrap();
     assert!(v[0].visible);

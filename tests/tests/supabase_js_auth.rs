@@ -24,6 +24,8 @@ async fn supabase_js_signs_up_signs_in_and_uses_its_session_everywhere() {
     config.auth.rate_window_secs = RATE_WINDOW_SECS;
     // Every client of the test is on 127.0.0.1: the per-address limit is tested in Rust.
     config.auth.rate_per_address = 0;
+    // Any second use of a refresh token is reuse (the retry grace is tested in auth_service).
+    config.auth.refresh_reuse_interval_secs = 0;
     // Another issuer's keys, as a JWKS file.
     let dir = tempdir();
     let jwks = dir.join("jwks.json");
@@ -58,4 +60,22 @@ fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ripple-auth-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Access tokens short enough to expire during the test.
+const SHORT_TTL_SECS: i64 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_a_channel_alive_past_its_first_tokens_expiry() {
+    let db = fresh_db().await;
+    let mut config = gateway_config();
+    config.auth.jwt_exp_secs = SHORT_TTL_SECS;
+    config.auth.rate_per_address = 0;
+    let gw = spawn_gateway_with(&db, config).await;
+    let env = [
+        ("RIPPLE_URL", gw.url.clone()),
+        ("RIPPLE_ANON_KEY", gw.anon_key.clone()),
+        ("ACCESS_TTL_SECS", SHORT_TTL_SECS.to_string()),
+    ];
+    run_node_tests("auth_expiry.test.mjs", &env, 1).await;
 }

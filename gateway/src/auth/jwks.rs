@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Weak;
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// Largest JWKS document accepted.
@@ -68,14 +68,21 @@ pub enum JwksError {
 
 /// The usable keys of a JWKS document, by `kid`.
 pub fn parse(json: &[u8]) -> Result<KeysByKid, JwksError> {
-    let set: JwkSet = serde_json::from_slice(json).map_err(JwksError::Parse)?;
+    // Key by key: one key of a kind jsonwebtoken does not know (an ES512 key, say) must not
+    // make the others unusable.
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set = serde_json::from_slice(json).map_err(JwksError::Parse)?;
     Ok(set
         .keys
-        .iter()
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
         .filter_map(|jwk| {
             let kid = jwk.common.key_id.clone()?;
-            let alg = algorithm(jwk)?;
-            let key = DecodingKey::from_jwk(jwk).ok()?;
+            let alg = algorithm(&jwk)?;
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
             Some((kid, (alg, key)))
         })
         .collect())
@@ -231,6 +238,26 @@ mod tests {
         assert_eq!(keys["ec1"].0, Algorithm::ES256);
         assert_eq!(keys["ed1"].0, Algorithm::EdDSA);
         assert!(matches!(parse(b"[]"), Err(JwksError::Parse(_))));
+    }
+
+    #[test]
+    fn a_supabase_shaped_set_with_a_key_of_an_unknown_kind_still_loads() {
+        // As a Supabase project publishes its asymmetric keys (`ext`, `key_ops`), beside a
+        // key jsonwebtoken cannot represent.
+        let doc = br#"{"keys": [
+            {"alg": "ES256", "crv": "P-256", "ext": true, "key_ops": ["verify"],
+             "kid": "b81269f1-21d8-4f2e-b719-c2240a840d90", "kty": "EC", "use": "sig",
+             "x": "_mpVyf7YxMlkOvmfG9lEc_O5F1Fg6h9jml0iy1vL-Xk",
+             "y": "mpqOe-uv2aJ_IzHoOFMf-zxqFd4mw2DfH9my0AAz7dr5"},
+            {"alg": "ES512", "crv": "P-521", "kid": "big", "kty": "EC", "x": "AA", "y": "AA"},
+            {"kty": "future-kind", "kid": "x"}
+        ]}"#;
+        let keys = parse(doc).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            keys["b81269f1-21d8-4f2e-b719-c2240a840d90"].0,
+            Algorithm::ES256
+        );
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub struct AuthSettings {
     pub rate_per_address: u32,
     pub rate_per_email: u32,
     pub rate_window: Duration,
+    /// How long after a rotation the old refresh token may still be used (a retried
+    /// refresh), before using it counts as reuse.
+    pub refresh_reuse_interval: Duration,
+    /// Rate-limit by `X-Forwarded-For` (only behind a reverse proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 /// What the service keeps between requests.
@@ -58,6 +63,8 @@ pub struct AuthService {
     by_email: RateLimiter,
     /// Ripple's own asymmetric key, when configured; else tokens are HS256 with the secret.
     signing_key: Option<SigningKey>,
+    /// Password hashes computed at once (two per core).
+    hashing: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -79,6 +86,9 @@ impl AuthService {
             by_email: RateLimiter::new(settings.rate_per_email, settings.rate_window),
             settings,
             signing_key,
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            ),
         }
     }
 
@@ -88,7 +98,10 @@ impl AuthService {
 
     /// One attempt for this address and this email; both buckets must have room.
     fn allow_attempt(&self, addr: Option<IpAddr>, email: &str) -> bool {
-        let addr_ok = addr.is_none_or(|a| self.by_address.try_take(&a.to_string()));
+        let addr_ok = match addr {
+            Some(a) => self.by_address.try_take(&a.to_string()),
+            None => true,
+        };
         addr_ok && self.by_email.try_take(&email.to_lowercase())
     }
 }
@@ -178,7 +191,7 @@ pub async fn handle(parts: Parts, body: Bytes, app: Arc<App>) -> Response<Body> 
         .unwrap_or_default()
         .trim_end_matches('/');
     let query = parts.uri.query().unwrap_or_default();
-    let addr = parts.extensions.get::<ClientAddr>().map(|a| a.0);
+    let addr = client_addr(&parts, app.auth.settings.trust_forwarded_for);
     let ua = user_agent(&parts);
     let client = Client {
         addr,
@@ -213,6 +226,25 @@ pub async fn handle(parts: Parts, body: Bytes, app: Arc<App>) -> Response<Body> 
         )),
     };
     answer.unwrap_or_else(AuthApiError::into_response)
+}
+
+/// The address rate limits count against: the peer, or behind a trusted reverse proxy the
+/// last `X-Forwarded-For` entry (the address that proxy saw; earlier entries are the
+/// client's own say and could be anything).
+fn client_addr(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ClientAddr>().map(|a| a.0);
+    if !trust_forwarded_for {
+        return peer;
+    }
+    parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .or(peer)
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
@@ -258,10 +290,19 @@ fn valid_email(email: &str) -> bool {
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// Runs argon2 on the blocking pool (it takes tens of milliseconds of CPU).
+/// Runs argon2 on the blocking pool (it takes tens of milliseconds of CPU and 19 MiB), a
+/// few at a time: a flood of sign-ins from many addresses queues here instead of taking
+/// every thread and gigabytes of memory.
 async fn blocking<T: Send + 'static>(
+    app: &App,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AuthApiError> {
+    let _permit = app
+        .auth
+        .hashing
+        .acquire()
+        .await
+        .map_err(|e| AuthApiError::internal("password hashing is shut down", &e))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AuthApiError::internal("password hashing task failed", &e))
@@ -486,7 +527,7 @@ async fn signup(app: &App, client: &Client<'_>, body: &Bytes) -> Answer {
     s.password
         .check(&password)
         .map_err(AuthApiError::weak_password)?;
-    let hash = blocking(move || password::hash(&password)).await?;
+    let hash = blocking(app, move || password::hash(&password)).await?;
 
     let mut conn = app
         .pool
@@ -563,7 +604,7 @@ async fn password_grant(app: &App, client: &Client<'_>, body: &Bytes) -> Answer 
         .transpose()
         .map_err(AuthApiError::db)?;
     let stored = user.as_ref().and_then(|u| u.encrypted_password.clone());
-    let matches = blocking(move || match stored {
+    let matches = blocking(app, move || match stored {
         Some(phc) => password::verify(&password, &phc),
         None => {
             password::verify_against_nobody(&password);
@@ -625,9 +666,13 @@ async fn refresh_grant(app: &App, body: &Bytes) -> Answer {
     // The row lock serializes two refreshes of one token: the second sees it revoked.
     let found = tx
         .query_opt(
-            "select id, revoked, session_id, user_id from auth.refresh_tokens \
-             where token_hash = $1 for update",
-            &[&hash],
+            "select id, revoked, session_id, user_id, \
+                    revoked and updated_at > now() - make_interval(secs => $2) \
+               from auth.refresh_tokens where token_hash = $1 for update",
+            &[
+                &hash,
+                &(app.auth.settings.refresh_reuse_interval.as_secs_f64()),
+            ],
         )
         .await
         .map_err(AuthApiError::db)?;
@@ -637,9 +682,17 @@ async fn refresh_grant(app: &App, body: &Bytes) -> Answer {
             "Invalid Refresh Token: Refresh Token Not Found",
         ));
     };
-    let (id, revoked, session, user_id): (i64, bool, Uuid, Uuid) =
-        (found.get(0), found.get(1), found.get(2), found.get(3));
-    if revoked {
+    let (id, revoked, session, user_id, just_rotated): (i64, bool, Uuid, Uuid, bool) = (
+        found.get(0),
+        found.get(1),
+        found.get(2),
+        found.get(3),
+        found.get(4),
+    );
+    // Moments after a rotation, the same token again is most likely the client retrying a
+    // refresh whose answer it never got (supabase-js retries on network errors): it gets
+    // another child instead of losing the session. Later, it is reuse.
+    if revoked && !just_rotated {
         tx.execute("delete from auth.sessions where id = $1", &[&session])
             .await
             .map_err(AuthApiError::db)?;
@@ -663,12 +716,14 @@ async fn refresh_grant(app: &App, body: &Bytes) -> Answer {
         return Err(AuthApiError::bad("user_banned", "User is banned"));
     }
     let next = tokens::new_refresh_token();
-    tx.execute(
-        "update auth.refresh_tokens set revoked = true, updated_at = now() where id = $1",
-        &[&id],
-    )
-    .await
-    .map_err(AuthApiError::db)?;
+    if !revoked {
+        tx.execute(
+            "update auth.refresh_tokens set revoked = true, updated_at = now() where id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(AuthApiError::db)?;
+    }
     tx.execute(
         "insert into auth.refresh_tokens (token_hash, user_id, session_id, parent) \
          values ($1, $2, $3, $4)",
@@ -695,7 +750,7 @@ struct Bearer {
     session: Option<Uuid>,
 }
 
-async fn bearer(app: &App, parts: &Parts) -> Result<Bearer, AuthApiError> {
+fn bearer(app: &App, parts: &Parts) -> Result<Bearer, AuthApiError> {
     let token = parts
         .headers
         .get(hyper::header::AUTHORIZATION)
@@ -742,7 +797,6 @@ async fn bearer(app: &App, parts: &Parts) -> Result<Bearer, AuthApiError> {
 /// The bearer's user, refusing a token whose session has ended (signed out, or ended by
 /// refresh token reuse), as GoTrue does.
 async fn current_user(
-    app: &App,
     client: &impl deadpool_postgres::GenericClient,
     who: &Bearer,
 ) -> Result<User, AuthApiError> {
@@ -760,7 +814,6 @@ async fn current_user(
             ));
         }
     }
-    let _ = app;
     let row = client
         .query_opt(
             &format!("select {USER_COLUMNS} from auth.users where id = $1"),
@@ -779,20 +832,20 @@ async fn current_user(
 }
 
 async fn get_user(app: &App, parts: &Parts) -> Answer {
-    let who = bearer(app, parts).await?;
+    let who = bearer(app, parts)?;
     let conn = app
         .pool
         .get()
         .await
         .map_err(|e| AuthApiError::internal("no database connection", &e))?;
-    let user = current_user(app, &conn, &who).await?;
+    let user = current_user(&conn, &who).await?;
     Ok(ok_json(user.to_json()))
 }
 
 /// `updateUser`: a new password, metadata (merged key by key; a null value removes its key, as
 /// in GoTrue), or a new email (taken at once: there is no mail to confirm it with).
 async fn update_user(app: &App, parts: &Parts, body: &Bytes) -> Answer {
-    let who = bearer(app, parts).await?;
+    let who = bearer(app, parts)?;
     let m = parse_body(body)?;
     let mut conn = app
         .pool
@@ -800,7 +853,7 @@ async fn update_user(app: &App, parts: &Parts, body: &Bytes) -> Answer {
         .await
         .map_err(|e| AuthApiError::internal("no database connection", &e))?;
     let tx = conn.transaction().await.map_err(AuthApiError::db)?;
-    let user = current_user(app, &tx, &who).await?;
+    let user = current_user(&tx, &who).await?;
     if let Some(pw) = m.get("password").filter(|v| !v.is_null()) {
         let pw = pw.as_str().unwrap_or_default().to_string();
         app.auth
@@ -809,7 +862,7 @@ async fn update_user(app: &App, parts: &Parts, body: &Bytes) -> Answer {
             .check(&pw)
             .map_err(AuthApiError::weak_password)?;
         let old = user.encrypted_password.clone();
-        let (same, hash) = blocking(move || {
+        let (same, hash) = blocking(app, move || {
             let same = old.is_some_and(|phc| password::verify(&pw, &phc));
             (same, password::hash(&pw))
         })
@@ -904,7 +957,7 @@ async fn logout(app: &App, parts: &Parts, query: &str) -> Answer {
             "scope must be one of local, global, others",
         ));
     }
-    let who = bearer(app, parts).await?;
+    let who = bearer(app, parts)?;
     let conn = app
         .pool
         .get()

@@ -50,13 +50,60 @@ impl Verdict {
     }
 }
 
+/// Why a batch could not be answered. None of these is a verdict: the caller retries the
+/// whole transaction (on a fresh connection) and confirms nothing until it is answered.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorizeError {
     #[error("no database connection for authorization")]
     Pool(#[source] deadpool_postgres::PoolError),
     #[error("authorization query failed")]
     Db(#[source] tokio_postgres::Error),
+    /// The transaction was streamed but other sessions still do not see it (its commit is
+    /// waiting, for example for a synchronous standby). Judging it now would judge the
+    /// state before it.
+    #[error("transaction {xid} is not yet visible to other sessions after {waited:?}")]
+    NotVisible { xid: u32, waited: Duration },
 }
+
+impl AuthorizeError {
+    pub fn is_not_visible(&self) -> bool {
+        matches!(self, AuthorizeError::NotVisible { .. })
+    }
+}
+
+/// Is this error the policy's own answer for these claims (a policy that raises, a claim
+/// that does not cast), which hides the rows, rather than a failure to ask at all (a lost
+/// connection, a terminated backend, a timeout, a server going down), which must never
+/// hide anything?
+fn is_verdict(client: &tokio_postgres::Client, e: &tokio_postgres::Error) -> bool {
+    if client.is_closed() {
+        return false;
+    }
+    let Some(code) = e.code() else {
+        return false; // I/O, protocol, closed: no answer was given
+    };
+    // 08 connection, 40 rollback (serialization, deadlock), 53 resources, 57 operator
+    // intervention (admin shutdown, cancel, statement timeout), 58 system, XX internal.
+    !matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58" | "XX")
+}
+
+/// Is the transaction with this 32-bit xid (as BEGIN carries it) visible to a snapshot
+/// taken now? The xid is widened to xid8 with the epoch of the current snapshot's xmax: a
+/// committed xid is below xmax, so one at or above xmax's low half is from the epoch before.
+/// In READ COMMITTED each statement takes a newer snapshot, so when this says yes, the
+/// checks pipelined after it see the transaction too.
+const VISIBLE_SQL: &str = "select pg_visible_in_snapshot(
+        ((greatest(e.hi - case when $1::int8 >= e.lo then 1 else 0 end, 0) << 32) | $1::int8)
+            ::text::xid8,
+        e.snap)
+   from (select s.snap, x >> 32 as hi, x & 4294967295 as lo
+           from (select pg_current_snapshot() as snap) s,
+                lateral (select pg_snapshot_xmax(s.snap)::text::int8 as x) m) e";
+
+/// How long a streamed transaction may stay invisible before the batch gives up (and is
+/// retried by the caller, which also checks whether Ripple itself is the standby the
+/// commit waits for).
+const VISIBILITY_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a cached plan may be used without a signal from the stream (covers databases
 /// where the event trigger could not be installed).
@@ -157,12 +204,15 @@ impl RlsAuthorizer {
 
     /// Answers `asks`, each a (change index, identity index), in one round trip when the
     /// plans are cached. Returns one verdict per ask, in order. Fails closed: a check that
-    /// errors (a policy raising for some claims, say) makes its rows invisible.
+    /// errors (a policy raising for some claims, say) makes its rows invisible. With
+    /// `visible_xid`, the checks run only once that transaction is visible to them (so a
+    /// policy reading other tables sees the state the transaction left).
     pub async fn authorize(
         &self,
         changes: &[&RowChange],
         identities: &[Identity],
         asks: &[(usize, usize)],
+        visible_xid: Option<u32>,
     ) -> Result<Vec<Verdict>, AuthorizeError> {
         let mut verdicts = vec![Verdict::hidden(); asks.len()];
         if asks.is_empty() {
@@ -255,8 +305,22 @@ impl RlsAuthorizer {
             );
         }
 
-        // Fast path: one read-only transaction, every statement pipelined.
-        let outcome = {
+        let visible_stmt = match visible_xid {
+            Some(_) => Some(
+                pooled
+                    .prepare_cached(VISIBLE_SQL)
+                    .await
+                    .map_err(AuthorizeError::Db)?,
+            ),
+            None => None,
+        };
+        let xid = visible_xid.map(i64::from);
+
+        // Fast path: one read-only transaction, every statement pipelined. Retried (after a
+        // short wait) while the transaction being judged is not visible yet.
+        let wait_started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let outcome = loop {
             let mut futs: Vec<QueryFuture<'_>> = Vec::new();
             futs.push(Box::pin(async {
                 client
@@ -264,6 +328,10 @@ impl RlsAuthorizer {
                     .await
                     .map(|()| Vec::new())
             }));
+            let visible_slot = futs.len();
+            if let (Some(stmt), Some(xid)) = (&visible_stmt, &xid) {
+                futs.push(Box::pin(async move { client.query(stmt, &[xid]).await }));
+            }
             let mut result_slots = Vec::new();
             let mut last_ident = None;
             for (i, c) in checks.iter().enumerate() {
@@ -285,22 +353,54 @@ impl RlsAuthorizer {
                 client.batch_execute("rollback").await.map(|()| Vec::new())
             }));
             let results = futures_util::future::join_all(futs).await;
+            if let Some(bad) = results
+                .iter()
+                .position(|r| matches!(r, Err(e) if !is_verdict(client, e)))
+            {
+                // Not an answer: the whole transaction is asked again, elsewhere.
+                let _ = client.batch_execute("rollback").await;
+                let error = results
+                    .into_iter()
+                    .nth(bad)
+                    .and_then(Result::err)
+                    .expect("the failed statement");
+                return Err(AuthorizeError::Db(error));
+            }
+            if visible_stmt.is_some() {
+                let seen = results[visible_slot]
+                    .as_ref()
+                    .ok()
+                    .and_then(|rows| rows.first())
+                    .map(|r| r.get::<_, bool>(0));
+                if seen == Some(false) {
+                    let waited = wait_started.elapsed();
+                    if waited >= VISIBILITY_WAIT {
+                        return Err(AuthorizeError::NotVisible {
+                            xid: visible_xid.unwrap_or_default(),
+                            waited,
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                    continue;
+                }
+            }
             if results.iter().all(Result::is_ok) {
-                Some(
+                break Some(
                     result_slots
                         .iter()
                         .map(|&s| results[s].as_ref().expect("checked ok").clone())
                         .collect::<Vec<_>>(),
-                )
-            } else {
-                let _ = client.batch_execute("rollback").await;
-                None
+                );
             }
+            let _ = client.batch_execute("rollback").await;
+            break None;
         };
         let per_check: Vec<Option<Vec<Row>>> = match outcome {
             Some(all) => all.into_iter().map(Some).collect(),
-            // Slow path: something failed and aborted the batch. Retry each check alone so
-            // one identity's failure hides only its own rows.
+            // Slow path: a policy raised for some claims and aborted the batch. Retry each
+            // check alone so one identity's failure hides only its own rows. The
+            // transaction is visible by now (the fast path saw it).
             None => {
                 let mut out = Vec::with_capacity(checks.len());
                 for (i, c) in checks.iter().enumerate() {
@@ -315,6 +415,9 @@ impl RlsAuthorizer {
                     .await;
                     match r {
                         Ok(rows) => out.push(Some(rows)),
+                        Err(error) if !is_verdict(client, &error) => {
+                            return Err(AuthorizeError::Db(error));
+                        }
                         Err(error) => {
                             let _ = client.batch_execute("rollback").await;
                             tracing::warn!(error = %error, role = %id.role, "authorization check failed; rows hidden");
@@ -364,7 +467,7 @@ impl crate::realtime::fanout::Authorizer for RlsAuthorizer {
                 }
             }
             let verdicts = self
-                .authorize(&changes, &identities, &asks)
+                .authorize(&changes, &identities, &asks, Some(tx.xid))
                 .await
                 .map_err(FanoutError::new)?;
             let mut out: Vec<Vec<crate::realtime::fanout::Verdict>> =

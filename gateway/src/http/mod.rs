@@ -245,6 +245,7 @@ async fn health(app: &App) -> Response<Body> {
     .flatten()
     .is_some();
     let replication = app.status.replication_up();
+    let authorization = app.status.authorization_problem();
     let up = |b: bool| if b { "up" } else { "down" };
     let mut down = Vec::new();
     if !database {
@@ -253,13 +254,20 @@ async fn health(app: &App) -> Response<Body> {
     if !replication {
         down.push("replication");
     }
+    if authorization.is_some() {
+        down.push("authorization");
+    }
     let ready = down.is_empty();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if ready { "ok" } else { "unavailable" },
         "database": up(database),
         "replication": up(replication),
+        "authorization": up(authorization.is_none()),
         "down": down,
     });
+    if let Some(problem) = authorization {
+        body["authorization_problem"] = serde_json::Value::String(problem);
+    }
     json(
         if ready {
             StatusCode::OK

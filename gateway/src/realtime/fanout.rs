@@ -18,7 +18,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::protocol::ServerMessage;
-use super::registry::{ChannelRef, ClaimSet};
+use super::registry::{ChannelRef, ClaimSet, Subscription};
+use super::resume::{Position, ReplayRequest, TooOld, Window};
 use super::socket_handle::{Outbound, Push};
 use super::Realtime;
 use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
@@ -137,7 +138,12 @@ pub async fn deliver(
         let mut channel_slot: HashMap<u64, usize> = HashMap::new();
         let mut claim_sets: Vec<Arc<ClaimSet>> = Vec::new();
         let mut claim_slot: HashMap<String, usize> = HashMap::new();
+        let position = Position::of(tx, i);
         for sub in subs {
+            // A channel waiting for its replay gets this from the replay instead.
+            if !sub.channel.wants_live(position) {
+                continue;
+            }
             let slot = *channel_slot.entry(sub.channel.key).or_insert_with(|| {
                 let claims = sub.channel.claims();
                 let claim_index =
@@ -155,6 +161,9 @@ pub async fn deliver(
                 by_channel.len() - 1
             });
             by_channel[slot].ids.push(sub.id);
+        }
+        if by_channel.is_empty() {
+            continue;
         }
         report.candidates += by_channel.len();
         report.checks += claim_sets.len();
@@ -175,6 +184,7 @@ pub async fn deliver(
         .zip(verdicts.into_iter().chain(std::iter::repeat_with(Vec::new)))
     {
         let change = &tx.changes[check.change];
+        let position = Position::of(tx, check.change).encode();
         // Shaped once per distinct column access, shared by every channel that gets it.
         // Identities of one role share their plan's column set (one `Arc`), so a message
         // seen by ten members is serialized once, not ten times. The verdicts hold every
@@ -197,29 +207,176 @@ pub async fn deliver(
                     ColumnAccess::All => 0,
                     ColumnAccess::Only(set) => Arc::as_ptr(set) as usize,
                 })
-                .or_insert_with(|| shape(change, &commit_timestamp, &access).into())
+                .or_insert_with(|| shape(change, &commit_timestamp, &position, &access).into())
                 .clone();
-            let mut ids = target.ids.clone();
-            ids.sort_unstable();
-            ids.dedup();
-            let payload = format!(
-                r#"{{"ids":{},"data":{data}}}"#,
-                serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
-            );
-            let msg = Outbound::Message(Arc::new(ServerMessage {
-                join_ref: None,
-                r#ref: None,
-                topic: target.channel.topic.clone(),
-                event: "postgres_changes",
-                payload,
-            }));
-            match target.channel.socket.push(msg) {
-                Push::Queued => report.delivered += 1,
-                Push::Overflowed => report.overflowed += 1,
-                Push::Closed => {}
-            }
+            send_change(&target.channel, &target.ids, &data, &position, &mut report);
         }
     }
+    Ok(report)
+}
+
+/// Queues one change (and, for a resumable channel, its position) to a channel.
+fn send_change(
+    channel: &ChannelRef,
+    ids: &[u32],
+    data: &str,
+    position: &str,
+    report: &mut DeliveryReport,
+) {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let payload = format!(
+        r#"{{"ids":{},"data":{data}}}"#,
+        serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
+    );
+    let msg = Outbound::Message(Arc::new(ServerMessage {
+        join_ref: None,
+        r#ref: None,
+        topic: channel.topic.clone(),
+        event: "postgres_changes",
+        payload,
+    }));
+    match channel.socket.push(msg) {
+        Push::Queued => report.delivered += 1,
+        Push::Overflowed => {
+            report.overflowed += 1;
+            return;
+        }
+        Push::Closed => return,
+    }
+    // supabase-js hands an application only some fields of a change (not `position`), but
+    // it does hand it `system` messages: the position follows its change there.
+    if let Some(resume) = &channel.resume {
+        channel
+            .socket
+            .push(Outbound::Message(Arc::new(system_message(
+                channel,
+                resume.join_ref.clone(),
+                serde_json::json!({"status": "ok", "message": "position", "position": position}),
+            ))));
+    }
+}
+
+fn system_message(channel: &ChannelRef, join_ref: Option<Arc<str>>, body: Value) -> ServerMessage {
+    let mut payload = body;
+    payload["extension"] = Value::String("postgres_changes".into());
+    payload["channel"] = Value::String(
+        channel
+            .topic
+            .strip_prefix("realtime:")
+            .unwrap_or(&channel.topic)
+            .to_string(),
+    );
+    ServerMessage {
+        join_ref,
+        r#ref: None,
+        topic: channel.topic.clone(),
+        event: "system",
+        payload: payload.to_string(),
+    }
+}
+
+/// What serving one replay did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Changes in the window after the position that match the channel's bindings.
+    pub candidates: usize,
+    pub delivered: usize,
+    pub too_old: bool,
+}
+
+/// Serves a resuming channel from the window: every change after its position that its
+/// bindings match and its claims may see, in commit order, then turns it live. Called by
+/// the pump between two transactions, so nothing is missed or sent twice. `Err` (an
+/// authorization failure) leaves the channel pending, to be served again.
+pub async fn replay(
+    window: &Window,
+    req: &ReplayRequest,
+    authorizer: &dyn Authorizer,
+) -> Result<ReplayReport, AuthorizeError> {
+    let mut report = ReplayReport::default();
+    let Some(resume) = &req.channel.resume else {
+        return Ok(report);
+    };
+    let missed = match window.since(req.after) {
+        Ok(m) => m,
+        Err(TooOld) => {
+            report.too_old = true;
+            req.channel.socket.push(Outbound::Message(Arc::new(system_message(
+                &req.channel,
+                resume.join_ref.clone(),
+                serde_json::json!({
+                    "status": "error",
+                    "resume": "too_old",
+                    "message": "ResumeTooOld: changes after this position are no longer retained; refetch history, live changes follow",
+                }),
+            ))));
+            // Live from here: the next transaction the pump handles.
+            resume.state.go_live(None);
+            return Ok(report);
+        }
+    };
+    // The matched changes, judged in one batch as one (already visible) transaction.
+    let mut picked: Vec<(&Arc<Transaction>, usize, Vec<u32>)> = Vec::new();
+    for (tx, index, change) in missed {
+        if change.kind == ChangeKind::Truncate
+            || (change.kind == ChangeKind::Delete
+                && change.relation.replica_identity != ReplicaIdentity::Full)
+        {
+            continue;
+        }
+        let ids: Vec<u32> = req
+            .subs
+            .iter()
+            .filter(|s| s.matches(change))
+            .map(|s: &Arc<Subscription>| s.id)
+            .collect();
+        if !ids.is_empty() {
+            picked.push((tx, index, ids));
+        }
+    }
+    report.candidates = picked.len();
+    if !picked.is_empty() {
+        let batch = Transaction {
+            xid: 0,
+            commit_lsn: picked.last().map(|(t, _, _)| t.commit_lsn).unwrap_or(0),
+            commit_time_micros: 0,
+            changes: picked
+                .iter()
+                .map(|(t, i, _)| t.changes[*i].clone())
+                .collect(),
+        };
+        let claims = req.channel.claims();
+        let checks: Vec<Check> = (0..picked.len())
+            .map(|change| Check {
+                change,
+                claim_sets: vec![claims.clone()],
+            })
+            .collect();
+        let verdicts = authorizer.authorize(&batch, &checks).await?;
+        let mut delivery = DeliveryReport::default();
+        for ((tx, index, ids), verdict) in picked
+            .iter()
+            .zip(verdicts.into_iter().chain(std::iter::repeat_with(Vec::new)))
+        {
+            let Some(Verdict::Visible(access)) = verdict.into_iter().next() else {
+                continue;
+            };
+            let position = Position::of(tx, *index).encode();
+            let data = shape(
+                &tx.changes[*index],
+                &tx.commit_timestamp(),
+                &position,
+                &access,
+            );
+            send_change(&req.channel, ids, &data, &position, &mut delivery);
+        }
+        report.delivered = delivery.delivered;
+    }
+    // Everything up to the pump's current transaction is now sent; anything at or below
+    // the client's position that the pump has yet to reach (after a restart) is skipped.
+    resume.state.go_live(Some(req.after));
     Ok(report)
 }
 
@@ -233,7 +390,14 @@ fn filtered(row: &Map<String, Value>, access: &ColumnAccess) -> Value {
 }
 
 /// The `data` of a `postgres_changes` message, as Supabase shapes it.
-pub fn shape(change: &RowChange, commit_timestamp: &str, access: &ColumnAccess) -> String {
+/// Beyond Supabase's fields, `position` says where the change sits in the stream (see
+/// `resume`).
+pub fn shape(
+    change: &RowChange,
+    commit_timestamp: &str,
+    position: &str,
+    access: &ColumnAccess,
+) -> String {
     let rel = &change.relation;
     let columns: Vec<Value> = rel
         .columns
@@ -264,6 +428,7 @@ pub fn shape(change: &RowChange, commit_timestamp: &str, access: &ColumnAccess) 
         );
     }
     data.insert("errors".into(), Value::Null);
+    data.insert("position".into(), Value::String(position.to_string()));
     Value::Object(data).to_string()
 }
 
@@ -306,20 +471,24 @@ mod tests {
             ["id", "body"].map(String::from).into_iter().collect(),
         ));
         let ins: Value =
-            serde_json::from_str(&shape(&change(ChangeKind::Insert), "T", &only)).unwrap();
+            serde_json::from_str(&shape(&change(ChangeKind::Insert), "T", "P", &only)).unwrap();
         assert_eq!(
             ins,
             json!({"schema":"public","table":"t","commit_timestamp":"T","type":"INSERT",
                    "columns":[{"name":"id","type":"int8"},{"name":"body","type":"text"}],
-                   "record":{"id":1,"body":"hi"},"errors":null})
+                   "record":{"id":1,"body":"hi"},"errors":null,"position":"P"})
         );
-        let del: Value =
-            serde_json::from_str(&shape(&change(ChangeKind::Delete), "T", &ColumnAccess::All))
-                .unwrap();
+        let del: Value = serde_json::from_str(&shape(
+            &change(ChangeKind::Delete),
+            "T",
+            "P",
+            &ColumnAccess::All,
+        ))
+        .unwrap();
         assert!(del.get("record").is_none());
         assert_eq!(del["old_record"]["secret"], "s");
         let upd: Value =
-            serde_json::from_str(&shape(&change(ChangeKind::Update), "T", &only)).unwrap();
+            serde_json::from_str(&shape(&change(ChangeKind::Update), "T", "P", &only)).unwrap();
         assert!(upd["old_record"].get("secret").is_none());
         assert!(upd["record"].get("secret").is_none());
     }

@@ -27,6 +27,7 @@ pub mod private;
 pub mod protocol;
 pub mod reference_authorizer;
 pub mod registry;
+pub mod resume;
 mod socket;
 pub mod socket_handle;
 pub mod topics;
@@ -53,6 +54,8 @@ pub use registry::{ClaimSet, Registry};
 pub struct Realtime {
     pub registry: Registry,
     pub topics: topics::Topics,
+    /// Joins that asked to resume, for the pump to serve between transactions.
+    pub replays: resume::ReplayQueue,
     next_id: AtomicU64,
     /// Open sockets per user (`sub`), to record `last_seen_at` on their last disconnect.
     users: Mutex<HashMap<String, usize>>,

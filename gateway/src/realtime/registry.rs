@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 
 use super::filter::{self, Condition, ValueKind};
+use super::resume::{ChannelResume, ResumeRequest};
 use super::socket_handle::SocketHandle;
 use crate::change::{ChangeKind, RowChange};
 
@@ -53,6 +54,16 @@ pub struct ChannelRef {
     /// `realtime:<name>`.
     pub topic: Arc<str>,
     claims: RwLock<Arc<ClaimSet>>,
+    /// Set when the channel asked for positions (and perhaps a replay) at join.
+    pub resume: Option<Resumable>,
+}
+
+/// What a resumable channel needs beyond delivery: its join reference (its `system`
+/// messages carry it) and its replay state.
+#[derive(Debug)]
+pub struct Resumable {
+    pub join_ref: Option<Arc<str>>,
+    pub state: ChannelResume,
 }
 
 impl ChannelRef {
@@ -62,7 +73,23 @@ impl ChannelRef {
             socket,
             topic,
             claims: RwLock::new(claims),
+            resume: None,
         }
+    }
+
+    /// Makes the channel resumable: each change it gets is followed by its position.
+    pub fn resumable(mut self, join_ref: Option<Arc<str>>, request: ResumeRequest) -> Self {
+        self.resume = Some(Resumable {
+            join_ref,
+            state: ChannelResume::new(request),
+        });
+        self
+    }
+
+    /// Should a live change at `p` be sent here? (Not while a replay is pending, nor what
+    /// the replay covered.)
+    pub fn wants_live(&self, p: super::resume::Position) -> bool {
+        self.resume.as_ref().map_or(true, |r| r.state.wants(p))
     }
 
     pub fn claims(&self) -> Arc<ClaimSet> {

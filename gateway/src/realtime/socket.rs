@@ -20,6 +20,7 @@ use super::join::{self, JoinConfig, ResolveError};
 use super::private::{self, TopicAccess};
 use super::protocol::{self, BroadcastBody, BroadcastOut, Frame, Inbound, ServerMessage, Vsn};
 use super::registry::{ChannelRef, ClaimSet, Subscription};
+use super::resume::{ReplayRequest, ResumeRequest};
 use super::socket_handle::{Outbound, SocketHandle};
 use super::topics::{Member, TopicKey};
 use super::Realtime;
@@ -327,6 +328,20 @@ impl Session {
                 return;
             }
         };
+        // The channel resumes as its first binding that says how (one position per channel:
+        // apps pass the same `resume` object to every binding).
+        let resume = match config
+            .postgres_changes
+            .iter()
+            .map(|spec| ResumeRequest::parse(&spec.raw))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(requests) => requests.into_iter().flatten().next(),
+            Err(reason) => {
+                self.reply_error(&m, format!("InvalidJoinPayload: {reason}"));
+                return;
+            }
+        };
         let token = config
             .access_token
             .clone()
@@ -399,12 +414,11 @@ impl Session {
         let topic: Arc<str> = m.topic.as_str().into();
         let join_ref: Option<Arc<str>> = m.join_ref.as_deref().map(Arc::from);
         let claim_set = Arc::new(ClaimSet::new(claims.role.clone(), claims.raw.clone()));
-        let channel_ref = Arc::new(ChannelRef::new(
-            key,
-            self.handle.clone(),
-            topic.clone(),
-            claim_set,
-        ));
+        let mut channel_ref = ChannelRef::new(key, self.handle.clone(), topic.clone(), claim_set);
+        if let Some(request) = resume {
+            channel_ref = channel_ref.resumable(join_ref.clone(), request);
+        }
+        let channel_ref = Arc::new(channel_ref);
         let subs: Vec<Arc<Subscription>> = resolved
             .iter()
             .map(|r| {
@@ -468,7 +482,7 @@ impl Session {
         if !subs.is_empty() {
             // Registered before we say so: a change processed after this message is
             // considered for these subscriptions.
-            self.hub.registry.insert(subs);
+            self.hub.registry.insert(subs.clone());
             let mut unjudgeable: Vec<String> = resolved
                 .iter()
                 .flat_map(|r| r.unjudgeable_delete_tables.iter().cloned())
@@ -493,6 +507,15 @@ impl Session {
                 "Subscribed to PostgreSQL",
                 warnings,
             );
+            if let Some(ResumeRequest::After(after)) = resume {
+                // Until the pump serves this, live changes skip the channel; the replay
+                // then sends what was missed, in order, and turns it live.
+                self.hub.replays.request(ReplayRequest {
+                    channel: channel.channel.clone(),
+                    subs,
+                    after,
+                });
+            }
         }
         self.note_user(&claims);
         tracing::debug!(socket = self.handle.id, channel = key, "channel joined");

@@ -132,6 +132,12 @@ impl ReplicationHandle {
         self.shared.confirmed.fetch_max(lsn, Ordering::AcqRel);
     }
 
+    /// The slot's confirmed position when streaming first started: changes above it are
+    /// (or will be) streamed to this process.
+    pub fn floor(&self) -> Lsn {
+        self.shared.floor.load(Ordering::Acquire)
+    }
+
     /// The highest position confirmed so far.
     pub fn confirmed(&self) -> Lsn {
         self.shared.confirmed.load(Ordering::Acquire)
@@ -172,6 +178,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         // The consumer's own record counts as confirmed: the slot may move past it.
         confirmed: config.resume_after.unwrap_or(0).into(),
+        floor: 0.into(),
         state,
         shutdown,
     });

@@ -21,6 +21,9 @@ use crate::decode::{self, PgOutput, WalFrame};
 pub(crate) struct Shared {
     /// Highest commit LSN the consumer has fully processed.
     pub confirmed: AtomicU64,
+    /// The slot's confirmed position when this process first opened it (or the new slot's
+    /// consistent point): what the slot streams to us is above it.
+    pub floor: AtomicU64,
     pub state: watch::Sender<StreamState>,
     pub shutdown: watch::Sender<bool>,
 }
@@ -103,8 +106,15 @@ impl Streamer {
         if create_publication {
             setup::ensure_publication(self.catalog().await?, &publication).await?;
         }
+        let first_session = self.last_delivered == 0;
+        let shared = self.shared.clone();
+        let note_floor = |lsn: Lsn| {
+            if first_session {
+                shared.floor.store(lsn, Ordering::Release);
+            }
+        };
         if self.config.temporary_slot {
-            setup::create_slot(&mut conn, &slot, true).await?;
+            note_floor(setup::create_slot(&mut conn, &slot, true).await?);
             if self.last_delivered > 0 {
                 tracing::warn!(slot = %slot, "temporary slot recreated: changes made while disconnected are not replayed");
             }
@@ -118,9 +128,10 @@ impl Streamer {
                 }
                 Some(s) => {
                     tracing::debug!(slot = %slot, confirmed = %format_lsn(s.confirmed_flush.unwrap_or(0)), "resuming from slot");
+                    note_floor(s.confirmed_flush.unwrap_or(0));
                 }
                 None => match setup::create_slot(&mut conn, &slot, false).await {
-                    Ok(_) => {}
+                    Ok(lsn) => note_floor(lsn),
                     // Created by someone else in the meantime: use it.
                     Err(e) if e.code() == Some("42710") => {}
                     Err(e) => return Err(e),
