@@ -22,6 +22,11 @@ pub enum EmbeddedError {
     BinariesMissing,
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
+    #[error(
+        "the `{account}` account, which runs the embedded PostgreSQL when Ripple runs as root, \
+         cannot enter {path}: choose a --data-dir it can reach, or `chmod o+x {path}`"
+    )]
+    Unreachable { account: String, path: PathBuf },
     #[error("i/o error on {path}")]
     Io {
         path: PathBuf,
@@ -96,8 +101,33 @@ impl PgBinaries {
 /// The OS account that owns and runs the cluster when we are root.
 #[derive(Debug, Clone, Copy)]
 struct RunAs {
+    name: &'static str,
     uid: u32,
     gid: u32,
+}
+
+/// The first folder from `/` down to `dir` that `ra` may not enter (no search permission).
+fn first_unreachable(dir: &Path, ra: &RunAs) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut path = PathBuf::new();
+    for part in dir.components() {
+        path.push(part);
+        let Ok(m) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = m.mode();
+        let can_enter = if m.uid() == ra.uid {
+            mode & 0o100 != 0
+        } else if m.gid() == ra.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !can_enter {
+            return Some(path);
+        }
+    }
+    None
 }
 
 fn running_as_root() -> bool {
@@ -109,11 +139,12 @@ fn running_as_root() -> bool {
 
 fn unprivileged_account() -> Option<RunAs> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let lookup = |name: &str| {
+    let lookup = |name: &'static str| {
         passwd.lines().find_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
             if f.len() > 3 && f[0] == name {
                 Some(RunAs {
+                    name,
                     uid: f[2].parse().ok()?,
                     gid: f[3].parse().ok()?,
                 })
@@ -186,6 +217,14 @@ impl Cluster {
         if let Some(ra) = run_as {
             std::os::unix::fs::chown(&data_dir, Some(ra.uid), Some(ra.gid))
                 .map_err(io_err(&data_dir))?;
+            // initdb would fail with a message about some file deep inside; name the
+            // folder on the way that the account cannot pass.
+            if let Some(path) = first_unreachable(&data_dir, &ra) {
+                return Err(EmbeddedError::Unreachable {
+                    account: ra.name.to_string(),
+                    path,
+                });
+            }
         }
         let port = match opts.port {
             Some(p) => p,

@@ -221,6 +221,20 @@ async fn dev(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
+    // One `ripple dev` per data folder: a second one would share the first one's
+    // PostgreSQL and stop it on its way out. The lock goes with the process, even on kill -9.
+    let lock_path = data_dir.join("ripple-dev.lock");
+    let lock = std::fs::File::create(&lock_path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `ripple dev` is already running with the data folder {} (it holds {}); \
+             stop it first, or give this one its own --data-dir and --pg-port",
+            data_dir.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+    }
     let mut cluster = None;
     let database_url = match database_url {
         Some(url) => url,

@@ -10,6 +10,8 @@ pub struct Status {
     replication_up: AtomicBool,
     /// Why transactions cannot be authorized right now (they are being retried), if so.
     authorization_problem: Mutex<Option<String>>,
+    /// A replication setting that keeps commits from finishing, if any.
+    replication_problem: Mutex<Option<String>>,
 }
 
 impl Status {
@@ -28,6 +30,20 @@ impl Status {
             .authorization_problem
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    pub fn set_replication_problem(&self, problem: Option<String>) {
+        *self
+            .replication_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    pub fn replication_problem(&self) -> Option<String> {
+        self.replication_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn authorization_problem(&self) -> Option<String> {

@@ -16,11 +16,12 @@ pub struct TailOptions {
     /// Publication whose tables stream.
     #[arg(long, env = "RIPPLE_PUBLICATION", default_value = crate::DEFAULT_PUBLICATION)]
     pub publication: String,
-    /// Durable slot to consume (created if absent). Ignored with --temporary.
-    #[arg(long, env = "RIPPLE_SLOT", default_value = crate::DEFAULT_SLOT)]
-    pub slot: String,
-    /// Use a temporary slot that disappears when tail exits: see changes from now on
-    /// without touching the gateway's slot.
+    /// Durable slot to consume (created if absent), so a later run resumes where this one
+    /// stopped. Without it, tail uses a temporary slot of its own: changes from now on,
+    /// never the gateway's slot (two consumers cannot share one).
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// Use a temporary slot even when --slot is given.
     #[arg(long)]
     pub temporary: bool,
     /// Skip transactions committed at or before this LSN (e.g. the last `commit_lsn` a
@@ -73,11 +74,13 @@ pub async fn run(
     mut out: impl Write,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), TailError> {
-    let mut config = ReplicationConfig::new(database_url, &opts.slot, &opts.publication);
-    if opts.temporary {
-        config.temporary_slot = true;
-        config.slot = format!("ripple_tail_{}", std::process::id());
-    }
+    let temporary_name = format!("ripple_tail_{}", std::process::id());
+    let slot = match (&opts.slot, opts.temporary) {
+        (Some(slot), false) => slot.as_str(),
+        _ => temporary_name.as_str(),
+    };
+    let mut config = ReplicationConfig::new(database_url, slot, &opts.publication);
+    config.temporary_slot = slot == temporary_name;
     config.resume_after = opts.start_after;
     let (mut rx, handle) = replication::start(config).await?;
     let mut printed = 0u64;

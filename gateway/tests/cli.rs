@@ -51,6 +51,27 @@ fn ripple_dev_runs_a_migrated_postgres_prints_tokens_and_stops_it_on_ctrl_c() {
     let token = alice.rsplit("token: ").next().unwrap().trim().to_string();
     assert_eq!(token.split('.').count(), 3, "a JWT");
 
+    // A second `ripple dev` on the same folder refuses instead of sharing (and, on its way
+    // out, stopping) the first one's PostgreSQL; the checks below prove the first still runs.
+    let second = Command::new(env!("CARGO_BIN_EXE_ripple"))
+        .args(["dev", "--data-dir"])
+        .arg(&dir)
+        .args(["--pg-port", &pg_port.to_string(), "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env_remove("RIPPLE_DATABASE_URL")
+        .env_remove("RIPPLE_JWT_SECRET")
+        .output()
+        .expect("run a second ripple dev");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "the second ripple dev must refuse"
+    );
+    assert!(
+        said.contains("already running") && said.contains(&dir.display().to_string()),
+        "says why, naming the folder: {said}"
+    );
+
     // The database is there, migrated, with the demo users.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("postgres://postgres@127.0.0.1:{pg_port}/ripple");
@@ -156,4 +177,34 @@ fn ripple_dev_without_postgres_binaries_says_how_to_install_them_and_fails() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("apt-get install postgresql"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ripple_dev_names_a_data_folder_the_postgres_account_cannot_enter() {
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if !as_root {
+        // Only root hands the cluster to another account; as anyone else the folder is ours.
+        eprintln!("not root: the embedded cluster runs as this user, nothing to check");
+        return;
+    }
+    let locked = std::env::temp_dir().join(format!("rdev-locked-{}", std::process::id()));
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ripple"))
+        .args(["dev", "--data-dir"])
+        .arg(locked.join("data"))
+        .args(["--pg-port", &free_port().to_string(), "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env_remove("RIPPLE_DATABASE_URL")
+        .output()
+        .expect("run ripple dev");
+    let said = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&locked);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("cannot enter") && said.contains(&locked.display().to_string()),
+        "names the folder it cannot enter: {said}"
+    );
 }

@@ -338,14 +338,7 @@ pub async fn spawn_gateway(db: &TestDb) -> Gateway {
 }
 
 pub async fn spawn_gateway_with(db: &TestDb, config: ripple::config::ServeConfig) -> Gateway {
-    spawn_gateway_using(
-        db,
-        config,
-        Box::new(|app| {
-            std::sync::Arc::new(ripple::authorize::RlsAuthorizer::new(app.pool.clone()))
-        }),
-    )
-    .await
+    spawn_gateway_using(db, config, Box::new(ripple::server::default_authorizer)).await
 }
 
 /// A gateway whose fan-out asks `make_authorizer`'s authorizer (the benchmark runs the
@@ -412,4 +405,43 @@ impl Drop for Gateway {
             let _ = tx.send(());
         }
     }
+}
+
+/// The `ripple` binary of this build, for tests that run Ripple as its own process (to kill
+/// it with -9). Built (or found up to date) once per test process, in the same profile.
+pub fn ripple_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable");
+        // target/<profile>/deps/<test> -> target/<profile>/ripple
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target folder")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "ripple", "--bin", "ripple"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+        let bin = dir.join("ripple");
+        assert!(ok && bin.is_file(), "building {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A free loopback port below the ephemeral range (32768-60999), so that a process that is
+/// killed and started again can listen on it again without an outgoing connection taking it
+/// in between.
+pub fn free_low_port() -> u16 {
+    for _ in 0..500 {
+        let port = 20000 + (Uuid::new_v4().as_u128() % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }

@@ -492,7 +492,7 @@ async fn tail_prints_one_json_line_per_change() {
         .unwrap();
     let opts = ripple::tail::TailOptions {
         publication: "p".into(),
-        slot,
+        slot: Some(slot),
         temporary: false,
         start_after: None,
         limit: Some(3),
@@ -538,8 +538,8 @@ async fn tail_on_a_temporary_slot_sees_changes_from_its_start_and_leaves_no_slot
     publish(&db, "p", &["t"]).await;
     let opts = ripple::tail::TailOptions {
         publication: "p".into(),
-        slot: "unused".into(),
-        temporary: true,
+        slot: None,
+        temporary: false,
         start_after: None,
         limit: Some(1),
     };

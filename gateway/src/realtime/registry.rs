@@ -89,7 +89,7 @@ impl ChannelRef {
     /// Should a live change at `p` be sent here? (Not while a replay is pending, nor what
     /// the replay covered.)
     pub fn wants_live(&self, p: super::resume::Position) -> bool {
-        self.resume.as_ref().map_or(true, |r| r.state.wants(p))
+        self.resume.as_ref().is_none_or(|r| r.state.wants(p))
     }
 
     pub fn claims(&self) -> Arc<ClaimSet> {
@@ -145,6 +145,15 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Is this change of the subscription's table (or schema) and does it satisfy its event
+    /// and filters? (The registry's index already picks by table; a replay does not.)
+    pub fn takes(&self, change: &RowChange) -> bool {
+        let rel = &change.relation;
+        self.schema == rel.schema
+            && self.table.as_ref().is_none_or(|t| *t == rel.name)
+            && self.matches(change)
+    }
+
     /// Does this change, as carried, satisfy the subscription's event and filters?
     pub fn matches(&self, change: &RowChange) -> bool {
         if !self.events.accepts(change.kind) {
