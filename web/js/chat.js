@@ -877,7 +877,7 @@ export function startChat(sb, me, { signOut }) {
     const list = h('ul', { class: 'people', 'data-testid': 'member-list' }, members.map((m) => {
       const removable = c.kind === 'group' && m.user_id !== me.id && (myRole === 'owner' || (myRole === 'admin' && m.role === 'member'));
       return h('li', { class: 'person', 'data-testid': 'member', 'data-user-id': m.user_id },
-        avatar(m.user_id, nameOf(m.user_id), { size: 'sm', online: isOnline(m.user_id) }),
+        avatar(m.user_id, m.user_id === me.id ? me.name : nameOf(m.user_id), { size: 'sm', online: isOnline(m.user_id) }),
         h('div', { class: 'who' },
           h('b', {}, m.user_id === me.id ? `${me.name} (you)` : nameOf(m.user_id)),
           h('span', {}, isOnline(m.user_id) ? 'online' : lastSeen(S.profiles.get(m.user_id)?.last_seen_at) || ' ')),
