@@ -12,6 +12,7 @@
 
 pub mod http;
 pub mod node;
+pub mod v4_reference;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
