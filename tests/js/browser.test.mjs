@@ -328,6 +328,11 @@ test('a group: created with Carol, Bob added, Carol removed', async () => {
   assert.equal(await messageWith(bob, 'Can I still write?').count(), 0);
 });
 
+/** Closes a side sheet left open (so one failed step does not fail the next tests). */
+async function closeSheet(who) {
+  if (await who.page.locator('#sheet').isVisible()) await who.page.getByTestId('sheet-close').click();
+}
+
 async function openedOn(who, conversationId) {
   await who.page.locator(`[data-testid=conversation][data-conversation-id="${conversationId}"]`).click();
   await who.page.waitForSelector('#chat-pane[data-room=joined]');
@@ -336,6 +341,7 @@ async function openedOn(who, conversationId) {
 
 test('history pages in as Alice scrolls back; pin, mute and archive', async () => {
   const { alice } = people;
+  await closeSheet(alice);
   // Dora writes 75 messages to Alice from Node with supabase-js (the public API, no browser).
   const { anon_key: anonKey } = await (await fetch(`${BASE}/ripple-web.json`)).json();
   const dora = createClient(BASE, anonKey, {
@@ -388,6 +394,7 @@ test('history pages in as Alice scrolls back; pin, mute and archive', async () =
 
 test('Bob leaves and Alice sees him go offline with a last-seen time', async () => {
   const { alice, bob } = people;
+  await closeSheet(alice);
   await openedOn(alice, people.conversation);
   const presence = alice.page.getByTestId('presence');
   await presence.and(alice.page.locator('[data-online=true]')).waitFor();
