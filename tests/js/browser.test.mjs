@@ -360,7 +360,8 @@ test('history pages in as Alice scrolls back; pin, mute and archive', async () =
   await item.waitFor({ timeout: 3000 });
   await assertEventually(async () => (await item.getByTestId('unread-badge').textContent()) === '75', 'badge 75');
   await item.click();
-  await messageWith(alice, 'History 75').waitFor();
+  // Generous: the page has just received 75 changes and fetches the first page.
+  await messageWith(alice, 'History 75').waitFor({ timeout: 10_000 });
   // One page (30) first, newest at the bottom; scrolling to the top fetches the older ones.
   assert.equal(await messages(alice).count(), 30);
   const texts = () => alice.page.locator('[data-testid=message-text]').allTextContents();
