@@ -100,6 +100,43 @@ async fn a_removed_member_gets_nothing_after_the_removal_although_it_was_cached(
 }
 
 #[tokio::test]
+async fn an_update_of_a_column_the_policy_reads_invalidates_and_one_of_a_counter_does_not() {
+    let db = fresh_db().await;
+    let gw = spawn_gateway(&db).await;
+    let a = db.create_user("Alice").await;
+    let b = db.create_user("Bob").await;
+    let conv = support::conversation(&db, &[a, b]).await;
+    let other = support::conversation(&db, &[a, b]).await;
+    let third = support::conversation(&db, &[a]).await;
+    let mut bob = subscribe(&gw, b).await;
+    send(&db, a, conv, "one").await;
+    // Every message updates its sender's counters on conversation_members: no policy or
+    // function of the messages policy names those columns, so the cache stays warm.
+    for i in 0..4 {
+        send(&db, a, conv, &format!("m{i}")).await;
+    }
+    assert_eq!(bodies_until(&mut bob, "m3").await.len(), 5);
+    let hits = metric(&gw, "ripple_verdict_cache_hits_total").await;
+    assert!(
+        hits >= 3.0,
+        "counter updates left the answers standing ({hits} hits)"
+    );
+    // Bob's membership row is moved to another conversation: a column the policy's
+    // function reads changed, so the cached "visible" for `conv` must go.
+    db.client
+        .execute(
+            "update public.conversation_members set conversation_id = $3 \
+              where conversation_id = $1 and user_id = $2",
+            &[&conv, &b, &third],
+        )
+        .await
+        .unwrap();
+    send(&db, a, conv, "after the move").await;
+    send(&db, a, other, "marker").await;
+    assert_eq!(bodies_until(&mut bob, "marker").await, ["marker"]);
+}
+
+#[tokio::test]
 async fn a_replaced_policy_applies_to_the_next_change() {
     let db = fresh_db().await;
     let gw = spawn_gateway(&db).await;

@@ -133,6 +133,33 @@ pub struct RlsAuthorizer {
     verdicts: Mutex<VerdictCache>,
     publication: Option<String>,
     metrics: Option<CacheMetrics>,
+    /// Which UPDATEs can change a cached answer (see `CacheSpec::identifiers`).
+    relevant_updates: Mutex<RelevantUpdates>,
+}
+
+/// The identifiers the cacheable plans' policies and functions name; an UPDATE that
+/// changes only columns outside them cannot change an answer.
+#[derive(Default)]
+struct RelevantUpdates {
+    names: HashSet<String>,
+    /// Some plan's functions may read columns they do not name: every UPDATE counts.
+    all: bool,
+}
+
+impl RelevantUpdates {
+    fn matters(&self, change: &RowChange) -> bool {
+        if self.all || change.kind != ChangeKind::Update {
+            return true;
+        }
+        let (Some(new), Some(old)) = (&change.record, &change.old_record) else {
+            return true;
+        };
+        if change.relation.replica_identity != ReplicaIdentity::Full {
+            return true;
+        }
+        new.iter()
+            .any(|(k, v)| old.get(k) != Some(v) && self.names.contains(&k.to_ascii_lowercase()))
+    }
 }
 
 struct CacheMetrics {
@@ -199,6 +226,7 @@ impl RlsAuthorizer {
             verdicts: Mutex::new(VerdictCache::new(MAX_CACHED_VERDICTS)),
             publication: None,
             metrics: None,
+            relevant_updates: Mutex::new(RelevantUpdates::default()),
         }
     }
 
@@ -239,6 +267,7 @@ impl RlsAuthorizer {
     pub fn invalidate(&self) {
         self.plans.lock().expect("plan cache lock").clear();
         self.verdicts.lock().expect("verdict cache lock").clear();
+        *self.relevant_updates.lock().expect("relevant updates lock") = RelevantUpdates::default();
     }
 
     fn record_cache_stats(&self) {
@@ -267,13 +296,15 @@ impl RlsAuthorizer {
             self.invalidate();
         }
         if self.publication.is_some() {
-            // Every answer read from a table this transaction changed is stale from here.
+            // Every answer read from a table this transaction changed is stale from here
+            // (but for UPDATEs of columns no policy or function of theirs names).
+            let relevant = self.relevant_updates.lock().expect("relevant updates lock");
             let mut cache = self.verdicts.lock().expect("verdict cache lock");
-            let mut last = None;
+            let mut bumped: Vec<u32> = Vec::new();
             for c in &tx.changes {
-                if last != Some(c.relation.oid) {
+                if !bumped.contains(&c.relation.oid) && relevant.matters(c) {
                     cache.table_changed(c.relation.oid);
-                    last = Some(c.relation.oid);
+                    bumped.push(c.relation.oid);
                 }
             }
         }
@@ -295,6 +326,13 @@ impl RlsAuthorizer {
             plan: plan::load(client, oid, role).await?,
             loaded: Instant::now(),
         });
+        if let Some(spec) = &plan.plan.cache {
+            let mut relevant = self.relevant_updates.lock().expect("relevant updates lock");
+            match &spec.identifiers {
+                Some(names) => relevant.names.extend(names.iter().cloned()),
+                None => relevant.all = true,
+            }
+        }
         self.plans
             .lock()
             .expect("plan cache lock")

@@ -31,6 +31,41 @@ pub struct CacheSpec {
     /// Other tables the policies' expressions read directly (functions are observed when
     /// they run).
     pub tables: Vec<u32>,
+    /// Every identifier in the policies and in the bodies of the functions they call
+    /// (followed by name): a column of another table that none of them names cannot have
+    /// been read, so an UPDATE that changes only such columns leaves the answer standing
+    /// (a chat's per-member counters change with every message; membership does not).
+    /// `None` when a body may read columns it does not name (`*`, a whole row, dynamic SQL).
+    pub identifiers: Option<HashSet<String>>,
+}
+
+/// SQL that reads columns without naming them.
+const OPAQUE_PATTERNS: &[&str] = &[
+    ".*",
+    "select *",
+    "row_to_json",
+    "to_json(",
+    "to_jsonb(",
+    "jsonb_populate",
+    "json_populate",
+    "hstore(",
+    "execute ",
+    "format(",
+];
+
+fn identifiers(text: &str, out: &mut HashSet<String>) {
+    let lower = text.to_ascii_lowercase();
+    for token in lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')) {
+        if token.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            out.insert(token.to_string());
+        }
+    }
+}
+
+fn opaque(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase().replace("count(*)", "count()");
+    let squeezed: String = lower.split_whitespace().collect::<Vec<_>>().join(" ");
+    OPAQUE_PATTERNS.iter().any(|p| squeezed.contains(p))
 }
 
 /// Functions whose result changes without any table changing. A policy that calls one,
@@ -239,6 +274,13 @@ async fn cache_spec(
         .await?;
     let mut columns = Vec::new();
     let mut tables = Vec::new();
+    let mut names: HashSet<String> = HashSet::new();
+    let mut is_opaque = false;
+    let mut bodies: Vec<String> = Vec::new();
+    for p in policies {
+        let expr: String = p.get(1);
+        identifiers(&expr, &mut names);
+    }
     for d in &deps {
         let (column, refobj, volatility, body, is_rel, is_proc): (
             Option<String>,
@@ -256,6 +298,7 @@ async fn cache_spec(
             {
                 return Ok(None);
             }
+            bodies.extend(body);
         } else if is_rel && refobj as u32 == oid {
             if let Some(c) = column {
                 columns.push(c);
@@ -264,9 +307,116 @@ async fn cache_spec(
             tables.push(refobj as u32);
         }
     }
+    // The functions those bodies call, by name, a few levels down: their bodies too must be
+    // free of time and randomness, and their identifiers count.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut depth = 0;
+    while !bodies.is_empty() && depth < 6 {
+        depth += 1;
+        let mut called: Vec<String> = Vec::new();
+        for body in &bodies {
+            identifiers(body, &mut names);
+            is_opaque |= opaque(body);
+            called.extend(
+                called_names(body)
+                    .into_iter()
+                    .filter(|n| seen.insert(n.clone())),
+            );
+        }
+        if called.is_empty() {
+            break;
+        }
+        let rows = client
+            .query(
+                "select provolatile::text, prosrc from pg_proc p join pg_language l on l.oid = p.prolang \
+                  where p.proname = any($1::text[]) and l.lanname in ('sql', 'plpgsql')",
+                &[&called],
+            )
+            .await?;
+        bodies.clear();
+        for r in rows {
+            let (volatility, body): (String, String) = (r.get(0), r.get(1));
+            if volatility == "v" || mentions_uncacheable(&body) {
+                return Ok(None);
+            }
+            bodies.push(body);
+        }
+    }
+    if !bodies.is_empty() {
+        is_opaque = true; // deeper than we follow
+    }
     columns.sort();
     columns.dedup();
     tables.sort_unstable();
     tables.dedup();
-    Ok(Some(CacheSpec { columns, tables }))
+    Ok(Some(CacheSpec {
+        columns,
+        tables,
+        identifiers: (!is_opaque).then_some(names),
+    }))
+}
+
+/// Names followed by `(` in a function body: the functions (or keywords) it calls.
+fn called_names(body: &str) -> Vec<String> {
+    let lower = body.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_alphabetic() || bytes[i] == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            let mut j = i;
+            while j < bytes.len() && bytes[j] == b' ' {
+                j += 1;
+            }
+            if bytes.get(j) == Some(&b'(') {
+                out.push(lower[start..i].to_string());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_and_randomness_are_found_as_words_only() {
+        assert!(mentions_uncacheable(
+            "created_at > now() - interval '1 day'"
+        ));
+        assert!(mentions_uncacheable("CURRENT_DATE"));
+        assert!(mentions_uncacheable("random() < 0.5"));
+        assert!(!mentions_uncacheable("select known_user, snow from t"));
+        assert!(!mentions_uncacheable("private.is_member(conversation_id)"));
+    }
+
+    #[test]
+    fn bodies_that_read_unnamed_columns_are_opaque() {
+        assert!(opaque("select * from public.conversation_members"));
+        assert!(opaque("select to_jsonb(m) from t m"));
+        assert!(opaque("EXECUTE format('select %I from t', c)"));
+        assert!(!opaque(
+            "select count(*) from public.conversation_members m where m.user_id = $1"
+        ));
+        assert!(!opaque("select exists (select 1 from t where t.a = conv)"));
+    }
+
+    #[test]
+    fn called_names_and_identifiers() {
+        let body = "select exists (select 1 from public.conversation_members m \
+                    where m.conversation_id = conv and m.user_id = (select auth.uid ()))";
+        let called = called_names(body);
+        assert!(called.contains(&"uid".to_string()) && called.contains(&"exists".to_string()));
+        let mut names = HashSet::new();
+        identifiers(body, &mut names);
+        assert!(names.contains("conversation_id") && names.contains("user_id"));
+        assert!(!names.contains("sent_since_read"));
+    }
 }
