@@ -334,7 +334,17 @@ async function closeSheet(who) {
 }
 
 async function openedOn(who, conversationId) {
-  await who.page.locator(`[data-testid=conversation][data-conversation-id="${conversationId}"]`).click();
+  // The list re-sorts as changes arrive; a click that landed on a neighbour is retried.
+  const item = who.page.locator(`[data-testid=conversation][data-conversation-id="${conversationId}"]`);
+  for (let attempt = 0; ; attempt++) {
+    await item.click();
+    try {
+      await who.page.locator(`[data-testid=conversation][data-conversation-id="${conversationId}"].active`).waitFor({ state: 'attached', timeout: 1000 });
+      break;
+    } catch (e) {
+      if (attempt >= 3) throw e;
+    }
+  }
   await who.page.waitForSelector('#chat-pane[data-room=joined]');
   return who;
 }
@@ -359,7 +369,7 @@ test('history pages in as Alice scrolls back; pin, mute and archive', async () =
   const item = alice.page.locator(`[data-testid=conversation][data-conversation-id="${conversation}"]`);
   await item.waitFor({ timeout: 3000 });
   await assertEventually(async () => (await item.getByTestId('unread-badge').textContent()) === '75', 'badge 75');
-  await item.click();
+  await openedOn(alice, conversation);
   // Generous: the page has just received 75 changes and fetches the first page.
   await messageWith(alice, 'History 75').waitFor({ timeout: 10_000 });
   // One page (30) first, newest at the bottom; scrolling to the top fetches the older ones.
