@@ -97,6 +97,11 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
 
+    /// Folder of a web app to serve at `/` (GET of paths the API does not own); `ripple dev`
+    /// serves the bundled `web/` chat app unless told otherwise.
+    #[arg(long, env = "RIPPLE_WEB_DIR")]
+    pub web: Option<PathBuf>,
+
     /// How long delivered changes stay available to clients that resume (seconds). The
     /// slot keeps this much WAL too, so that a restart can replay it. 0 turns resume off.
     #[arg(long, env = "RIPPLE_RESUME_WINDOW_SECS", default_value_t = 300)]

@@ -332,10 +332,16 @@ async fn dev_inner(
             )
             .await?;
     }
+    if config.web.is_none() {
+        config.web = bundled_web_app();
+    }
     let v = JwtVerifier::new(&config.jwt_config()?)?;
     let day = 24 * 3600;
     println!("Ripple dev is up.");
     println!("  http + realtime: http://{}", config.listen);
+    if config.web.is_some() {
+        println!("  chat app:        http://{}/", config.listen);
+    }
     println!("  database:        {database_url}");
     println!(
         "  anon key (apikey): {}",
@@ -359,4 +365,15 @@ async fn dev_inner(
     );
     println!("Press Ctrl-C to stop.");
     serve(config.clone(), database_url, shutdown).await
+}
+
+/// The chat app shipped in the repository's `web/`: `./web` when run from a checkout,
+/// else the checkout this binary was built from.
+fn bundled_web_app() -> Option<PathBuf> {
+    [
+        PathBuf::from("web"),
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web")),
+    ]
+    .into_iter()
+    .find(|dir| dir.join("index.html").is_file())
 }

@@ -4,6 +4,7 @@
 
 mod broadcast;
 pub mod rest;
+mod web;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -151,19 +152,25 @@ async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> 
                 (Route::Other, broadcast::handle(req, app).await)
             }
             p if p.starts_with("/auth/v1/") => (Route::Auth, auth_request(req, app).await),
-            _ => (
-                Route::Other,
-                json(
-                    StatusCode::NOT_FOUND,
-                    r#"{"code":"PGRST125","message":"invalid path","details":null,"hint":null}"#
-                        .into(),
-                ),
-            ),
+            _ => (Route::Other, fallback(&app, req.method(), &path).await),
         }
     };
     metrics.record(route, resp.status(), started);
     cors(&mut resp);
     resp
+}
+
+/// A path no API owns: the web app's files when `--web` is set, else an unknown API path.
+async fn fallback(app: &App, method: &Method, path: &str) -> Response<Body> {
+    if let Some(root) = &app.config.web {
+        if let Some(resp) = web::serve(app, root, method, path).await {
+            return resp;
+        }
+    }
+    json(
+        StatusCode::NOT_FOUND,
+        r#"{"code":"PGRST125","message":"invalid path","details":null,"hint":null}"#.into(),
+    )
 }
 
 async fn rest_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
