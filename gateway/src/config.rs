@@ -66,6 +66,17 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_MAX_SOCKETS", default_value_t = 10_000)]
     pub max_sockets: usize,
 
+    /// Most connections (HTTP and WebSocket together) open at once; more are closed at
+    /// accept. Lowered to fit the open-files limit if that is smaller.
+    #[arg(long, env = "RIPPLE_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a complete request head, counted from the connection
+    /// or from the end of its previous response: this is also the idle timeout of an HTTP
+    /// keep-alive connection.
+    #[arg(long, env = "RIPPLE_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
+    pub header_read_timeout_secs: u64,
+
     /// Messages queued per WebSocket client before it is disconnected as too slow.
     #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,

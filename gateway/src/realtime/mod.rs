@@ -170,7 +170,7 @@ pub(crate) fn describe_auth_error(e: &AuthError) -> String {
 /// protocol version, then upgrades and hands the socket to its own task.
 // Async like every handler the router awaits; the socket itself runs on its own task.
 #[allow(clippy::unused_async)]
-pub async fn upgrade(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+pub async fn upgrade(mut req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     let Some(key) = api_key(&req) else {
         return unauthorized("apikey is required (query parameter `apikey` or header `apikey`)");
     };
@@ -210,8 +210,12 @@ pub async fn upgrade(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
     let max = app.config.max_body_bytes;
+    let connection = req
+        .extensions_mut()
+        .remove::<crate::http::ConnectionPermit>();
     tokio::spawn(async move {
         let _slot = slot;
+        let _connection = connection;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let config = WebSocketConfig {
