@@ -77,6 +77,17 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
     pub header_read_timeout_secs: u64,
 
+    /// Tables whose rows decide private channel access (what policies on
+    /// `realtime.messages` read): a change to one makes every socket re-check its private
+    /// channels and close those no longer allowed. Grant and policy changes always do.
+    #[arg(
+        long,
+        env = "RIPPLE_REVOCATION_TABLES",
+        value_delimiter = ',',
+        default_value = "public.conversation_members,public.conversation_bans"
+    )]
+    pub revocation_tables: Vec<String>,
+
     /// Messages queued per WebSocket client before it is disconnected as too slow.
     #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,

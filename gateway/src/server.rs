@@ -263,6 +263,9 @@ async fn pump(
         };
         // Policy or grant changes committed before this transaction apply to it.
         authorizer.observe(&tx);
+        // Open channels are checked again (revocation), after this transaction's delivery
+        // is queued: a socket handles its queue and the notice in turn.
+        let access_changed = crate::realtime::touches_access(&tx, &app.config.revocation_tables);
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -291,6 +294,9 @@ async fn pump(
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+        if access_changed {
+            app.realtime.access_may_have_changed();
         }
         latency.observe_since(started);
         txs.inc();

@@ -7,8 +7,32 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ripple_tests::{fresh_db, JWT_SECRET};
+use ripple_tests::{fresh_db, spawn_gateway, JWT_SECRET};
+use serde_json::{json, Value};
+use support::{changes_payload, conversation, Client, Msg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn reason(m: &Msg) -> String {
+    assert_eq!(
+        m.payload["status"], "error",
+        "expected an error reply: {m:?}"
+    );
+    m.payload["response"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits for the channel's `system` error and `phx_close`; returns the system message.
+async fn closed_by_server(c: &mut Client, topic: &str) -> Msg {
+    let t = topic.to_string();
+    let sys = c
+        .recv_until(|m| m.topic == t && m.event == "system" && m.payload["status"] == "error")
+        .await;
+    c.recv_until(|m| m.topic == t && m.event == "phx_close")
+        .await;
+    sys
+}
 
 /// `ripple serve` as its own process, with an open-files limit (soft and hard) of `nofile`,
 /// so that exhausting descriptors cannot take the test process with it.
@@ -122,4 +146,131 @@ async fn a_thousand_stalled_connections_neither_stop_the_server_nor_keep_others_
     assert!(wait_healthy(addr, Duration::from_secs(5)).await);
     child.kill().expect("stop ripple serve");
     let _ = child.wait();
+}
+
+/// Item 2: a table whose `pin` column the subscriber's role may not SELECT. A filter on it
+/// would reveal the value by whether changes arrive (bisection with `gt`, or one binding
+/// per candidate value), so the join is refused; a filter on a readable column is
+/// accepted, and closed once that column's grant is revoked.
+#[tokio::test]
+async fn a_filter_on_a_column_the_role_cannot_select_is_refused_and_revoking_the_grant_closes_it() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute(
+            "create table public.vault (id int primary key, owner text, pin int);
+             alter table public.vault replica identity full;
+             grant select (id, owner) on public.vault to authenticated;
+             alter publication ripple add table public.vault;",
+        )
+        .await
+        .unwrap();
+    let gw = spawn_gateway(&db).await;
+    let user = db.create_user("mallory").await;
+    let token = gw.token_for(user, 3600);
+    let mut c = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    let spec = |filter: &str| {
+        changes_payload(
+            &token,
+            json!([{"event": "*", "schema": "public", "table": "vault", "filter": filter}]),
+        )
+    };
+    for filter in ["pin=eq.0", "pin=gt.5000", "pin=in.(1,2,3)"] {
+        let r = reason(&c.join("realtime:oracle", spec(filter)).await);
+        assert!(
+            r.contains("permission denied for column pin"),
+            "{filter}: {r}"
+        );
+    }
+    // One hidden column among readable ones is enough to refuse the whole join.
+    let mixed = changes_payload(
+        &token,
+        json!([{"event": "*", "schema": "public", "table": "vault", "filter": "id=eq.1"},
+               {"event": "*", "schema": "public", "table": "vault", "filter": "pin=eq.7"}]),
+    );
+    assert!(reason(&c.join("realtime:oracle", mixed).await).contains("column pin"));
+    // A readable column is fine.
+    c.join_ok("realtime:readable", spec("owner=eq.alice")).await;
+    db.client
+        .batch_execute("revoke select (owner) on public.vault from authenticated")
+        .await
+        .unwrap();
+    let sys = closed_by_server(&mut c, "realtime:readable").await;
+    assert!(
+        sys.payload["message"]
+            .as_str()
+            .unwrap()
+            .contains("column owner"),
+        "{}",
+        sys.payload
+    );
+}
+
+/// Item 5: Bob is removed from a conversation while his private channel is open. Before,
+/// he kept sending and receiving broadcasts until his token expired; now the removal
+/// closes his channel with a `system` message, and Alice no longer hears from him.
+#[tokio::test]
+async fn removing_a_member_closes_his_open_private_channel() {
+    let db = fresh_db().await;
+    let gw = spawn_gateway(&db).await;
+    let alice = db.create_user("alice").await;
+    let bob = db.create_user("bob").await;
+    let conv = conversation(&db, &[alice, bob]).await;
+    let topic = format!("realtime:conversation:{conv}");
+    let private = |t: &str| {
+        json!({"config": {"private": true, "broadcast": {"ack": true},
+                          "presence": {"enabled": false}}, "access_token": t})
+    };
+    let mut a = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    let mut b = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    a.join_ok(&topic, private(&gw.token_for(alice, 3600))).await;
+    b.join_ok(&topic, private(&gw.token_for(bob, 3600))).await;
+    // Both hear each other before.
+    let r = b
+        .send(
+            Some("1"),
+            &topic,
+            "broadcast",
+            json!({"type": "broadcast", "event": "typing", "payload": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(b.reply_to(&r).await.payload["status"], "ok");
+    a.recv_until(|m| m.event == "broadcast").await;
+
+    db.client
+        .execute(
+            "delete from public.conversation_members where conversation_id = $1 and user_id = $2",
+            &[&conv, &bob],
+        )
+        .await
+        .unwrap();
+    let sys = closed_by_server(&mut b, &topic).await;
+    assert!(
+        sys.payload["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer have permission"),
+        "{}",
+        sys.payload
+    );
+    // His channel is gone: a broadcast on it is refused, and Alice hears nothing.
+    let r = b
+        .send(
+            Some("1"),
+            &topic,
+            "broadcast",
+            json!({"type": "broadcast", "event": "typing", "payload": {"n": 2}}),
+        )
+        .await;
+    assert_eq!(reason(&b.reply_to(&r).await), "unmatched topic");
+    a.assert_nothing_pending().await;
+    // Alice, still a member, keeps her channel.
+    let r = a
+        .send(
+            Some("1"),
+            &topic,
+            "broadcast",
+            json!({"type": "broadcast", "event": "typing", "payload": {"n": 3}}),
+        )
+        .await;
+    assert_eq!(a.reply_to(&r).await.payload["status"], "ok");
 }

@@ -155,6 +155,12 @@ struct TableInfo {
     replica_full: bool,
     published: bool,
     columns: HashMap<String, ColumnType>,
+    /// Columns the subscriber's role may SELECT: the only ones a filter may name, or
+    /// whether a change arrives would reveal a value the role cannot read.
+    readable: std::collections::HashSet<String>,
+    /// The role may use the schema; if not, the table is reported as missing, so a join
+    /// cannot tell which tables exist where the caller has no access.
+    schema_usable: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,27 +177,37 @@ async fn table_info(
     publication: &str,
     schema: &str,
     table: &str,
+    role: &str,
 ) -> Result<Option<TableInfo>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "select c.relreplident = 'f',
                     exists (select 1 from pg_publication_tables p
                              where p.pubname = $3 and p.schemaname = $1 and p.tablename = $2),
-                    coalesce(json_agg(json_build_array(a.attname, t.typname, t.typtype)
+                    coalesce(json_agg(json_build_array(a.attname, t.typname, t.typtype,
+                                                       has_column_privilege($4, c.oid, a.attnum, 'SELECT'))
                                       order by a.attnum) filter (where a.attnum is not null),
-                             '[]'::json)
+                             '[]'::json),
+                    has_schema_privilege($4, n.oid, 'USAGE')
                from pg_class c
                join pg_namespace n on n.oid = c.relnamespace
                left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0
                                         and not a.attisdropped
                left join pg_type t on t.oid = a.atttypid
               where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')
-              group by c.relreplident",
-            &[&schema, &table, &publication],
+              group by c.relreplident, n.oid, c.oid",
+            &[&schema, &table, &publication, &role],
         )
         .await?;
     Ok(row.map(|row| {
         let cols: Value = row.get(2);
+        let readable = cols
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get(3).and_then(Value::as_bool) == Some(true))
+            .filter_map(|c| Some(c.get(0)?.as_str()?.to_string()))
+            .collect();
         let columns = cols
             .as_array()
             .into_iter()
@@ -208,16 +224,20 @@ async fn table_info(
             replica_full: row.get(0),
             published: row.get(1),
             columns,
+            readable,
+            schema_usable: row.get(3),
         }
     }))
 }
 
 /// Checks every binding: the schema and table exist and stream (are in the publication),
-/// filters name real columns with values of their types. Also notes tables whose DELETEs
-/// cannot be authorized.
+/// filters name real columns the subscriber's `role` may SELECT, with values of their
+/// types. Also notes tables whose DELETEs cannot be authorized. A schema the role cannot
+/// use answers as if it did not exist.
 pub async fn resolve(
     client: &tokio_postgres::Client,
     publication: &str,
+    role: &str,
     specs: &[ChangeSpec],
 ) -> Result<Vec<Resolved>, ResolveError> {
     let db = |e: tokio_postgres::Error| ResolveError::Db(Box::new(e));
@@ -229,12 +249,16 @@ pub async fn resolve(
             Some(table) => {
                 let key = (spec.schema.clone(), table.clone());
                 if !cache.contains_key(&key) {
-                    let info = table_info(client, publication, &spec.schema, table)
+                    let info = table_info(client, publication, &spec.schema, table, role)
                         .await
                         .map_err(db)?;
                     cache.insert(key.clone(), info);
                 }
-                let Some(info) = cache.get(&key).and_then(Option::as_ref) else {
+                let Some(info) = cache
+                    .get(&key)
+                    .and_then(Option::as_ref)
+                    .filter(|i| i.schema_usable)
+                else {
                     return Err(ResolveError::Invalid(format!(
                         "table {}.{} does not exist",
                         spec.schema, table
@@ -257,6 +281,15 @@ pub async fn resolve(
                             ))
                         })?,
                 };
+                if let Some(c) = conditions
+                    .iter()
+                    .find(|c| !info.readable.contains(&c.column))
+                {
+                    return Err(ResolveError::Invalid(format!(
+                        "invalid filter for {}.{}: permission denied for column {} (role {role} may not select it)",
+                        spec.schema, table, c.column
+                    )));
+                }
                 let unjudgeable_delete_tables = if wants_deletes && !info.replica_full {
                     vec![format!("{}.{}", spec.schema, table)]
                 } else {
@@ -283,8 +316,9 @@ pub async fn resolve(
                     .map_err(db)?;
                 let exists: bool = client
                     .query_one(
-                        "select exists (select 1 from pg_namespace where nspname = $1)",
-                        &[&spec.schema],
+                        "select exists (select 1 from pg_namespace where nspname = $1
+                                           and has_schema_privilege($2, oid, 'USAGE'))",
+                        &[&spec.schema, &role],
                     )
                     .await
                     .map_err(db)?

@@ -61,6 +61,34 @@ pub struct Realtime {
     users: Mutex<HashMap<String, usize>>,
     /// Open sockets in all, against `RIPPLE_MAX_SOCKETS`.
     open_sockets: std::sync::atomic::AtomicUsize,
+    /// What every socket task reacts to (it watches for the counters to move).
+    pub notices: tokio::sync::watch::Sender<Notices>,
+}
+
+/// Counters that move when something happens that concerns every socket; a socket compares
+/// them with the values it last saw, so bursts coalesce into one reaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notices {
+    /// Authorization may have changed (grants, policies, membership): joined channels are
+    /// checked again and closed if no longer allowed.
+    pub access: u64,
+    /// The replication slot was lost and recreated: changes may have been missed.
+    pub slot_lost: u64,
+}
+
+/// Did this transaction change something a joined channel's authorization depends on:
+/// the security feed (grants, policies, tables) or one of `tables` (`schema.table`, the rows
+/// that policies on `realtime.messages` read, such as memberships)?
+pub fn touches_access(tx: &crate::change::Transaction, tables: &[String]) -> bool {
+    let (feed_schema, feed_table) = crate::authorize::SECURITY_FEED;
+    tx.changes.iter().any(|c| {
+        let (schema, name) = (&c.relation.schema, &c.relation.name);
+        (schema == feed_schema && name == feed_table)
+            || tables.iter().any(|t| {
+                t.split_once('.')
+                    .is_some_and(|(s, n)| s == schema && n == name)
+            })
+    })
 }
 
 /// Holds one place among the open sockets until dropped.
@@ -101,6 +129,16 @@ impl Realtime {
             }
             None => false,
         }
+    }
+
+    /// Every socket re-checks its channels' authorization.
+    pub fn access_may_have_changed(&self) {
+        self.notices.send_modify(|n| n.access += 1);
+    }
+
+    /// Every joined channel is told that changes may have been missed.
+    pub fn slot_lost(&self) {
+        self.notices.send_modify(|n| n.slot_lost += 1);
     }
 
     /// Sockets open now.

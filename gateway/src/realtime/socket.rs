@@ -49,6 +49,9 @@ struct Channel {
     topic_key: TopicKey,
     /// Private channels: what the user may send, asked once per token.
     write_access: Option<TopicAccess>,
+    /// (schema, table, column) named by this channel's filters: the role must keep SELECT
+    /// on them.
+    filter_columns: Vec<(String, String, String)>,
 }
 
 /// Why the loop ended.
@@ -90,6 +93,8 @@ pub(super) async fn run(
         user: None,
     };
     tracing::debug!(socket = s.handle.id, "socket opened");
+    let mut notices = s.hub.notices.subscribe();
+    let mut seen = *notices.borrow_and_update();
     let mut last_heard = Instant::now();
     let end = loop {
         if s.handle.is_overflowed() {
@@ -128,6 +133,16 @@ pub(super) async fn run(
             }
             () = tokio::time::sleep_until(last_heard + idle) => break End::Idle,
             () = sleep_until_opt(expiry) => s.expire_channels(),
+            Ok(()) = notices.changed() => {
+                let now = *notices.borrow_and_update();
+                if now.slot_lost != seen.slot_lost {
+                    s.changes_may_be_missed();
+                }
+                if now.access != seen.access {
+                    s.recheck_access().await;
+                }
+                seen = now;
+            }
         }
     };
     s.finish(&mut ws, end).await;
@@ -383,6 +398,7 @@ impl Session {
                     join::resolve(
                         &client,
                         &self.app.config.publication,
+                        &claims.role,
                         &config.postgres_changes,
                     )
                     .await
@@ -474,6 +490,23 @@ impl Session {
             ack: config.broadcast_ack,
             topic_key,
             write_access: None,
+            filter_columns: {
+                let mut cols: Vec<(String, String, String)> = resolved
+                    .iter()
+                    .flat_map(|r| {
+                        r.conditions.iter().map(|c| {
+                            (
+                                r.spec.schema.clone(),
+                                r.spec.table.clone().unwrap_or_default(),
+                                c.column.clone(),
+                            )
+                        })
+                    })
+                    .collect();
+                cols.sort();
+                cols.dedup();
+                cols
+            },
         };
         if !subs.is_empty() {
             // Registered before we say so: a change processed after this message is
@@ -606,6 +639,105 @@ impl Session {
         }
         self.note_user(&claims);
         self.reply(&m, "ok", json!({}));
+    }
+
+    /// The replication slot was lost: every joined channel is told, so the app refetches.
+    fn changes_may_be_missed(&self) {
+        for ch in self.channels.values() {
+            self.system(
+                ch,
+                "postgres_changes",
+                "error",
+                "Changes may have been missed: Ripple's replication slot was lost and recreated, so changes committed in between were not delivered. Refetch what this channel shows.",
+                Some(("code", json!("changes_missed"))),
+            );
+        }
+    }
+
+    /// Authorization may have changed (a grant, a policy, a membership): every private
+    /// channel is asked again, every filter column checked for SELECT again; channels no
+    /// longer allowed are closed with a `system` message. A check that cannot run closes
+    /// the channel too: access is never assumed.
+    async fn recheck_access(&mut self) {
+        let topics: Vec<String> = self.channels.keys().cloned().collect();
+        for topic in topics {
+            let Some(ch) = self.channels.get_mut(&topic) else {
+                continue;
+            };
+            ch.write_access = None;
+            let (private, sub_topic, claims, columns) = (
+                ch.private,
+                ch.sub_topic.clone(),
+                ch.claims.clone(),
+                ch.filter_columns.clone(),
+            );
+            if private {
+                match private::read_access(&self.app.pool, &sub_topic, &claims).await {
+                    Ok(a) if a.any() => {}
+                    Ok(_) => {
+                        self.shutdown_channel(
+                            &topic,
+                            &format!("You no longer have permission to read from this Channel topic: {sub_topic}"),
+                        );
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "private channel re-check failed");
+                        self.shutdown_channel(
+                            &topic,
+                            "Realtime was unable to check this channel's authorization again",
+                        );
+                        continue;
+                    }
+                }
+            }
+            if let Some(denied) = self.unreadable_filter_column(&claims.role, &columns).await {
+                self.shutdown_channel(&topic, &denied);
+            }
+        }
+    }
+
+    /// The first filter column the role may no longer SELECT, as the reason to close.
+    async fn unreadable_filter_column(
+        &self,
+        role: &str,
+        columns: &[(String, String, String)],
+    ) -> Option<String> {
+        if columns.is_empty() {
+            return None;
+        }
+        let client = match self.app.pool.get().await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(error = %error, "filter column re-check failed");
+                return Some("Realtime was unable to check this channel's filters again".into());
+            }
+        };
+        for (schema, table, column) in columns {
+            let allowed = client
+                .query_one(
+                    "select coalesce(has_column_privilege($1,
+                               to_regclass(quote_ident($2) || '.' || quote_ident($3)), $4, 'SELECT'), false)",
+                    &[&role, schema, table, column],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0));
+            match allowed {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Some(format!(
+                        "You no longer have permission to filter on column {column} of {schema}.{table}"
+                    ))
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "filter column re-check failed");
+                    return Some(format!(
+                        "You no longer have permission to filter on column {column} of {schema}.{table}"
+                    ));
+                }
+            }
+        }
+        None
     }
 
     /// Private channels: may the user send? Asked of the database once per token.
