@@ -274,3 +274,92 @@ async fn removing_a_member_closes_his_open_private_channel() {
         .await;
     assert_eq!(a.reply_to(&r).await.payload["status"], "ok");
 }
+
+/// Item 6: Bob, a member, tries to appear as Alice on their private channel. A presence key
+/// that is not his own `sub` is refused at join; with no key he is present under his own
+/// id; and whatever he puts in his metadata, `verified_sub` says who he is. On a public
+/// channel any key is allowed, but `verified_sub` still tells the truth.
+#[tokio::test]
+async fn presence_cannot_claim_to_be_someone_else() {
+    let db = fresh_db().await;
+    let gw = spawn_gateway(&db).await;
+    let alice = db.create_user("alice").await;
+    let bob = db.create_user("bob").await;
+    let conv = conversation(&db, &[alice, bob]).await;
+    let topic = format!("realtime:conversation:{conv}");
+    let join = |t: &str, key: &str, private: bool| {
+        json!({"config": {"private": private, "presence": {"key": key, "enabled": true}},
+               "access_token": t})
+    };
+    let (ta, tb) = (gw.token_for(alice, 3600), gw.token_for(bob, 3600));
+    let mut a = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    let mut b = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    a.join_ok(&topic, join(&ta, &alice.to_string(), true)).await;
+    a.recv_until(|m| m.event == "presence_state").await;
+
+    let r = reason(&b.join(&topic, join(&tb, &alice.to_string(), true)).await);
+    assert!(r.contains("InvalidPresenceKey"), "{r}");
+    b.join_ok(&topic, join(&tb, "", true)).await;
+    let r = b
+        .send(
+            Some("1"),
+            &topic,
+            "presence",
+            json!({"type": "presence", "event": "track",
+              "payload": {"name": "Alice", "verified_sub": alice.to_string()}}),
+        )
+        .await;
+    assert_eq!(b.reply_to(&r).await.payload["status"], "ok");
+    let diff = a.recv_until(|m| m.event == "presence_diff").await;
+    let joins = diff.payload["joins"].as_object().unwrap();
+    assert_eq!(
+        joins.keys().collect::<Vec<_>>(),
+        vec![&bob.to_string()],
+        "{diff:?}"
+    );
+    let meta = &joins[&bob.to_string()]["metas"][0];
+    assert_eq!(meta["verified_sub"], json!(bob.to_string()));
+    assert_eq!(meta["name"], "Alice", "the app's own fields are kept");
+
+    // A public channel: any key, but the verified sub is the tracker's.
+    let mut p = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    p.join_ok("realtime:lobby", join(&tb, "alice", false)).await;
+    let r = p
+        .send(
+            Some("1"),
+            "realtime:lobby",
+            "presence",
+            json!({"type": "presence", "event": "track",
+              "payload": {"verified_sub": alice.to_string()}}),
+        )
+        .await;
+    // The tracker hears its own diff before the reply to its track.
+    let diff = p.recv_until(|m| m.event == "presence_diff").await;
+    assert_eq!(p.reply_to(&r).await.payload["status"], "ok");
+    assert_eq!(
+        diff.payload["joins"]["alice"]["metas"][0]["verified_sub"],
+        json!(bob.to_string())
+    );
+    // Anonymous trackers are marked as such.
+    let mut anon = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    anon.join_ok(
+        "realtime:lobby",
+        json!({"config": {"presence": {"key": "bob", "enabled": true}}}),
+    )
+    .await;
+    let r = anon
+        .send(
+            Some("1"),
+            "realtime:lobby",
+            "presence",
+            json!({"type": "presence", "event": "track",
+              "payload": {"verified_sub": bob.to_string()}}),
+        )
+        .await;
+    assert_eq!(anon.reply_to(&r).await.payload["status"], "ok");
+    let diff = p.recv_until(|m| m.event == "presence_diff").await;
+    assert_eq!(
+        diff.payload["joins"]["bob"]["metas"][0]["verified_sub"],
+        Value::Null
+    );
+}

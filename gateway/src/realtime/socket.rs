@@ -34,6 +34,8 @@ const WRITE_BATCH: usize = 256;
 /// How long a client that overflowed its queue gets to take the goodbye message.
 const OVERFLOW_NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The presence meta field holding the tracker's verified `sub` (null for anonymous).
+const VERIFIED_SUB: &str = "verified_sub";
 
 /// A channel joined on this socket.
 struct Channel {
@@ -390,6 +392,18 @@ impl Session {
                 }
             }
         }
+        // Presence cannot lie about who is present on a private channel: the key, when
+        // given, must be the caller's own `sub`.
+        if config.private
+            && !config.presence_key.is_empty()
+            && claims.sub.as_deref() != Some(config.presence_key.as_str())
+        {
+            self.reply_error(
+                &m,
+                "InvalidPresenceKey: on a private channel the presence key must be your user id (the token's sub)",
+            );
+            return;
+        }
         let resolved = if config.postgres_changes.is_empty() {
             Vec::new()
         } else {
@@ -460,7 +474,11 @@ impl Session {
             topic: m.topic.clone(),
         };
         let presence_key = if config.presence_key.is_empty() {
-            uuid::Uuid::new_v4().to_string()
+            // On a private channel the key is who you are; elsewhere, a fresh id.
+            match (&claims.sub, config.private) {
+                (Some(sub), true) => sub.clone(),
+                _ => uuid::Uuid::new_v4().to_string(),
+            }
         } else {
             config.presence_key.clone()
         };
@@ -833,7 +851,7 @@ impl Session {
             return;
         };
         if event == "track" {
-            let fields = match m.payload.get("payload") {
+            let mut fields = match m.payload.get("payload") {
                 None | Some(Value::Null) => serde_json::Map::new(),
                 Some(Value::Object(o)) => o.clone(),
                 Some(_) => {
@@ -841,6 +859,12 @@ impl Session {
                     return;
                 }
             };
+            // The verified user, set by the server whatever the client sent under this
+            // name, so apps can trust who a presence entry belongs to.
+            fields.insert(
+                VERIFIED_SUB.into(),
+                ch.claims.sub.clone().map_or(Value::Null, Value::String),
+            );
             self.hub.topics.track(&ch.topic_key, ch.key, fields);
         } else {
             self.hub.topics.untrack(&ch.topic_key, ch.key);
