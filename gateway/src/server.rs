@@ -79,6 +79,7 @@ pub async fn run_with(
                 None => retry_start(repl_config).await,
             };
             watch_stream_state(&app, &repl);
+            watch_slot_losses(&app, &repl);
             *handle.lock().await = Some(repl.clone());
             pump(app, changes, repl, authorizer).await;
         })
@@ -125,6 +126,23 @@ fn watch_stream_state(app: &Arc<App>, repl: &ReplicationHandle) {
                 tracing::warn!(attempt, "replication stream lost; reconnecting");
             }
             app.status.set_replication_up(s == StreamState::Streaming);
+        }
+    });
+}
+
+/// A lost slot is an incident: `/health` reports it and every joined channel is told that
+/// changes may have been missed (the stream logs the ERROR).
+fn watch_slot_losses(app: &Arc<App>, repl: &ReplicationHandle) {
+    let mut losses = repl.slot_losses();
+    let app = app.clone();
+    tokio::spawn(async move {
+        while losses.changed().await.is_ok() {
+            let count = *losses.borrow_and_update();
+            app.status.set_slot_lost(
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                count,
+            );
+            app.realtime.slot_lost();
         }
     });
 }

@@ -363,3 +363,88 @@ async fn presence_cannot_claim_to_be_someone_else() {
         Value::Null
     );
 }
+
+/// Item 7: the slot is dropped under Ripple (a DBA's cleanup, a failover without slots).
+/// Before, Ripple recreated it with an INFO line and `/health` stayed green while changes in
+/// the gap were never delivered; now every joined channel gets a `system` message saying
+/// changes may have been missed, and `/health` reports the loss.
+#[tokio::test]
+async fn a_lost_slot_is_reported_on_health_and_to_every_joined_channel() {
+    let db = fresh_db().await;
+    let gw = spawn_gateway(&db).await;
+    let user = db.create_user("alice").await;
+    let token = gw.token_for(user, 3600);
+    let mut changes = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    changes
+        .join_ok(
+            "realtime:feed",
+            changes_payload(
+                &token,
+                json!([{"event": "*", "schema": "public", "table": "messages"}]),
+            ),
+        )
+        .await;
+    let mut lobby = Client::connect(gw.addr, &gw.anon_key, "2.0.0").await;
+    lobby.join_ok("realtime:lobby", json!({})).await;
+    assert!(wait_healthy(gw.addr, Duration::from_secs(20)).await);
+    let health =
+        ripple_tests::http::request(gw.addr, hyper::Method::GET, "/health", &[], None).await;
+    assert!(
+        health.json().get("slot_lost").is_none(),
+        "{}",
+        health.text()
+    );
+
+    // Drop the slot between Ripple's reconnection attempts.
+    let slot = db.name.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "could not drop the slot");
+        let _ = db
+            .client
+            .execute(
+                "select pg_terminate_backend(active_pid) from pg_replication_slots
+                  where slot_name = $1 and active_pid is not null",
+                &[&slot],
+            )
+            .await;
+        if db
+            .client
+            .execute("select pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (c, topic) in [
+        (&mut changes, "realtime:feed"),
+        (&mut lobby, "realtime:lobby"),
+    ] {
+        let sys = c
+            .recv_until(|m| {
+                m.topic == topic && m.event == "system" && m.payload["code"] == "changes_missed"
+            })
+            .await;
+        assert!(
+            sys.payload["message"].as_str().unwrap().contains("missed"),
+            "{}",
+            sys.payload
+        );
+    }
+    // Streaming again from the new slot: ready, but degraded, naming the loss.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let health =
+            ripple_tests::http::request(gw.addr, hyper::Method::GET, "/health", &[], None).await;
+        let body = health.json();
+        if body["status"] == "degraded" || Instant::now() > deadline {
+            assert_eq!(health.status, 200, "{body}");
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["slot_lost"]["count"], 1, "{body}");
+}

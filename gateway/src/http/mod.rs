@@ -365,6 +365,17 @@ async fn health(app: &App) -> Response<Body> {
     if let Some(problem) = authorization {
         body["authorization_problem"] = serde_json::Value::String(problem);
     }
+    // Serving, but changes were lost: ready (200), and says so until restarted.
+    if let Some((at, count)) = app.status.slot_lost() {
+        body["slot_lost"] = serde_json::json!({
+            "at": at,
+            "count": count,
+            "message": "the replication slot was lost and recreated: changes committed while it was missing were not delivered; clients were told to refetch",
+        });
+        if ready {
+            body["status"] = "degraded".into();
+        }
+    }
     json(
         if ready {
             StatusCode::OK
