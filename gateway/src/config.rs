@@ -92,6 +92,51 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,
 
+    /// Bytes queued per WebSocket client (estimated) before it is disconnected as too slow.
+    #[arg(long, env = "RIPPLE_CLIENT_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub client_queue_bytes: usize,
+
+    /// Channels one socket may have joined at once.
+    #[arg(long, env = "RIPPLE_MAX_CHANNELS_PER_SOCKET", default_value_t = 100)]
+    pub max_channels_per_socket: usize,
+
+    /// `postgres_changes` bindings one join may carry.
+    #[arg(long, env = "RIPPLE_MAX_BINDINGS_PER_JOIN", default_value_t = 100)]
+    pub max_bindings_per_join: usize,
+
+    /// Largest `phx_join` payload, in bytes (serialized JSON).
+    #[arg(long, env = "RIPPLE_MAX_JOIN_BYTES", default_value_t = 64 * 1024)]
+    pub max_join_bytes: usize,
+
+    /// Broadcasts one socket may send per second (a token bucket with one second of burst);
+    /// more get an error reply.
+    #[arg(long, env = "RIPPLE_BROADCASTS_PER_SECOND", default_value_t = 100)]
+    pub broadcasts_per_second: u32,
+
+    /// Broadcasts per second on one channel, from all its senders together.
+    #[arg(
+        long,
+        env = "RIPPLE_CHANNEL_BROADCASTS_PER_SECOND",
+        default_value_t = 500
+    )]
+    pub channel_broadcasts_per_second: u32,
+
+    /// Presence updates (track, untrack) one socket may send per second.
+    #[arg(long, env = "RIPPLE_PRESENCE_PER_SECOND", default_value_t = 10)]
+    pub presence_per_second: u32,
+
+    /// Presence updates per second on one channel, from all its members together.
+    #[arg(
+        long,
+        env = "RIPPLE_CHANNEL_PRESENCE_PER_SECOND",
+        default_value_t = 100
+    )]
+    pub channel_presence_per_second: u32,
+
+    /// Largest presence `track` payload, in bytes (serialized JSON).
+    #[arg(long, env = "RIPPLE_MAX_PRESENCE_BYTES", default_value_t = 4 * 1024)]
+    pub max_presence_bytes: usize,
+
     /// Seconds without a frame from a WebSocket client (clients heartbeat every 25 s) after
     /// which its socket is closed.
     #[arg(long, env = "RIPPLE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]

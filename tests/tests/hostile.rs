@@ -448,3 +448,168 @@ async fn a_lost_slot_is_reported_on_health_and_to_every_joined_channel() {
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["slot_lost"]["count"], 1, "{body}");
 }
+
+/// Counts broadcasts a client receives until it has heard nothing for `quiet`; None if the
+/// server closed it.
+async fn count_broadcasts(mut c: Client, quiet: Duration) -> (Client, usize) {
+    let mut n = 0;
+    while let Some(m) = c.try_recv(quiet).await {
+        if m.event == "broadcast" {
+            n += 1;
+        }
+    }
+    (c, n)
+}
+
+/// Item 3: configurable limits, each answered in the protocol's error form. Before, one
+/// anonymous socket relayed 76,000 broadcasts a second and the receivers were
+/// disconnected as too slow; now the flood is cut to the rate, the sender is told, and the
+/// receivers stay connected. Channels per socket, bindings per join, join and presence
+/// payload sizes are bounded too.
+#[tokio::test]
+async fn limits_cut_floods_and_oversized_requests_without_hurting_anyone_else() {
+    let db = fresh_db().await;
+    let mut config = ripple_tests::gateway_config();
+    config.broadcasts_per_second = 100;
+    config.channel_broadcasts_per_second = 150;
+    config.presence_per_second = 5;
+    config.max_channels_per_socket = 3;
+    config.max_bindings_per_join = 4;
+    config.max_join_bytes = 4096;
+    config.max_presence_bytes = 1024;
+    config.client_queue = 100_000;
+    let gw = ripple_tests::spawn_gateway_with(&db, config).await;
+    let room = "realtime:room";
+    let join = json!({"config": {"broadcast": {"ack": false}, "presence": {"enabled": false}}});
+
+    // Two receivers reading as normal clients do.
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        let mut r = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+        r.join_ok(room, join.clone()).await;
+        receivers.push(tokio::spawn(count_broadcasts(r, Duration::from_secs(3))));
+    }
+    // One socket floods.
+    let mut flood = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    flood.join_ok(room, join.clone()).await;
+    let started = Instant::now();
+    for i in 0..2000 {
+        flood
+            .send(
+                Some("1"),
+                room,
+                "broadcast",
+                json!({"type": "broadcast", "event": "spam", "payload": {"i": i}}),
+            )
+            .await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut limited: u32 = 0;
+    while let Some(m) = flood.try_recv(Duration::from_secs(1)).await {
+        if m.event == "phx_reply" && m.payload["status"] == "error" {
+            let r = reason(&m);
+            assert!(
+                r.starts_with("RateLimited") && r.contains("from this socket"),
+                "{r}"
+            );
+            limited += 1;
+        }
+    }
+    // One second of burst, then 100 a second (the server may take up to a second more
+    // than the sending did to read the last of them).
+    let relayed = 2000.0 - f64::from(limited);
+    assert!(
+        (100.0..=100.0 + 100.0 * (elapsed + 1.0)).contains(&relayed),
+        "{limited} refused of 2000 sent in {elapsed:.2}s"
+    );
+    // Many sockets, each under its own rate, together meet the channel's.
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        let mut s = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+        s.join_ok(room, join.clone()).await;
+        senders.push(s);
+    }
+    let mut channel_limited: usize = 0;
+    for s in &mut senders {
+        for i in 0..60 {
+            s.send(
+                Some("1"),
+                room,
+                "broadcast",
+                json!({"type": "broadcast", "event": "spam", "payload": {"i": i}}),
+            )
+            .await;
+        }
+    }
+    for s in &mut senders {
+        while let Some(m) = s.try_recv(Duration::from_millis(500)).await {
+            if m.event == "phx_reply" && m.payload["status"] == "error" {
+                assert!(reason(&m).contains("on this channel"), "{m:?}");
+                channel_limited += 1;
+            }
+        }
+    }
+    assert!(
+        channel_limited > 0,
+        "240 broadcasts in a burst exceeded the channel's 150"
+    );
+    for r in receivers {
+        let (mut c, n) = r.await.unwrap();
+        let bound = 2000 - limited as usize + 240 - channel_limited;
+        assert_eq!(n, bound, "each receiver got exactly what was let through");
+        assert!(n < 600, "the receivers got {n} of 2,240 broadcasts");
+        // Still connected and answering.
+        c.assert_nothing_pending().await;
+    }
+
+    // Bounded requests, each with its reason.
+    let mut c = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    let binding = json!({"event": "*", "schema": "public", "table": "messages"});
+    let five =
+        json!({"config": {"postgres_changes": [binding, binding, binding, binding, binding]}});
+    assert!(reason(&c.join("realtime:b", five).await).contains("limit of 4 per join"));
+    let big = json!({"config": {"padding": "x".repeat(5000)}});
+    assert!(reason(&c.join("realtime:b", big).await).contains("more than the limit of 4096"));
+    for t in ["realtime:c1", "realtime:c2", "realtime:c3"] {
+        c.join_ok(t, json!({"config": {"presence": {"enabled": true}}}))
+            .await;
+    }
+    assert!(reason(&c.join("realtime:c4", json!({})).await).starts_with("ChannelRateLimitReached"));
+    // Joining one of the same topics again is a rejoin, not a fourth channel.
+    c.join_ok(
+        "realtime:c3",
+        json!({"config": {"presence": {"enabled": true}}}),
+    )
+    .await;
+    let r = c
+        .send(
+            Some("1"),
+            "realtime:c1",
+            "presence",
+            json!({"type": "presence", "event": "track",
+              "payload": {"blob": "x".repeat(2000)}}),
+        )
+        .await;
+    assert!(reason(&c.reply_to(&r).await).contains("presence payload"));
+    let mut presence_limited = 0;
+    for i in 0..20 {
+        let r = c
+            .send(
+                Some("1"),
+                "realtime:c1",
+                "presence",
+                json!({"type": "presence", "event": "track",
+                  "payload": {"i": i}}),
+            )
+            .await;
+        let reply = c.reply_to(&r).await;
+        if reply.payload["status"] == "error" {
+            assert!(reason(&reply).starts_with("RateLimited"), "{reply:?}");
+            presence_limited += 1;
+        }
+    }
+    assert!(
+        presence_limited >= 10,
+        "{presence_limited} of 20 presence updates refused"
+    );
+}

@@ -25,6 +25,7 @@ pub mod filter;
 pub mod join;
 pub mod private;
 pub mod protocol;
+pub mod rate;
 pub mod reference_authorizer;
 pub mod registry;
 pub mod resume;

@@ -22,7 +22,7 @@ use super::protocol::{self, BroadcastBody, BroadcastOut, Frame, Inbound, ServerM
 use super::registry::{ChannelRef, ClaimSet, Subscription};
 use super::resume::{ReplayRequest, ResumeRequest};
 use super::socket_handle::{Outbound, SocketHandle};
-use super::topics::{Member, TopicKey};
+use super::topics::{Member, Sent, TopicKey};
 use super::Realtime;
 use crate::app::App;
 use crate::auth::{AuthError, Claims};
@@ -73,6 +73,9 @@ struct Session {
     channels: HashMap<String, Channel>,
     /// The user (`sub`) this socket counts for, with their latest claims.
     user: Option<(String, Claims)>,
+    /// What this socket may send per second.
+    broadcasts: super::rate::Bucket,
+    presence_updates: super::rate::Bucket,
 }
 
 pub(super) async fn run(
@@ -83,16 +86,22 @@ pub(super) async fn run(
     apikey_token: String,
 ) {
     let hub = app.realtime.clone();
-    let (handle, mut rx) = SocketHandle::new(hub.next_id(), app.config.client_queue);
+    let (handle, mut rx) = SocketHandle::new(
+        hub.next_id(),
+        app.config.client_queue,
+        app.config.client_queue_bytes,
+    );
     let idle = Duration::from_secs(app.config.ws_idle_timeout_secs.max(1));
     let mut s = Session {
-        app,
+        app: app.clone(),
         hub,
         vsn,
         handle,
         apikey_token,
         channels: HashMap::new(),
         user: None,
+        broadcasts: super::rate::Bucket::new(app.config.broadcasts_per_second),
+        presence_updates: super::rate::Bucket::new(app.config.presence_per_second),
     };
     tracing::debug!(socket = s.handle.id, "socket opened");
     let mut notices = s.hub.notices.subscribe();
@@ -180,6 +189,7 @@ async fn write_batch(
         let mut next = Some(first);
         let mut n = 0;
         while let Some(m) = next {
+            handle.taken(&m);
             if let Some(frame) = encode(vsn, &m) {
                 ws.feed(frame).await?;
             }
@@ -331,6 +341,30 @@ impl Session {
             self.reply_error(&m, "TopicNameRequired: You must provide a topic name");
             return;
         }
+        let limits = &self.app.config;
+        if !self.channels.contains_key(&m.topic)
+            && self.channels.len() >= limits.max_channels_per_socket
+        {
+            self.reply_error(
+                &m,
+                format!(
+                    "ChannelRateLimitReached: Too many channels (at most {} per socket)",
+                    limits.max_channels_per_socket
+                ),
+            );
+            return;
+        }
+        let size = m.payload.to_string().len();
+        if size > limits.max_join_bytes {
+            self.reply_error(
+                &m,
+                format!(
+                    "InvalidJoinPayload: the join payload is {size} bytes, more than the limit of {}",
+                    limits.max_join_bytes
+                ),
+            );
+            return;
+        }
         // A second join of the same topic replaces the first, as Phoenix does.
         if self.channels.contains_key(&m.topic) {
             self.close_channel(&m.topic, true);
@@ -342,6 +376,17 @@ impl Session {
                 return;
             }
         };
+        if config.postgres_changes.len() > self.app.config.max_bindings_per_join {
+            self.reply_error(
+                &m,
+                format!(
+                    "InvalidJoinPayload: {} postgres_changes bindings, more than the limit of {} per join",
+                    config.postgres_changes.len(),
+                    self.app.config.max_bindings_per_join
+                ),
+            );
+            return;
+        }
         // The channel resumes as its first binding that says how (one position per channel:
         // apps pass the same `resume` object to every binding).
         let resume = match config
@@ -659,6 +704,43 @@ impl Session {
         self.reply(&m, "ok", json!({}));
     }
 
+    /// Takes a token from this socket's bucket and the channel's; answers a sender over
+    /// either rate with an error (only the sender hears it; nothing is relayed).
+    fn within_rate(&mut self, m: &Inbound, what: Sent) -> bool {
+        let now = Instant::now();
+        let (socket_ok, per_channel) = match what {
+            Sent::Broadcast => (
+                self.broadcasts.take(now.into_std()),
+                self.app.config.channel_broadcasts_per_second,
+            ),
+            Sent::Presence => (
+                self.presence_updates.take(now.into_std()),
+                self.app.config.channel_presence_per_second,
+            ),
+        };
+        let channel_ok = socket_ok
+            && self
+                .channels
+                .get(&m.topic)
+                .is_some_and(|ch| self.hub.topics.allow(&ch.topic_key, what, per_channel));
+        if channel_ok {
+            return true;
+        }
+        let (kind, per_socket) = match what {
+            Sent::Broadcast => ("broadcasts", self.app.config.broadcasts_per_second),
+            Sent::Presence => ("presence updates", self.app.config.presence_per_second),
+        };
+        let reason = if socket_ok {
+            format!("RateLimited: too many {kind} on this channel (at most {per_channel} per second from all its members)")
+        } else {
+            format!(
+                "RateLimited: too many {kind} from this socket (at most {per_socket} per second)"
+            )
+        };
+        self.reply_error(m, reason);
+        false
+    }
+
     /// The replication slot was lost: every joined channel is told, so the app refetches.
     fn changes_may_be_missed(&self) {
         for ch in self.channels.values() {
@@ -803,6 +885,9 @@ impl Session {
                 return;
             }
         }
+        if !self.within_rate(&m, Sent::Broadcast) {
+            return;
+        }
         let Some(ch) = self.channels.get(&m.topic) else {
             return;
         };
@@ -847,6 +932,9 @@ impl Session {
                 return;
             }
         }
+        if !self.within_rate(&m, Sent::Presence) {
+            return;
+        }
         let Some(ch) = self.channels.get(&m.topic) else {
             return;
         };
@@ -859,6 +947,17 @@ impl Session {
                     return;
                 }
             };
+            let size = Value::Object(fields.clone()).to_string().len();
+            if size > self.app.config.max_presence_bytes {
+                self.reply_error(
+                    &m,
+                    format!(
+                        "InvalidPresence: the presence payload is {size} bytes, more than the limit of {}",
+                        self.app.config.max_presence_bytes
+                    ),
+                );
+                return;
+            }
             // The verified user, set by the server whatever the client sent under this
             // name, so apps can trust who a presence entry belongs to.
             fields.insert(
