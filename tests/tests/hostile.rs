@@ -613,3 +613,105 @@ async fn limits_cut_floods_and_oversized_requests_without_hurting_anyone_else() 
         "{presence_limited} of 20 presence updates refused"
     );
 }
+
+/// Item 8: no oracles, no amplification. A realtime join cannot tell whether a table exists
+/// in a schema the caller may not use; a 404 for a function does not echo thousands of
+/// argument names; concurrent requests that find the REST catalog missing load it once.
+#[tokio::test]
+async fn no_table_oracle_no_echo_amplification_and_one_catalog_load_for_many_requests() {
+    let db = fresh_db().await;
+    db.client
+        .batch_execute(
+            "create schema hidden;
+             create table hidden.salaries (id int primary key, amount int);
+             alter publication ripple add table hidden.salaries;",
+        )
+        .await
+        .unwrap();
+    let gw = spawn_gateway(&db).await;
+    let user = db.create_user("mallory").await;
+    let token = gw.token_for(user, 3600);
+
+    // Many requests at once, each finding no catalog: one load between them.
+    let loads = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("ripple_rest_catalog_loads_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let metrics =
+        || ripple_tests::http::request(gw.addr, hyper::Method::GET, "/metrics", &[], None);
+    let before = loads(&metrics().await.text());
+    let requests: Vec<_> = (0..40)
+        .map(|_| {
+            ripple_tests::http::rest(
+                &gw,
+                hyper::Method::GET,
+                "/rest/v1/profiles?select=id",
+                Some(&token),
+                &[],
+                None,
+            )
+        })
+        .collect();
+    for r in futures_util::future::join_all(requests).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        loads(&metrics().await.text()) - before,
+        1,
+        "catalog loads for 40 requests"
+    );
+
+    // The 404 names a few arguments, not all of them.
+    let args: serde_json::Map<String, Value> = (0..5000)
+        .map(|i| (format!("argument_number_{i}"), json!(i)))
+        .collect();
+    let r = ripple_tests::http::rest(
+        &gw,
+        hyper::Method::POST,
+        "/rest/v1/rpc/no_such_function",
+        Some(&token),
+        &[],
+        Some(Value::Object(args)),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["code"], "PGRST202");
+    assert!(r.body.len() < 2048, "a {} byte answer", r.body.len());
+    assert!(r.text().contains("4990 more"), "{}", r.text());
+
+    // A table in a schema the role cannot use answers exactly as a missing one does.
+    let mut c = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    let refusal = |table: &str| {
+        changes_payload(
+            &token,
+            json!([{"event": "*", "schema": "hidden", "table": table}]),
+        )
+    };
+    let exists = reason(&c.join("realtime:probe", refusal("salaries")).await);
+    let missing = reason(&c.join("realtime:probe", refusal("nothing")).await);
+    assert_eq!(
+        exists.replace("salaries", "X"),
+        missing.replace("nothing", "X")
+    );
+    let schema_used = reason(
+        &c.join(
+            "realtime:probe",
+            changes_payload(&token, json!([{"event": "*", "schema": "hidden"}])),
+        )
+        .await,
+    );
+    let schema_missing = reason(
+        &c.join(
+            "realtime:probe",
+            changes_payload(&token, json!([{"event": "*", "schema": "nowhere"}])),
+        )
+        .await,
+    );
+    assert_eq!(
+        schema_used.replace("hidden", "X"),
+        schema_missing.replace("nowhere", "X")
+    );
+}
