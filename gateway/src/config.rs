@@ -104,6 +104,11 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_MAX_BINDINGS_PER_JOIN", default_value_t = 100)]
     pub max_bindings_per_join: usize,
 
+    /// `postgres_changes` bindings one socket may hold over all its channels: each
+    /// binding without an `eq`/`in` filter is looked at for every change of its table.
+    #[arg(long, env = "RIPPLE_MAX_BINDINGS_PER_SOCKET", default_value_t = 200)]
+    pub max_bindings_per_socket: usize,
+
     /// Largest `phx_join` payload, in bytes (serialized JSON).
     #[arg(long, env = "RIPPLE_MAX_JOIN_BYTES", default_value_t = 64 * 1024)]
     pub max_join_bytes: usize,

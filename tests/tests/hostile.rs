@@ -715,3 +715,100 @@ async fn no_table_oracle_no_echo_amplification_and_one_catalog_load_for_many_req
         schema_missing.replace("nowhere", "X")
     );
 }
+
+/// Median time from commit to delivery of `n` messages to `c`.
+async fn delivery_p50(
+    db: &ripple_tests::TestDb,
+    c: &mut Client,
+    conv: uuid::Uuid,
+    sender: uuid::Uuid,
+    n: usize,
+) -> Duration {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = format!("probe {i}");
+        db.client
+            .execute(
+                "insert into public.messages (conversation_id, sender_id, body) values ($1, $2, $3)",
+                &[&conv, &sender, &body],
+            )
+            .await
+            .unwrap();
+        let committed = Instant::now();
+        c.recv_until(|m| {
+            m.event == "postgres_changes" && m.payload["data"]["record"]["body"] == body.as_str()
+        })
+        .await;
+        times.push(committed.elapsed());
+    }
+    times.sort();
+    times[n / 2]
+}
+
+/// Item 4: an outsider's socket holds as many always-true and unindexable bindings as it
+/// may. Before, a join of 10,000 such bindings was accepted and every one of them ran for
+/// every change; now that join is refused, what one socket holds is bounded (200 by
+/// default), and a real subscriber's delivery latency stays within 2x of what it is when
+/// the same outsider holds one binding (each distinct identity costs an authorization
+/// check per change whatever it subscribes to, so that is the fair reference).
+#[tokio::test]
+async fn hostile_bindings_do_not_slow_a_real_subscriber() {
+    let db = fresh_db().await;
+    let gw = spawn_gateway(&db).await;
+    let alice = db.create_user("alice").await;
+    let bob = db.create_user("bob").await;
+    let conv = conversation(&db, &[alice, bob]).await;
+    let mut real = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    real.join_ok(
+        "realtime:inbox",
+        changes_payload(
+            &gw.token_for(bob, 3600),
+            json!([{"event": "INSERT", "schema": "public", "table": "messages",
+                    "filter": format!("conversation_id=eq.{conv}")}]),
+        ),
+    )
+    .await;
+    // The test cluster runs with synchronous_commit off, where a commit may wait up to
+    // wal_writer_delay (200 ms) before it streams: that would hide the fan-out's cost.
+    db.client
+        .batch_execute("set synchronous_commit = on")
+        .await
+        .unwrap();
+
+    let always = json!({"event": "*", "schema": "public", "table": "messages"});
+    let unindexable =
+        json!({"event": "*", "schema": "public", "table": "messages", "filter": "body=neq.x"});
+    // Signed-up outsiders: they may read the columns, RLS shows them no rows.
+    let mallory = db.create_user("mallory").await;
+    let mt = gw.token_for(mallory, 3600);
+    let hostile = |bindings: Vec<Value>| json!({"config": {"postgres_changes": bindings}, "access_token": mt});
+    // The reference: the same outsider subscribed once, as any other user could be (each
+    // distinct identity costs one authorization check per change, attacker or not).
+    let mut one = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    one.join_ok("realtime:one", hostile(vec![always.clone()]))
+        .await;
+    delivery_p50(&db, &mut real, conv, alice, 5).await; // warm up
+    let base = delivery_p50(&db, &mut real, conv, alice, 31).await;
+
+    let mut a = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    let huge: Vec<Value> = (0..10_000).map(|_| always.clone()).collect();
+    let r = reason(&a.join("realtime:amplify", hostile(huge)).await);
+    assert!(r.contains("more than the limit"), "{r}");
+    // The most one socket may hold: two channels of 100 bindings.
+    for (i, binding) in [&always, &unindexable].into_iter().enumerate() {
+        let bindings: Vec<Value> = (0..100).map(|_| binding.clone()).collect();
+        a.join_ok(&format!("realtime:amplify{i}"), hostile(bindings))
+            .await;
+    }
+    let r = reason(
+        &a.join("realtime:amplify2", hostile(vec![always.clone()]))
+            .await,
+    );
+    assert!(r.contains("per socket"), "{r}");
+    let attacked = delivery_p50(&db, &mut real, conv, alice, 31).await;
+    eprintln!("p50 delivery: {base:?} with 1 hostile binding, {attacked:?} with 201");
+    assert!(
+        attacked <= base * 2 + Duration::from_millis(2),
+        "p50 {attacked:?} under attack against {base:?}"
+    );
+}

@@ -54,6 +54,8 @@ struct Channel {
     /// (schema, table, column) named by this channel's filters: the role must keep SELECT
     /// on them.
     filter_columns: Vec<(String, String, String)>,
+    /// Its `postgres_changes` bindings, against the per-socket limit.
+    bindings: usize,
 }
 
 /// Why the loop ended.
@@ -387,6 +389,23 @@ impl Session {
             );
             return;
         }
+        let held: usize = self
+            .channels
+            .values()
+            .filter(|c| c.topic.as_ref() != m.topic.as_str())
+            .map(|c| c.bindings)
+            .sum();
+        if held + config.postgres_changes.len() > self.app.config.max_bindings_per_socket {
+            self.reply_error(
+                &m,
+                format!(
+                    "InvalidJoinPayload: this socket would hold {} postgres_changes bindings, more than the limit of {} per socket",
+                    held + config.postgres_changes.len(),
+                    self.app.config.max_bindings_per_socket
+                ),
+            );
+            return;
+        }
         // The channel resumes as its first binding that says how (one position per channel:
         // apps pass the same `resume` object to every binding).
         let resume = match config
@@ -553,6 +572,7 @@ impl Session {
             ack: config.broadcast_ack,
             topic_key,
             write_access: None,
+            bindings: subs.len(),
             filter_columns: {
                 let mut cols: Vec<(String, String, String)> = resolved
                     .iter()
