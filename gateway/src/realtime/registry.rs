@@ -89,7 +89,7 @@ impl ChannelRef {
     /// Should a live change at `p` be sent here? (Not while a replay is pending, nor what
     /// the replay covered.)
     pub fn wants_live(&self, p: super::resume::Position) -> bool {
-        self.resume.as_ref().map_or(true, |r| r.state.wants(p))
+        self.resume.as_ref().is_none_or(|r| r.state.wants(p))
     }
 
     pub fn claims(&self) -> Arc<ClaimSet> {
@@ -150,7 +150,7 @@ impl Subscription {
     pub fn takes(&self, change: &RowChange) -> bool {
         let rel = &change.relation;
         self.schema == rel.schema
-            && self.table.as_ref().map_or(true, |t| *t == rel.name)
+            && self.table.as_ref().is_none_or(|t| *t == rel.name)
             && self.matches(change)
     }
 

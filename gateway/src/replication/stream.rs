@@ -91,7 +91,7 @@ impl Streamer {
     }
 
     async fn catalog(&mut self) -> Result<&Client, ReplicationError> {
-        let stale = self.catalog.as_ref().map_or(true, Client::is_closed);
+        let stale = self.catalog.as_ref().is_none_or(Client::is_closed);
         if stale {
             self.catalog = Some(setup::catalog_client(&self.pg_config).await?);
         }
