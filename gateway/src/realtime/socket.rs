@@ -509,22 +509,37 @@ impl Session {
             channel_ref = channel_ref.resumable(join_ref.clone(), request);
         }
         let channel_ref = Arc::new(channel_ref);
-        let subs: Vec<Arc<Subscription>> = resolved
+        // Identical bindings of one join share one subscription (and its id: realtime-js
+        // runs every callback whose id a change carries), so repeating a binding costs the
+        // fan-out nothing.
+        let mut unique: HashMap<String, Arc<Subscription>> = HashMap::new();
+        let per_binding: Vec<Arc<Subscription>> = resolved
             .iter()
             .map(|r| {
-                Arc::new(Subscription {
-                    id: self.hub.registry.next_subscription_id(),
-                    channel: channel_ref.clone(),
-                    schema: r.spec.schema.clone(),
-                    table: r.spec.table.clone(),
-                    events: r.spec.events,
-                    conditions: r.conditions.clone(),
-                })
+                let identity = format!(
+                    "{:?}\u{0}{}\u{0}{:?}\u{0}{:?}",
+                    r.spec.events, r.spec.schema, r.spec.table, r.spec.filter
+                );
+                unique
+                    .entry(identity)
+                    .or_insert_with(|| {
+                        Arc::new(Subscription {
+                            id: self.hub.registry.next_subscription_id(),
+                            channel: channel_ref.clone(),
+                            schema: r.spec.schema.clone(),
+                            table: r.spec.table.clone(),
+                            events: r.spec.events,
+                            conditions: r.conditions.clone(),
+                        })
+                    })
+                    .clone()
             })
             .collect();
+        let mut subs: Vec<Arc<Subscription>> = unique.into_values().collect();
+        subs.sort_by_key(|s| s.id);
         let echoed: Vec<Value> = resolved
             .iter()
-            .zip(&subs)
+            .zip(&per_binding)
             .map(|(r, s)| {
                 let mut o = r.spec.raw.clone();
                 o.insert("id".into(), json!(s.id));
@@ -572,7 +587,7 @@ impl Session {
             ack: config.broadcast_ack,
             topic_key,
             write_access: None,
-            bindings: subs.len(),
+            bindings: per_binding.len(),
             filter_columns: {
                 let mut cols: Vec<(String, String, String)> = resolved
                     .iter()
