@@ -5,16 +5,17 @@
 drop policy if exists bans_select_admins_or_self on public.conversation_bans;
 create policy bans_select_admins_or_self on public.conversation_bans
   for select to authenticated
-  using (private.is_group_admin(conversation_id) or user_id = auth.uid());
+  using (conversation_id in (select private.my_admin_conversation_ids())
+         or user_id = (select auth.uid()));
 
 -- Owners and admins ban, in their own name, anyone but themselves and the owner.
 drop policy if exists bans_insert_admins on public.conversation_bans;
 create policy bans_insert_admins on public.conversation_bans
   for insert to authenticated
   with check (
-    private.is_group_admin(conversation_id)
-    and banned_by = auth.uid()
-    and user_id <> auth.uid()
+    conversation_id in (select private.my_admin_conversation_ids())
+    and banned_by = (select auth.uid())
+    and user_id <> (select auth.uid())
     and not exists (
       select 1 from public.conversation_members m
        where m.conversation_id = conversation_bans.conversation_id
@@ -25,4 +26,4 @@ create policy bans_insert_admins on public.conversation_bans
 drop policy if exists bans_delete_admins on public.conversation_bans;
 create policy bans_delete_admins on public.conversation_bans
   for delete to authenticated
-  using (private.is_group_admin(conversation_id));
+  using (conversation_id in (select private.my_admin_conversation_ids()));

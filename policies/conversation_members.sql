@@ -4,7 +4,7 @@
 drop policy if exists members_select_comembers on public.conversation_members;
 create policy members_select_comembers on public.conversation_members
   for select to authenticated
-  using (private.is_member(conversation_id));
+  using (conversation_id in (select private.my_conversation_ids()));
 
 -- Owners and admins add members to their groups (never as owner, never someone banned
 -- from it). The creator of a conversation seeds its first members, itself as owner, in the
@@ -25,8 +25,8 @@ create policy members_insert_by_admins on public.conversation_members
 drop policy if exists members_update_self_or_owner on public.conversation_members;
 create policy members_update_self_or_owner on public.conversation_members
   for update to authenticated
-  using (user_id = auth.uid() or private.my_role(conversation_id) = 'owner')
-  with check (user_id = auth.uid() or private.my_role(conversation_id) = 'owner');
+  using (user_id = (select auth.uid()) or private.my_role(conversation_id) = 'owner')
+  with check (user_id = (select auth.uid()) or private.my_role(conversation_id) = 'owner');
 
 -- Anyone may leave a group (delete their own row); the owner removes anyone else, an admin
 -- removes plain members. Direct conversations have no removal (the RPCs refuse leaving).
@@ -36,7 +36,7 @@ create policy members_delete_self_or_admin on public.conversation_members
   using (
     private.conversation_kind(conversation_id) = 'group'
     and (
-      user_id = auth.uid()
+      user_id = (select auth.uid())
       or private.my_role(conversation_id) = 'owner'
       or (private.my_role(conversation_id) = 'admin' and role = 'member')
     )

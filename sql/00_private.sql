@@ -9,8 +9,59 @@ language sql stable security definer set search_path = ''
 as $$
   select exists (
     select 1 from public.conversation_members m
-    where m.conversation_id = conv and m.user_id = auth.uid()
+    where m.conversation_id = conv and m.user_id = (select auth.uid())
   )
+$$;
+
+-- The caller's conversations, as a set. Policies test `conversation_id in (select
+-- private.my_conversation_ids())`: PostgreSQL runs the function once per statement and
+-- probes a hash of its result per row, where a per-row `private.is_member(...)` call (a
+-- SECURITY DEFINER function, which it cannot inline) would run once per row.
+create or replace function private.my_conversation_ids() returns setof uuid
+language sql stable security definer set search_path = '' rows 50
+as $$
+  select m.conversation_id from public.conversation_members m where m.user_id = (select auth.uid())
+$$;
+
+-- The groups the caller owns or administers, as a set (for the bans policies).
+create or replace function private.my_admin_conversation_ids() returns setof uuid
+language sql stable security definer set search_path = '' rows 10
+as $$
+  select m.conversation_id from public.conversation_members m
+    join public.conversations c on c.id = m.conversation_id
+   where m.user_id = (select auth.uid()) and m.role in ('owner', 'admin') and c.kind = 'group'
+$$;
+
+-- The caller's unread count per conversation, from the counters of schema/V5: one row per
+-- conversation of the caller, reading messages only where some were deleted after the
+-- caller's read point. Unread = messages after the read point, not sent by the caller, not
+-- system messages, not deleted.
+create or replace function private.my_unread()
+returns table (conversation_id uuid, unread_count bigint)
+language sql stable security definer set search_path = '' rows 50
+as $$
+  select m.conversation_id,
+         c.counted_seq - m.read_counted_seq - m.sent_since_read
+         - (select count(*) from public.messages x
+             where x.conversation_id = m.conversation_id
+               and x.deleted_at is not null and x.kind <> 'system'
+               and x.seq > m.last_read_seq and x.sender_id <> m.user_id)
+         - (select count(*) from private.removed_messages t
+             where t.conversation_id = m.conversation_id
+               and t.seq > m.last_read_seq and t.sender_id <> m.user_id)
+    from public.conversation_members m
+    join public.conversations c on c.id = m.conversation_id
+   where m.user_id = (select auth.uid())
+$$;
+
+-- Locks the conversation row before a membership change. A message locks the conversation
+-- row and then its sender's member row (schema/V5's counters); a member leaving or removed
+-- locks the member row and then (member_after_change) the conversation row. Taking the
+-- conversation first on the RPC paths keeps a send and a leave from deadlocking.
+create or replace function private.lock_conversation(conv uuid) returns void
+language sql volatile security definer set search_path = ''
+as $$
+  select 1 from public.conversations c where c.id = conv for no key update
 $$;
 
 -- The caller's role in the conversation, or null when not a member.
@@ -18,7 +69,7 @@ create or replace function private.my_role(conv uuid) returns public.member_role
 language sql stable security definer set search_path = ''
 as $$
   select m.role from public.conversation_members m
-  where m.conversation_id = conv and m.user_id = auth.uid()
+  where m.conversation_id = conv and m.user_id = (select auth.uid())
 $$;
 
 -- Is the caller an owner or admin of this group conversation?
@@ -28,7 +79,7 @@ as $$
   select exists (
     select 1 from public.conversation_members m
     join public.conversations c on c.id = m.conversation_id
-    where m.conversation_id = conv and m.user_id = auth.uid()
+    where m.conversation_id = conv and m.user_id = (select auth.uid())
       and m.role in ('owner', 'admin') and c.kind = 'group'
   )
 $$;

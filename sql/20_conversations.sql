@@ -127,6 +127,7 @@ begin
   if private.conversation_kind(remove_conversation_member.conversation_id) <> 'group' then
     perform private.fail('P0001', 'members cannot be removed from a direct conversation');
   end if;
+  perform private.lock_conversation(remove_conversation_member.conversation_id);
   delete from public.conversation_members m
    where m.conversation_id = remove_conversation_member.conversation_id
      and m.user_id = remove_conversation_member.user_id;
@@ -149,8 +150,9 @@ begin
     perform private.fail('P0001', 'you cannot leave a direct conversation',
                          'archive it with set_archived instead');
   end if;
+  perform private.lock_conversation(leave_conversation.conversation_id);
   delete from public.conversation_members m
-   where m.conversation_id = leave_conversation.conversation_id and m.user_id = auth.uid();
+   where m.conversation_id = leave_conversation.conversation_id and m.user_id = (select auth.uid());
 end
 $$;
 
@@ -162,7 +164,7 @@ as $$
 begin
   update public.conversation_members m
      set archived_at = case when set_archived.archived then now() else null end
-   where m.conversation_id = set_archived.conversation_id and m.user_id = auth.uid();
+   where m.conversation_id = set_archived.conversation_id and m.user_id = (select auth.uid());
   if not found then
     perform private.fail('P0002', 'conversation not found');
   end if;
@@ -176,7 +178,7 @@ language plpgsql volatile security invoker set search_path = ''
 as $$
 begin
   update public.conversation_members m set muted_until = set_muted.until
-   where m.conversation_id = set_muted.conversation_id and m.user_id = auth.uid();
+   where m.conversation_id = set_muted.conversation_id and m.user_id = (select auth.uid());
   if not found then
     perform private.fail('P0002', 'conversation not found');
   end if;
@@ -212,7 +214,7 @@ as $$
 begin
   update public.conversation_members m
      set pinned_at = case when set_pinned.pinned then coalesce(m.pinned_at, now()) else null end
-   where m.conversation_id = set_pinned.conversation_id and m.user_id = auth.uid();
+   where m.conversation_id = set_pinned.conversation_id and m.user_id = (select auth.uid());
   if not found then
     perform private.fail('P0002', 'conversation not found');
   end if;
@@ -238,6 +240,7 @@ begin
   insert into public.conversation_bans (conversation_id, user_id, banned_by, reason)
   values (ban_member.conversation_id, ban_member.user_id, auth.uid(), ban_member.reason)
   on conflict do nothing;
+  perform private.lock_conversation(ban_member.conversation_id);
   delete from public.conversation_members m
    where m.conversation_id = ban_member.conversation_id and m.user_id = ban_member.user_id;
 end

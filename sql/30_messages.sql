@@ -176,7 +176,7 @@ language plpgsql volatile security invoker set search_path = ''
 as $$
 begin
   delete from public.message_reactions r
-   where r.message_id = unreact.message_id and r.user_id = auth.uid()
+   where r.message_id = unreact.message_id and r.user_id = (select auth.uid())
      and r.emoji = unreact.emoji;
 end
 $$;

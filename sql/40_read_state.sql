@@ -2,6 +2,8 @@
 --
 -- A member has read everything created at or before conversation_members.last_read_at.
 -- Unread = messages after that point, not sent by the member, not deleted, not system.
+-- A trigger keeps the position form of the read point (last_read_seq, read_counted_seq,
+-- sent_since_read) in step with last_read_at; counting uses those (see schema/V5).
 
 -- Mark the conversation read up to a message (default: its newest message). Never moves
 -- backwards, so an old client cannot un-read what a newer one read.
@@ -21,7 +23,7 @@ begin
   if up_to_message_id is null then
     select * into upto from public.messages x
      where x.conversation_id = mark_conversation_read.conversation_id
-     order by x.created_at desc, x.id desc limit 1;
+     order by x.seq desc limit 1;
   else
     select * into upto from public.messages x
      where x.id = up_to_message_id
@@ -37,12 +39,12 @@ begin
      set last_read_at = upto.created_at,
          last_read_message_id = upto.id
    where m.conversation_id = mark_conversation_read.conversation_id
-     and m.user_id = auth.uid()
+     and m.user_id = (select auth.uid())
      and (m.last_read_at is null or m.last_read_at < upto.created_at)
   returning m.last_read_at into result;
   if result is null then
     select m.last_read_at into result from public.conversation_members m
-     where m.conversation_id = mark_conversation_read.conversation_id and m.user_id = auth.uid();
+     where m.conversation_id = mark_conversation_read.conversation_id and m.user_id = (select auth.uid());
   end if;
   return result;
 end
@@ -54,26 +56,15 @@ $$;
 create or replace function public.unread_counts() returns jsonb
 language sql stable security invoker set search_path = ''
 as $$
-  with counts as (
-    select m.conversation_id,
-           (select count(*) from public.messages x
-             where x.conversation_id = m.conversation_id
-               and x.created_at > coalesce(m.last_read_at, '-infinity')
-               and x.sender_id is distinct from m.user_id
-               and x.kind <> 'system'
-               and x.deleted_at is null) as unread_count
-      from public.conversation_members m
-     where m.user_id = auth.uid()
-  )
   select jsonb_build_object(
-    'total_unread', coalesce(sum(unread_count), 0),
+    'total_unread', coalesce(sum(u.unread_count), 0),
     'by_conversation', coalesce(
-      jsonb_agg(jsonb_build_object('conversation_id', conversation_id,
-                                   'unread_count', unread_count)
-                order by conversation_id)
-        filter (where unread_count > 0),
+      jsonb_agg(jsonb_build_object('conversation_id', u.conversation_id,
+                                   'unread_count', u.unread_count)
+                order by u.conversation_id)
+        filter (where u.unread_count > 0),
       '[]'::jsonb))
-  from counts
+  from private.my_unread() u
 $$;
 
 -- Who has read a message: the other members whose read point is at or past it. Only
@@ -124,7 +115,7 @@ begin
   update public.conversation_members m
      set last_delivered_at = upto
    where m.conversation_id = mark_conversation_delivered.conversation_id
-     and m.user_id = auth.uid()
+     and m.user_id = (select auth.uid())
      and (m.last_delivered_at is null or m.last_delivered_at < upto)
   returning m.last_delivered_at into result;
   return coalesce(result, upto);

@@ -9,8 +9,8 @@ declare
   tables text[] := array['public.profiles', 'public.conversations', 'public.conversation_members',
                          'public.messages', 'public.message_reactions',
                          'public.conversation_bans',
-                         -- Ripple's cache-invalidation signal (see schema/V3).
-                         'ripple.security_changes'];
+                         -- Ripple's cache-invalidation signals (see schema/V3, V8).
+                         'ripple.security_changes', 'ripple.verdict_cache_off'];
 begin
   if not exists (select 1 from pg_publication where pubname = pub) then
     execute format('create publication %I', pub);

@@ -11,6 +11,9 @@ pub struct App {
     /// Connections for REST/RPC requests and authorization checks; each use runs in its own
     /// transaction with the caller's role and claims set locally.
     pub pool: deadpool_postgres::Pool,
+    /// The realtime pipeline's own connections (authorization checks), apart from `pool` so
+    /// that REST load cannot starve deliveries.
+    pub authorize_pool: deadpool_postgres::Pool,
     pub database_url: String,
     /// Realtime's shared state: live subscriptions, topics; the fan-out delivers through it.
     pub realtime: Arc<crate::realtime::Realtime>,
@@ -38,17 +41,21 @@ impl App {
     pub fn new(config: ServeConfig, database_url: &str) -> Result<Arc<Self>, AppError> {
         let jwt = JwtVerifier::new(&config.jwt_config().map_err(AppError::KeyFile)?)?;
         let pg: tokio_postgres::Config = database_url.parse().map_err(AppError::DatabaseUrl)?;
-        let manager = deadpool_postgres::Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(config.pool_size)
-            .build()
-            .map_err(AppError::Pool)?;
+        let make_pool = |size: usize| {
+            let manager = deadpool_postgres::Manager::from_config(
+                pg.clone(),
+                tokio_postgres::NoTls,
+                deadpool_postgres::ManagerConfig {
+                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                },
+            );
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(size)
+                .build()
+                .map_err(AppError::Pool)
+        };
+        let pool = make_pool(config.pool_size)?;
+        let authorize_pool = make_pool(config.authorize_pool_size.max(1))?;
         let metrics = crate::metrics::Metrics::default();
         metrics.register_pool(&pool);
         let rest = crate::http::rest::RestState::new(&config, &metrics);
@@ -56,6 +63,7 @@ impl App {
             config,
             jwt,
             pool,
+            authorize_pool,
             database_url: database_url.to_string(),
             realtime: Arc::new(crate::realtime::Realtime::new()),
             status: crate::status::Status::default(),

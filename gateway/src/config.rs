@@ -41,9 +41,14 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_SLOT", default_value = crate::DEFAULT_SLOT)]
     pub slot: String,
 
-    /// Connections in the pool used for requests and authorization checks.
+    /// Connections in the pool used for REST/RPC requests and socket joins.
     #[arg(long, env = "RIPPLE_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
+
+    /// Connections of the realtime pipeline's own, for authorization checks: whatever REST
+    /// does, the pipeline keeps these.
+    #[arg(long, env = "RIPPLE_AUTHORIZE_POOL_SIZE", default_value_t = 4)]
+    pub authorize_pool_size: usize,
 
     /// Statement timeout for request queries, in milliseconds.
     #[arg(long, env = "RIPPLE_STATEMENT_TIMEOUT_MS", default_value_t = 8000)]

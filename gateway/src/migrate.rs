@@ -94,3 +94,18 @@ pub async fn run(database_url: &str, opts: &MigrateOptions) -> Result<MigrateRep
         .map_err(MigrateError::Db)?;
     Ok(out)
 }
+
+/// Applies the versioned schema (`schema/`) only up to `version`, without the function and
+/// policy layers: for tests that seed a database as an older release left it and then check
+/// what `run` makes of it.
+pub async fn run_schema_to(database_url: &str, version: u32) -> Result<(), MigrateError> {
+    let mut client = db::connect(database_url)
+        .await
+        .map_err(MigrateError::Connect)?;
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(&mut client)
+        .await
+        .map_err(MigrateError::Schema)?;
+    Ok(())
+}

@@ -38,9 +38,19 @@ pub async fn run(
         config,
         database_url,
         shutdown,
-        Box::new(|app| Arc::new(RlsAuthorizer::new(app.pool.clone()))),
+        Box::new(default_authorizer),
     )
     .await
+}
+
+/// The production authorizer: RLS checks on the pipeline's own connections, with the
+/// verdict cache invalidated by the streamed publication.
+pub fn default_authorizer(app: &Arc<App>) -> Arc<dyn Authorizer> {
+    Arc::new(
+        RlsAuthorizer::new(app.authorize_pool.clone())
+            .with_verdict_cache(&app.config.publication)
+            .with_metrics(&app.metrics),
+    )
 }
 
 /// [`run`] with a chosen authorizer (the benchmark runs the per-subscriber live-row
@@ -231,14 +241,22 @@ async fn pump(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let standby_name = standby_application_name(&app.database_url);
+    let mut ticks: u64 = 0;
 
     let mut pending: Vec<ReplayRequest> = Vec::new();
+    // Replays waiting for their client to drain its queue before the next piece.
+    let mut unfinished: Vec<ReplayRequest> = Vec::new();
+    let mut next_piece_at = tokio::time::Instant::now();
     loop {
-        // Replays first: they cover exactly what has been processed so far.
+        // Replays first: they cover exactly what has been processed so far. (Checked here,
+        // not only in the select, so a busy stream cannot starve a long replay.)
+        if !unfinished.is_empty() && tokio::time::Instant::now() >= next_piece_at {
+            pending.append(&mut unfinished);
+        }
         pending.extend(std::iter::from_fn(|| {
             replays.as_mut().and_then(|r| r.try_recv().ok())
         }));
-        for req in pending.drain(..) {
+        for mut req in pending.drain(..) {
             let mut backoff = Duration::from_millis(50);
             loop {
                 match fanout::replay(&window, &req, authorizer.as_ref()).await {
@@ -246,6 +264,15 @@ async fn pump(
                         replayed.add(report.delivered as u64);
                         if report.too_old {
                             too_old.inc();
+                        }
+                        if let Some(after) = report.continue_after {
+                            if !req.channel.socket.is_closed() {
+                                if unfinished.is_empty() {
+                                    next_piece_at = tokio::time::Instant::now() + REPLAY_PACING;
+                                }
+                                req.after = after;
+                                unfinished.push(req);
+                            }
                         }
                         break;
                     }
@@ -265,11 +292,16 @@ async fn pump(
                 pending.push(req);
                 continue;
             }
+            () = tokio::time::sleep_until(next_piece_at), if !unfinished.is_empty() => continue,
             tx = changes.recv() => match tx {
                 Some(tx) => tx,
                 None => break,
             },
             _ = tick.tick() => {
+                ticks += 1;
+                if ticks % STANDBY_CHECK_TICKS == 1 {
+                    check_standby(&app, &standby_name).await;
+                }
                 if let Some(floor) = window.evict(std::time::Instant::now()) {
                     repl.confirm(floor);
                 }
@@ -297,17 +329,15 @@ async fn pump(
                 }
                 Err(error) => {
                     failures.inc();
-                    let problem = match standby_problem(&app, &standby_name, &error).await {
-                        Some(p) => {
-                            tracing::error!("{p}");
-                            p
-                        }
-                        None => {
-                            tracing::warn!(error = %error, "authorization failed; retrying the transaction");
-                            format!("authorization failing, retrying: {error}")
-                        }
-                    };
-                    app.status.set_authorization_problem(Some(problem));
+                    tracing::warn!(error = %error, "authorization failed; retrying the transaction");
+                    // (Not the database's words: /health is public.)
+                    app.status.set_authorization_problem(Some(
+                        "transactions cannot be authorized right now and are being retried; see the log"
+                            .into(),
+                    ));
+                    if is_not_visible(&error) {
+                        check_standby(&app, &standby_name).await;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -328,6 +358,9 @@ async fn pump(
     }
 }
 
+/// How long a client gets to drain its queue between two pieces of a long replay.
+const REPLAY_PACING: Duration = Duration::from_millis(20);
+
 async fn next_replay(
     replays: &mut Option<mpsc::UnboundedReceiver<ReplayRequest>>,
 ) -> Option<ReplayRequest> {
@@ -346,35 +379,46 @@ fn standby_application_name(database_url: &str) -> String {
         .unwrap_or_else(|| "ripple".into())
 }
 
-/// When a transaction stays invisible, the usual cause is a commit waiting for a
-/// synchronous standby; if that standby is Ripple itself, it can never become visible
-/// (Ripple confirms only what it delivered, and delivers only what is visible). Says so.
-async fn standby_problem(
-    app: &App,
-    standby_name: &str,
-    error: &fanout::AuthorizeError,
-) -> Option<String> {
-    let not_visible = std::error::Error::source(error)
+/// How often (in pump ticks of one second) the pump checks that Ripple is not a
+/// synchronous standby.
+const STANDBY_CHECK_TICKS: u64 = 2;
+
+fn is_not_visible(error: &fanout::AuthorizeError) -> bool {
+    std::error::Error::source(error)
         .and_then(|e| e.downcast_ref::<crate::authorize::AuthorizeError>())
-        .is_some_and(crate::authorize::AuthorizeError::is_not_visible);
-    if !not_visible {
-        return None;
-    }
-    let conn = app.pool.get().await.ok()?;
-    let row = conn
+        .is_some_and(crate::authorize::AuthorizeError::is_not_visible)
+}
+
+/// Ripple must not be a synchronous standby: a commit would wait for Ripple to confirm it,
+/// and Ripple confirms a transaction only after judging it visible, and then only as far
+/// as its resume window allows; commits would hang. Says so on /health and in the log
+/// (ERROR) while it lasts.
+async fn check_standby(app: &App, standby_name: &str) {
+    let Ok(conn) = app.pool.get().await else {
+        return;
+    };
+    let Ok(row) = conn
         .query_opt(
             "select sync_state from pg_stat_replication \
               where application_name = $1 and sync_state <> 'async' limit 1",
             &[&standby_name],
         )
         .await
-        .ok()??;
-    let state: String = row.get(0);
-    Some(format!(
-        "Ripple's replication connection (application_name '{standby_name}') is a {state} \
-         standby in synchronous_standby_names: commits wait for Ripple to confirm them, and \
-         Ripple confirms only what it could authorize once visible, so they never finish. \
-         Remove '{standby_name}' from synchronous_standby_names (ALTER SYSTEM SET \
-         synchronous_standby_names = ...; SELECT pg_reload_conf())."
-    ))
+    else {
+        return;
+    };
+    let problem = row.map(|row| {
+        let state: String = row.get(0);
+        format!(
+            "Ripple's replication connection (application_name '{standby_name}') is a {state} \
+             standby in synchronous_standby_names: commits wait for Ripple to confirm them, and \
+             Ripple confirms only what it has judged visible and delivered, so they never finish. \
+             Remove '{standby_name}' from synchronous_standby_names (ALTER SYSTEM SET \
+             synchronous_standby_names = ...; SELECT pg_reload_conf())."
+        )
+    });
+    if let Some(p) = &problem {
+        tracing::error!("{p}");
+    }
+    app.status.set_replication_problem(problem);
 }

@@ -12,6 +12,8 @@ pub struct Status {
     authorization_problem: Mutex<Option<String>>,
     /// The last time the replication slot was lost and recreated, and how often.
     slot_lost: Mutex<Option<(String, u64)>>,
+    /// A replication setting that keeps commits from finishing, if any.
+    replication_problem: Mutex<Option<String>>,
 }
 
 impl Status {
@@ -39,6 +41,20 @@ impl Status {
 
     pub fn slot_lost(&self) -> Option<(String, u64)> {
         self.slot_lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_replication_problem(&self, problem: Option<String>) {
+        *self
+            .replication_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    pub fn replication_problem(&self) -> Option<String> {
+        self.replication_problem
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -12,6 +12,7 @@
 
 pub mod http;
 pub mod node;
+pub mod v4_reference;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -338,14 +339,7 @@ pub async fn spawn_gateway(db: &TestDb) -> Gateway {
 }
 
 pub async fn spawn_gateway_with(db: &TestDb, config: ripple::config::ServeConfig) -> Gateway {
-    spawn_gateway_using(
-        db,
-        config,
-        Box::new(|app| {
-            std::sync::Arc::new(ripple::authorize::RlsAuthorizer::new(app.pool.clone()))
-        }),
-    )
-    .await
+    spawn_gateway_using(db, config, Box::new(ripple::server::default_authorizer)).await
 }
 
 /// A gateway whose fan-out asks `make_authorizer`'s authorizer (the benchmark runs the

@@ -102,6 +102,47 @@ async fn a_client_that_drops_and_rejoins_with_its_position_gets_exactly_what_it_
 }
 
 #[tokio::test]
+async fn a_gap_longer_than_the_client_queue_is_replayed_in_pieces_without_a_disconnect() {
+    let db = fresh_db().await;
+    let mut config = gateway_config();
+    config.client_queue = 32;
+    let gw = spawn_gateway_with(&db, config).await;
+    let a = db.create_user("Alice").await;
+    let b = db.create_user("Bob").await;
+    let conv = support::conversation(&db, &[a, b]).await;
+    let token = gw.token_for(b, 600);
+    let mut bob = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    bob.join_ok(
+        "realtime:room",
+        changes_payload(&token, messages_binding(None)),
+    )
+    .await;
+    send(&db, a, conv, "first").await;
+    let (_, position) = take(&mut bob, 1).await;
+    drop(bob);
+    // 120 messages, each followed by its position: far more than a 32-message queue.
+    db.as_user(a)
+        .query(
+            "select public.send_message($1, 'm' || i) from generate_series(1, 120) i",
+            &[&conv],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut bob = Client::connect(gw.addr, &gw.anon_key, "2.0.0").await;
+    bob.join_ok(
+        "realtime:room",
+        changes_payload(&token, messages_binding(Some(&position))),
+    )
+    .await;
+    let (replayed, _) = take(&mut bob, 120).await;
+    let want: Vec<String> = (1..=120).map(|i| format!("m{i}")).collect();
+    assert_eq!(replayed, want, "all of it, in order, once");
+    send(&db, a, conv, "live").await;
+    let (live, _) = take(&mut bob, 1).await;
+    assert_eq!(live, ["live"], "still connected, and live after the replay");
+}
+
+#[tokio::test]
 async fn a_position_older_than_the_window_is_told_so_and_live_changes_follow() {
     let db = fresh_db().await;
     let mut config = gateway_config();

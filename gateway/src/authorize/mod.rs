@@ -10,6 +10,7 @@
 //! - cache each (table, role) plan (`plan.rs`), dropping the cache when the replication
 //!   stream shows a policy, grant or table change (`ripple.security_changes`).
 
+mod cache;
 mod plan;
 
 use std::borrow::Cow;
@@ -23,7 +24,8 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 
 use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
-pub use plan::{CheckPlan, Decision};
+pub use cache::{CacheStats, VerdictCache, VerdictKey};
+pub use plan::{CacheSpec, CheckPlan, Decision};
 
 /// A distinct identity to authorize for: the role a query runs as and the claims it sees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,6 +33,13 @@ pub struct Identity {
     pub role: String,
     /// The claims as JSON text (what `request.jwt.claims` holds).
     pub claims: String,
+}
+
+impl Identity {
+    /// Role and claims in one string (a cache key).
+    pub fn key(&self) -> String {
+        format!("{}\u{0}{}", self.role, self.claims)
+    }
 }
 
 /// The answer for one (change, identity) question.
@@ -120,7 +129,63 @@ struct CachedPlan {
 pub struct RlsAuthorizer {
     pool: deadpool_postgres::Pool,
     plans: Mutex<HashMap<(u32, String), Arc<CachedPlan>>>,
+    /// Cached verdicts; only with a publication (whose changes the stream shows).
+    verdicts: Mutex<VerdictCache>,
+    publication: Option<String>,
+    metrics: Option<CacheMetrics>,
+    /// Which UPDATEs can change a cached answer (see `CacheSpec::identifiers`).
+    relevant_updates: Mutex<RelevantUpdates>,
 }
+
+/// The identifiers the cacheable plans' policies and functions name; an UPDATE that
+/// changes only columns outside them cannot change an answer.
+#[derive(Default)]
+struct RelevantUpdates {
+    names: HashSet<String>,
+    /// Some plan's functions may read columns they do not name: every UPDATE counts.
+    all: bool,
+}
+
+impl RelevantUpdates {
+    fn matters(&self, change: &RowChange) -> bool {
+        if self.all || change.kind != ChangeKind::Update {
+            return true;
+        }
+        let (Some(new), Some(old)) = (&change.record, &change.old_record) else {
+            return true;
+        };
+        if change.relation.replica_identity != ReplicaIdentity::Full {
+            return true;
+        }
+        new.iter()
+            .any(|(k, v)| old.get(k) != Some(v) && self.names.contains(&k.to_ascii_lowercase()))
+    }
+}
+
+struct CacheMetrics {
+    hits: Arc<crate::metrics::Counter>,
+    misses: Arc<crate::metrics::Counter>,
+    invalidations: Arc<crate::metrics::Counter>,
+    entries: Arc<crate::metrics::Gauge>,
+}
+
+/// The schema and table a DBA lists tables in to keep their verdicts out of the cache.
+pub const CACHE_OFF_TABLE: (&str, &str) = ("ripple", "verdict_cache_off");
+
+/// Most verdicts kept (about 200 bytes each).
+const MAX_CACHED_VERDICTS: usize = 200_000;
+
+/// Which tables a check's transaction read (counted for the current transaction only).
+/// System catalogs are read by planning itself; the changes to them that matter to a
+/// verdict (policies, grants, tables) come through the security feed, which clears the
+/// whole cache.
+const TABLES_READ_SQL: &str = "select coalesce(array_agg(relid::int8), '{}') \
+    from pg_stat_xact_all_tables \
+    where coalesce(seq_scan, 0) + coalesce(idx_scan, 0) > 0 \
+      and schemaname not in ('pg_catalog', 'pg_toast', 'information_schema')";
+
+const PUBLISHED_SQL: &str = "select format('%I.%I', schemaname, tablename)::regclass::oid::int8 \
+    from pg_publication_tables where pubname = $1";
 
 /// The row a change is judged on, or None when it cannot be judged (and so reaches no one).
 pub fn row_to_judge(change: &RowChange) -> Option<Cow<'_, Map<String, Value>>> {
@@ -158,24 +223,90 @@ impl RlsAuthorizer {
         Self {
             pool,
             plans: Mutex::new(HashMap::new()),
+            verdicts: Mutex::new(VerdictCache::new(MAX_CACHED_VERDICTS)),
+            publication: None,
+            metrics: None,
+            relevant_updates: Mutex::new(RelevantUpdates::default()),
         }
     }
 
-    /// Forget every cached plan (policies, grants or tables changed).
+    /// Caches verdicts whose every source table is in this publication (the one streamed:
+    /// its changes are what invalidates them).
+    pub fn with_verdict_cache(mut self, publication: &str) -> Self {
+        self.publication = Some(publication.to_string());
+        self
+    }
+
+    pub fn with_metrics(mut self, m: &crate::metrics::Metrics) -> Self {
+        self.metrics = Some(CacheMetrics {
+            hits: m.counter(
+                "ripple_verdict_cache_hits_total",
+                "Authorization questions answered from the verdict cache.",
+                &[],
+            ),
+            misses: m.counter(
+                "ripple_verdict_cache_misses_total",
+                "Cacheable authorization questions asked of the database.",
+                &[],
+            ),
+            invalidations: m.counter(
+                "ripple_verdict_cache_invalidations_total",
+                "Cached verdicts dropped because a table they were read from changed (or policies did).",
+                &[],
+            ),
+            entries: m.gauge(
+                "ripple_verdict_cache_entries",
+                "Verdicts in the cache.",
+                &[],
+            ),
+        });
+        self
+    }
+
+    /// Forget every cached plan and verdict (policies, grants or tables changed).
     pub fn invalidate(&self) {
         self.plans.lock().expect("plan cache lock").clear();
+        self.verdicts.lock().expect("verdict cache lock").clear();
+        *self.relevant_updates.lock().expect("relevant updates lock") = RelevantUpdates::default();
+    }
+
+    fn record_cache_stats(&self) {
+        if let Some(m) = &self.metrics {
+            let mut cache = self.verdicts.lock().expect("verdict cache lock");
+            let s = cache.take_stats();
+            m.hits.add(s.hits);
+            m.misses.add(s.misses);
+            m.invalidations.add(s.invalidated);
+            m.entries.set(cache.len() as i64);
+        }
     }
 
     /// Call for every transaction, before authorizing its changes: a transaction that
     /// touched the security feed invalidates the plans.
     pub fn observe(&self, tx: &Transaction) {
+        let is = |c: &RowChange, (schema, name): (&str, &str)| {
+            c.relation.schema == schema && c.relation.name == name
+        };
         let touched = tx
             .changes
             .iter()
-            .any(|c| c.relation.schema == SECURITY_FEED.0 && c.relation.name == SECURITY_FEED.1);
+            .any(|c| is(c, SECURITY_FEED) || is(c, CACHE_OFF_TABLE));
         if touched {
             tracing::info!("policies or grants changed; authorization plans reloaded");
             self.invalidate();
+        }
+        if self.publication.is_some() {
+            // Every answer read from a table this transaction changed is stale from here
+            // (but for UPDATEs of columns no policy or function of theirs names).
+            let relevant = self.relevant_updates.lock().expect("relevant updates lock");
+            let mut cache = self.verdicts.lock().expect("verdict cache lock");
+            let mut bumped: Vec<u32> = Vec::new();
+            for c in &tx.changes {
+                if !bumped.contains(&c.relation.oid) && relevant.matters(c) {
+                    cache.table_changed(c.relation.oid);
+                    bumped.push(c.relation.oid);
+                }
+            }
         }
     }
 
@@ -195,6 +326,13 @@ impl RlsAuthorizer {
             plan: plan::load(client, oid, role).await?,
             loaded: Instant::now(),
         });
+        if let Some(spec) = &plan.plan.cache {
+            let mut relevant = self.relevant_updates.lock().expect("relevant updates lock");
+            match &spec.identifiers {
+                Some(names) => relevant.names.extend(names.iter().cloned()),
+                None => relevant.all = true,
+            }
+        }
         self.plans
             .lock()
             .expect("plan cache lock")
@@ -220,11 +358,36 @@ impl RlsAuthorizer {
         }
         let pooled = self.pool.get().await.map_err(AuthorizeError::Pool)?;
         let client: &tokio_postgres::Client = &pooled;
+        let judged: Vec<Option<Cow<'_, Map<String, Value>>>> =
+            changes.iter().map(|c| row_to_judge(c)).collect();
         // Each row is serialized once, however many identities ask about it.
-        let rows: Vec<Option<String>> = changes
+        let rows: Vec<Option<String>> = judged
             .iter()
-            .map(|c| row_to_judge(c).map(|r| Value::Object(r.into_owned()).to_string()))
+            .map(|r| {
+                r.as_ref()
+                    .map(|r| serde_json::to_string(r.as_ref()).unwrap_or_default())
+            })
             .collect();
+        if let Some(publication) = &self.publication {
+            let known = self
+                .verdicts
+                .lock()
+                .expect("verdict cache lock")
+                .published_known();
+            if !known {
+                let published: HashSet<u32> = client
+                    .query(PUBLISHED_SQL, &[publication])
+                    .await
+                    .map_err(AuthorizeError::Db)?
+                    .iter()
+                    .map(|r| r.get::<_, i64>(0) as u32)
+                    .collect();
+                self.verdicts
+                    .lock()
+                    .expect("verdict cache lock")
+                    .set_published(published);
+            }
+        }
 
         // Group the questions: identity -> table -> asks (with the row to check).
         let mut by_identity: HashMap<usize, HashMap<u32, Vec<usize>>> = HashMap::new();
@@ -247,6 +410,9 @@ impl RlsAuthorizer {
             sql: String,
             /// A JSON array of the rows, as text.
             rows: String,
+            /// Where each ask's answer is kept, when the plan allows it (with the tables
+            /// its policies name).
+            cache: Option<(Vec<VerdictKey>, Vec<u32>)>,
         }
         let mut checks: Vec<Check> = Vec::new();
         for (&ident_idx, tables) in &by_identity {
@@ -272,24 +438,52 @@ impl RlsAuthorizer {
                             // Visible only if the check says so; columns known already.
                             verdicts[a].columns = plan.columns.clone();
                         }
-                        let batch: Vec<&str> = table_asks
+                        // Answered from the cache where it can be; asked otherwise.
+                        let spec = plan.cache.as_ref().filter(|_| self.publication.is_some());
+                        let mut to_ask = Vec::with_capacity(table_asks.len());
+                        let mut keys = Vec::new();
+                        if let Some(spec) = spec {
+                            let identity = identities[ident_idx].key();
+                            let mut cache = self.verdicts.lock().expect("verdict cache lock");
+                            for &a in table_asks {
+                                let row = judged[asks[a].0].as_ref().expect("judged rows only");
+                                let key =
+                                    VerdictKey::new(oid, identity.clone(), &spec.columns, row);
+                                match cache.get(&key) {
+                                    Some(visible) => verdicts[a].visible = visible,
+                                    None => {
+                                        to_ask.push(a);
+                                        keys.push(key);
+                                    }
+                                }
+                            }
+                        } else {
+                            to_ask.clone_from(table_asks);
+                        }
+                        if to_ask.is_empty() {
+                            continue;
+                        }
+                        let batch: Vec<&str> = to_ask
                             .iter()
                             .map(|&a| rows[asks[a].0].as_deref().expect("judged rows only"))
                             .collect();
                         checks.push(Check {
                             ident: ident_idx,
-                            asks: table_asks.clone(),
+                            asks: to_ask,
                             sql: sql.clone(),
                             rows: format!("[{}]", batch.join(",")),
+                            cache: spec.map(|s| (keys, s.tables.clone())),
                         });
                     }
                 }
             }
         }
+        self.record_cache_stats();
         if checks.is_empty() {
             return Ok(verdicts);
         }
         checks.sort_by_key(|c| c.ident);
+        let caching = checks.iter().any(|c| c.cache.is_some());
 
         let set_claims = pooled
             .prepare_cached(crate::db::SET_REQUEST_CLAIMS_SQL)
@@ -349,6 +543,11 @@ impl RlsAuthorizer {
                     async move { client.query(stmt, &[&c.rows]).await },
                 ));
             }
+            // What the checks read, for the answers to be cached (same transaction).
+            let read_slot = futs.len();
+            if caching {
+                futs.push(Box::pin(async { client.query(TABLES_READ_SQL, &[]).await }));
+            }
             futs.push(Box::pin(async {
                 client.batch_execute("rollback").await.map(|()| Vec::new())
             }));
@@ -386,18 +585,34 @@ impl RlsAuthorizer {
                 }
             }
             if results.iter().all(Result::is_ok) {
-                break Some(
+                let read: Option<HashSet<u32>> = caching.then(|| {
+                    results[read_slot]
+                        .as_ref()
+                        .ok()
+                        .and_then(|rows| rows.first())
+                        .map(|r| r.get::<_, Vec<i64>>(0))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| t as u32)
+                        .collect()
+                });
+                break Some((
                     result_slots
                         .iter()
                         .map(|&s| results[s].as_ref().expect("checked ok").clone())
                         .collect::<Vec<_>>(),
-                );
+                    read,
+                ));
             }
             let _ = client.batch_execute("rollback").await;
             break None;
         };
+        let mut tables_read = None;
         let per_check: Vec<Option<Vec<Row>>> = match outcome {
-            Some(all) => all.into_iter().map(Some).collect(),
+            Some((all, read)) => {
+                tables_read = read;
+                all.into_iter().map(Some).collect()
+            }
             // Slow path: a policy raised for some claims and aborted the batch. Retry each
             // check alone so one identity's failure hides only its own rows. The
             // transaction is visible by now (the fast path saw it).
@@ -437,6 +652,22 @@ impl RlsAuthorizer {
                 }
             }
         }
+        // Keep the answers, with every table they may have been read from: the ones the
+        // policies name and the ones this batch's checks scanned (functions included).
+        if let Some(read) = tables_read {
+            let mut cache = self.verdicts.lock().expect("verdict cache lock");
+            for c in &checks {
+                let Some((keys, named)) = &c.cache else {
+                    continue;
+                };
+                let mut sources = read.clone();
+                sources.extend(named.iter().copied());
+                for (key, &ask) in keys.iter().zip(&c.asks) {
+                    cache.put(key.clone(), verdicts[ask].visible, &sources);
+                }
+            }
+        }
+        self.record_cache_stats();
         Ok(verdicts)
     }
 }

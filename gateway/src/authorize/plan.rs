@@ -17,6 +17,91 @@ pub struct CheckPlan {
     pub decision: Decision,
     /// Columns the role may SELECT (table or column privilege).
     pub columns: Arc<HashSet<String>>,
+    /// When a `Check`'s verdicts may be cached, and keyed by what.
+    pub cache: Option<CacheSpec>,
+}
+
+/// A check whose answer depends only on the claims, the values of `columns` in the row and
+/// the contents of tables (the stream shows their changes): never on time, randomness or
+/// the whole row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    /// The table's columns the policies read, in a fixed order.
+    pub columns: Vec<String>,
+    /// Other tables the policies' expressions read directly (functions are observed when
+    /// they run).
+    pub tables: Vec<u32>,
+    /// Every identifier in the policies and in the bodies of the functions they call
+    /// (followed by name): a column of another table that none of them names cannot have
+    /// been read, so an UPDATE that changes only such columns leaves the answer standing
+    /// (a chat's per-member counters change with every message; membership does not).
+    /// `None` when a body may read columns it does not name (`*`, a whole row, dynamic SQL).
+    pub identifiers: Option<HashSet<String>>,
+}
+
+/// SQL that reads columns without naming them.
+const OPAQUE_PATTERNS: &[&str] = &[
+    ".*",
+    "select *",
+    "row_to_json",
+    "to_json(",
+    "to_jsonb(",
+    "jsonb_populate",
+    "json_populate",
+    "hstore(",
+    "execute ",
+    "format(",
+];
+
+fn identifiers(text: &str, out: &mut HashSet<String>) {
+    let lower = text.to_ascii_lowercase();
+    for token in lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')) {
+        if token.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            out.insert(token.to_string());
+        }
+    }
+}
+
+fn opaque(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase().replace("count(*)", "count()");
+    let squeezed: String = lower.split_whitespace().collect::<Vec<_>>().join(" ");
+    OPAQUE_PATTERNS.iter().any(|p| squeezed.contains(p))
+}
+
+/// Functions whose result changes without any table changing. A policy that calls one,
+/// directly or in the body of a function it calls, is never cached.
+const UNCACHEABLE_WORDS: &[&str] = &[
+    "now",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "timeofday",
+    "random",
+    "gen_random_uuid",
+    "uuid_generate",
+    "txid_current",
+    "pg_current_xact_id",
+    "nextval",
+    "inet_client_addr",
+    "pg_backend_pid",
+];
+
+fn mentions_uncacheable(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    UNCACHEABLE_WORDS.iter().any(|w| {
+        lower.match_indices(w).any(|(i, _)| {
+            let before = i.checked_sub(1).map(|j| bytes[j]);
+            let after = bytes.get(i + w.len()).copied();
+            let ident = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
+            !ident(before) && !ident(after)
+        })
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +132,7 @@ pub async fn load(
     let never = || CheckPlan {
         decision: Decision::Never,
         columns: Arc::new(HashSet::new()),
+        cache: None,
     };
     // A token may name any role; we act only for roles that exist, are not superusers, and
     // that this connection may switch to (SET ROLE fails otherwise, and that fails closed).
@@ -95,12 +181,14 @@ pub async fn load(
         return Ok(CheckPlan {
             decision: Decision::Always,
             columns,
+            cache: None,
         });
     }
     // Policies for SELECT (or ALL) that apply to this role, directly or through membership.
     let policies = client
         .query(
-            "select p.polpermissive, coalesce(pg_get_expr(p.polqual, p.polrelid), 'true') \
+            "select p.polpermissive, coalesce(pg_get_expr(p.polqual, p.polrelid), 'true'), \
+                    p.oid::int8, coalesce(p.polqual::text like '%:varattno 0 %', false) \
                from pg_policy p \
               where p.polrelid = $1::int8::oid and p.polcmd in ('r', '*') \
                 and exists (select 1 from unnest(p.polroles) r(oid) \
@@ -116,6 +204,7 @@ pub async fn load(
         return Ok(CheckPlan {
             decision: Decision::Never,
             columns,
+            cache: None,
         });
     }
     let any = permissive
@@ -134,8 +223,200 @@ pub async fn load(
          where {qual}",
         quote_ident(&schema)
     );
+    let cache = cache_spec(client, oid, &policies).await?;
     Ok(CheckPlan {
         decision: Decision::Check(sql),
         columns,
+        cache,
     })
+}
+
+/// Whether the verdicts of these policies may be cached, and by what they are keyed.
+async fn cache_spec(
+    client: &tokio_postgres::Client,
+    oid: u32,
+    policies: &[tokio_postgres::Row],
+) -> Result<Option<CacheSpec>, tokio_postgres::Error> {
+    // The DBA said no (the table exists from migration V8 on).
+    let off: bool = client
+        .query_one(
+            "select to_regclass('ripple.verdict_cache_off') is not null \
+                    and exists (select 1 from ripple.verdict_cache_off \
+                                 where table_name = $1::int8::oid::regclass)",
+            &[&(oid as i64)],
+        )
+        .await
+        .map(|r| r.get(0))
+        .or_else(|_| Ok::<bool, tokio_postgres::Error>(false))?;
+    if off {
+        return Ok(None);
+    }
+    let mut policy_oids = Vec::with_capacity(policies.len());
+    for p in policies {
+        let (expr, whole_row): (String, bool) = (p.get(1), p.get(3));
+        // A whole-row reference (the row passed to a function) reads every column.
+        if whole_row || mentions_uncacheable(&expr) {
+            return Ok(None);
+        }
+        policy_oids.push(p.get::<_, i64>(2));
+    }
+    let deps = client
+        .query(
+            "select c.attname::text, d.refobjid::int8, f.provolatile::text, f.prosrc, \
+                    d.refclassid = 'pg_class'::regclass, d.refclassid = 'pg_proc'::regclass \
+               from pg_depend d \
+               left join pg_attribute c on d.refclassid = 'pg_class'::regclass \
+                    and c.attrelid = d.refobjid and c.attnum = d.refobjsubid and d.refobjsubid > 0 \
+               left join pg_proc f on d.refclassid = 'pg_proc'::regclass and f.oid = d.refobjid \
+              where d.classid = 'pg_policy'::regclass and d.objid = any($1::int8[]::oid[])",
+            &[&policy_oids],
+        )
+        .await?;
+    let mut columns = Vec::new();
+    let mut tables = Vec::new();
+    let mut names: HashSet<String> = HashSet::new();
+    let mut is_opaque = false;
+    let mut bodies: Vec<String> = Vec::new();
+    for p in policies {
+        let expr: String = p.get(1);
+        identifiers(&expr, &mut names);
+    }
+    for d in &deps {
+        let (column, refobj, volatility, body, is_rel, is_proc): (
+            Option<String>,
+            i64,
+            Option<String>,
+            Option<String>,
+            bool,
+            bool,
+        ) = (d.get(0), d.get(1), d.get(2), d.get(3), d.get(4), d.get(5));
+        if is_proc {
+            // Volatile functions may answer differently each time; a body that asks the
+            // clock does too.
+            if volatility.as_deref() == Some("v")
+                || body.as_deref().is_some_and(mentions_uncacheable)
+            {
+                return Ok(None);
+            }
+            bodies.extend(body);
+        } else if is_rel && refobj as u32 == oid {
+            if let Some(c) = column {
+                columns.push(c);
+            }
+        } else if is_rel {
+            tables.push(refobj as u32);
+        }
+    }
+    // The functions those bodies call, by name, a few levels down: their bodies too must be
+    // free of time and randomness, and their identifiers count.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut depth = 0;
+    while !bodies.is_empty() && depth < 6 {
+        depth += 1;
+        let mut called: Vec<String> = Vec::new();
+        for body in &bodies {
+            identifiers(body, &mut names);
+            is_opaque |= opaque(body);
+            called.extend(
+                called_names(body)
+                    .into_iter()
+                    .filter(|n| seen.insert(n.clone())),
+            );
+        }
+        if called.is_empty() {
+            break;
+        }
+        let rows = client
+            .query(
+                "select provolatile::text, prosrc from pg_proc p join pg_language l on l.oid = p.prolang \
+                  where p.proname = any($1::text[]) and l.lanname in ('sql', 'plpgsql')",
+                &[&called],
+            )
+            .await?;
+        bodies.clear();
+        for r in rows {
+            let (volatility, body): (String, String) = (r.get(0), r.get(1));
+            if volatility == "v" || mentions_uncacheable(&body) {
+                return Ok(None);
+            }
+            bodies.push(body);
+        }
+    }
+    if !bodies.is_empty() {
+        is_opaque = true; // deeper than we follow
+    }
+    columns.sort();
+    columns.dedup();
+    tables.sort_unstable();
+    tables.dedup();
+    Ok(Some(CacheSpec {
+        columns,
+        tables,
+        identifiers: (!is_opaque).then_some(names),
+    }))
+}
+
+/// Names followed by `(` in a function body: the functions (or keywords) it calls.
+fn called_names(body: &str) -> Vec<String> {
+    let lower = body.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_alphabetic() || bytes[i] == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            let mut j = i;
+            while j < bytes.len() && bytes[j] == b' ' {
+                j += 1;
+            }
+            if bytes.get(j) == Some(&b'(') {
+                out.push(lower[start..i].to_string());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_and_randomness_are_found_as_words_only() {
+        assert!(mentions_uncacheable(
+            "created_at > now() - interval '1 day'"
+        ));
+        assert!(mentions_uncacheable("CURRENT_DATE"));
+        assert!(mentions_uncacheable("random() < 0.5"));
+        assert!(!mentions_uncacheable("select known_user, snow from t"));
+        assert!(!mentions_uncacheable("private.is_member(conversation_id)"));
+    }
+
+    #[test]
+    fn bodies_that_read_unnamed_columns_are_opaque() {
+        assert!(opaque("select * from public.conversation_members"));
+        assert!(opaque("select to_jsonb(m) from t m"));
+        assert!(opaque("EXECUTE format('select %I from t', c)"));
+        assert!(!opaque(
+            "select count(*) from public.conversation_members m where m.user_id = $1"
+        ));
+        assert!(!opaque("select exists (select 1 from t where t.a = conv)"));
+    }
+
+    #[test]
+    fn called_names_and_identifiers() {
+        let body = "select exists (select 1 from public.conversation_members m \
+                    where m.conversation_id = conv and m.user_id = (select auth.uid ()))";
+        let called = called_names(body);
+        assert!(called.contains(&"uid".to_string()) && called.contains(&"exists".to_string()));
+        let mut names = HashSet::new();
+        identifiers(body, &mut names);
+        assert!(names.contains("conversation_id") && names.contains("user_id"));
+        assert!(!names.contains("sent_since_read"));
+    }
 }

@@ -341,7 +341,8 @@ async fn health(app: &App) -> Response<Body> {
     .ok()
     .flatten()
     .is_some();
-    let replication = app.status.replication_up();
+    let replication_problem = app.status.replication_problem();
+    let replication = app.status.replication_up() && replication_problem.is_none();
     let authorization = app.status.authorization_problem();
     let up = |b: bool| if b { "up" } else { "down" };
     let mut down = Vec::new();
@@ -364,6 +365,9 @@ async fn health(app: &App) -> Response<Body> {
     });
     if let Some(problem) = authorization {
         body["authorization_problem"] = serde_json::Value::String(problem);
+    }
+    if let Some(problem) = replication_problem {
+        body["replication_problem"] = serde_json::Value::String(problem);
     }
     // Serving, but changes were lost: ready (200), and says so until restarted.
     if let Some((at, count)) = app.status.slot_lost() {

@@ -284,12 +284,19 @@ pub struct ReplayReport {
     pub candidates: usize,
     pub delivered: usize,
     pub too_old: bool,
+    /// The client's queue had no room for the rest: serve again from here once it drained.
+    pub continue_after: Option<Position>,
 }
 
 /// Serves a resuming channel from the window: every change after its position that its
 /// bindings match and its claims may see, in commit order, then turns it live. Called by
 /// the pump between two transactions, so nothing is missed or sent twice. `Err` (an
 /// authorization failure) leaves the channel pending, to be served again.
+///
+/// A long gap is sent in pieces that fit the client's queue (half its free room, as each
+/// change is followed by its position): the channel stays pending and `continue_after`
+/// says where the next piece starts, so a resuming client is never disconnected as too
+/// slow by its own replay.
 pub async fn replay(
     window: &Window,
     req: &ReplayRequest,
@@ -318,8 +325,19 @@ pub async fn replay(
         }
     };
     // The matched changes, judged in one batch as one (already visible) transaction.
+    let budget = (req.channel.socket.room() / 2).saturating_sub(8);
     let mut picked: Vec<(&Arc<Transaction>, usize, Vec<u32>)> = Vec::new();
     for (tx, index, change) in missed {
+        if picked.len() >= budget {
+            // The rest after what is picked (or, with no room at all, after the position).
+            report.continue_after = Some(
+                picked
+                    .last()
+                    .map(|(t, i, _)| Position::of(t, *i))
+                    .unwrap_or(req.after),
+            );
+            break;
+        }
         if change.kind == ChangeKind::Truncate
             || (change.kind == ChangeKind::Delete
                 && change.relation.replica_identity != ReplicaIdentity::Full)
@@ -373,6 +391,9 @@ pub async fn replay(
             send_change(&req.channel, ids, &data, &position, &mut delivery);
         }
         report.delivered = delivery.delivered;
+    }
+    if report.continue_after.is_some() {
+        return Ok(report); // still pending
     }
     // Everything up to the pump's current transaction is now sent; anything at or below
     // the client's position that the pump has yet to reach (after a restart) is skipped.

@@ -212,6 +212,9 @@ pub struct Window {
     floor: Lsn,
 }
 
+/// A missed change: its transaction, its index there, and the change.
+pub type Missed<'a> = (&'a Arc<Transaction>, usize, &'a RowChange);
+
 /// The replay cannot be served: part of what the client missed has left the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooOld;
@@ -275,10 +278,7 @@ impl Window {
     }
 
     /// The changes after `after`, in commit order, each with its transaction.
-    pub fn since(
-        &self,
-        after: Position,
-    ) -> Result<Vec<(&Arc<Transaction>, usize, &RowChange)>, TooOld> {
+    pub fn since(&self, after: Position) -> Result<Vec<Missed<'_>>, TooOld> {
         if after.lsn < self.floor || (after.lsn == self.floor && !after.completes_transaction()) {
             return Err(TooOld);
         }

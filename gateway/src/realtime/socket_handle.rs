@@ -135,6 +135,20 @@ impl SocketHandle {
         }
     }
 
+    /// The socket's task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Messages that can be queued now without overflowing.
+    pub fn room(&self) -> usize {
+        if self.is_overflowed() {
+            0
+        } else {
+            self.tx.capacity()
+        }
+    }
+
     pub fn is_overflowed(&self) -> bool {
         self.overflow.flagged.load(Ordering::Relaxed)
     }

@@ -153,7 +153,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
             )
         })
     } else {
-        Box::new(|app| Arc::new(ripple::authorize::RlsAuthorizer::new(app.pool.clone())))
+        Box::new(ripple::server::default_authorizer)
     };
     let mut config = gateway_config();
     config.client_queue = 100_000;
