@@ -14,7 +14,10 @@ fn list(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Read at run time, not with env!(): a build script compiled in one checkout and reused
+    // by another (a shared target folder) must embed the files of the checkout being built.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest).join("..");
     let mut out = String::new();
     for (konst, dir) in [("SQL_FILES", "sql"), ("POLICY_FILES", "policies")] {
         let dir = root.join(dir);

@@ -10,7 +10,9 @@ declare
                          'public.messages', 'public.message_reactions',
                          'public.conversation_bans',
                          -- Ripple's cache-invalidation signals (see schema/V3, V8).
-                         'ripple.security_changes', 'ripple.verdict_cache_off'];
+                         'ripple.security_changes', 'ripple.verdict_cache_off',
+                         -- Broadcasts sent from the database (sql/60_realtime_broadcast.sql).
+                         'realtime.messages'];
 begin
   if not exists (select 1 from pg_publication where pubname = pub) then
     execute format('create publication %I', pub);

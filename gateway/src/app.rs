@@ -23,6 +23,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// REST/RPC state shared by requests (the catalog cache).
     pub rest: crate::http::rest::RestState,
+    /// The sign-in service under `/auth/v1/` (rate limits, Ripple's own signing key).
+    pub auth: crate::auth::AuthService,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +37,30 @@ pub enum AppError {
     KeyFile(#[source] std::io::Error),
     #[error(transparent)]
     Key(#[from] crate::auth::jwt_key_error::KeyError),
+    #[error(transparent)]
+    Jwks(#[from] crate::auth::jwks::JwksError),
+    #[error("could not read the auth signing key file")]
+    SigningKeyFile(#[source] std::io::Error),
+    #[error(transparent)]
+    SigningKey(#[from] crate::auth::keys::SigningKeyError),
 }
 
 impl App {
     pub fn new(config: ServeConfig, database_url: &str) -> Result<Arc<Self>, AppError> {
-        let jwt = JwtVerifier::new(&config.jwt_config().map_err(AppError::KeyFile)?)?;
+        let signing_key = match &config.auth.signing_key {
+            Some(path) => Some(crate::auth::keys::SigningKey::from_pem(
+                &std::fs::read_to_string(path).map_err(AppError::SigningKeyFile)?,
+                config.auth.signing_kid.clone(),
+            )?),
+            None => None,
+        };
+        let mut jwt = JwtVerifier::new(&config.jwt_config().map_err(AppError::KeyFile)?)?;
+        if let Some(key) = &signing_key {
+            // Ripple accepts the tokens it signs itself.
+            jwt.add_own_key(key);
+        }
+        jwt.set_jwks(crate::auth::jwks::load_files(&config.jwks)?);
+        let auth = crate::auth::AuthService::new(config.auth.settings(), signing_key);
         let pg: tokio_postgres::Config = database_url.parse().map_err(AppError::DatabaseUrl)?;
         let make_pool = |size: usize| {
             let manager = deadpool_postgres::Manager::from_config(
@@ -59,7 +80,7 @@ impl App {
         let metrics = crate::metrics::Metrics::default();
         metrics.register_pool(&pool);
         let rest = crate::http::rest::RestState::new(&config, &metrics);
-        Ok(Arc::new(Self {
+        let app = Arc::new(Self {
             config,
             jwt,
             pool,
@@ -69,6 +90,23 @@ impl App {
             status: crate::status::Status::default(),
             metrics,
             rest,
-        }))
+            auth,
+        });
+        let urls: Vec<_> = app
+            .config
+            .jwks
+            .iter()
+            .filter(|s| matches!(s, crate::auth::jwks::JwksSource::Url(_)))
+            .cloned()
+            .collect();
+        if !urls.is_empty() {
+            // Files too, so an edited file is picked up on the same schedule.
+            crate::auth::jwks::spawn_refresh(
+                Arc::downgrade(&app),
+                app.config.jwks.clone(),
+                std::time::Duration::from_secs(app.config.jwks_refresh_secs.max(1)),
+            );
+        }
+        Ok(app)
     }
 }

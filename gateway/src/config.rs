@@ -24,6 +24,23 @@ pub struct ServeConfig {
     )]
     pub jwt_public_keys: Vec<PathBuf>,
 
+    /// JSON Web Key Sets of other issuers whose tokens are accepted (RS256, ES256, EdDSA keys,
+    /// chosen by the token's `kid`): files, or `http://` URLs fetched again periodically.
+    #[arg(long = "jwks", env = "RIPPLE_JWKS", value_delimiter = ',')]
+    pub jwks: Vec<crate::auth::jwks::JwksSource>,
+
+    /// Seconds between fetches of JWKS URLs (an unknown `kid` also prompts one).
+    #[arg(long, env = "RIPPLE_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+
+    /// `iss` required of tokens verified with a JWKS or PEM public key.
+    #[arg(long, env = "RIPPLE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// `aud` required of tokens verified with a JWKS or PEM public key.
+    #[arg(long, env = "RIPPLE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
     /// Database roles a token's `role` claim may name.
     #[arg(
         long,
@@ -152,6 +169,11 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub ws_idle_timeout_secs: u64,
 
+    /// Folder of a web app to serve at `/` (GET of paths the API does not own); `ripple dev`
+    /// serves the bundled `web/` chat app unless told otherwise.
+    #[arg(long, env = "RIPPLE_WEB_DIR")]
+    pub web: Option<PathBuf>,
+
     /// How long delivered changes stay available to clients that resume (seconds). The
     /// slot keeps this much WAL too, so that a restart can replay it. 0 turns resume off.
     #[arg(long, env = "RIPPLE_RESUME_WINDOW_SECS", default_value_t = 300)]
@@ -160,6 +182,129 @@ pub struct ServeConfig {
     /// Most memory (estimated bytes of changes) the resume window holds.
     #[arg(long, env = "RIPPLE_RESUME_WINDOW_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub resume_window_bytes: usize,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+}
+
+/// The sign-in service (`/auth/v1/`): Supabase Auth's API for email and password users.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// Lifetime of the access tokens it issues, in seconds (supabase-js refreshes them before
+    /// they expire).
+    #[arg(
+        long = "auth-jwt-exp",
+        env = "RIPPLE_AUTH_JWT_EXP",
+        default_value_t = 3600
+    )]
+    pub jwt_exp_secs: i64,
+
+    /// `iss` of the access tokens it issues.
+    #[arg(
+        long = "auth-issuer",
+        env = "RIPPLE_AUTH_ISSUER",
+        default_value = "ripple"
+    )]
+    pub issuer: String,
+
+    /// Refuse new sign-ups (users are then created by the DBA in SQL).
+    #[arg(long = "auth-disable-signup", env = "RIPPLE_AUTH_DISABLE_SIGNUP")]
+    pub disable_signup: bool,
+
+    /// Make new users wait until `auth.users.email_confirmed_at` is set before they can sign
+    /// in. Off by default: Ripple sends no mail, so a DBA confirms by hand.
+    #[arg(long = "auth-confirm-email", env = "RIPPLE_AUTH_CONFIRM_EMAIL")]
+    pub confirm_email: bool,
+
+    /// Fewest characters in a password.
+    #[arg(
+        long = "auth-password-min-length",
+        env = "RIPPLE_AUTH_PASSWORD_MIN_LENGTH",
+        default_value_t = 8
+    )]
+    pub password_min_length: usize,
+
+    /// Character classes a password must contain (any of lower, upper, digit, symbol).
+    #[arg(
+        long = "auth-password-required-characters",
+        env = "RIPPLE_AUTH_PASSWORD_REQUIRED_CHARACTERS",
+        value_delimiter = ','
+    )]
+    pub password_required: Vec<crate::auth::password::CharClass>,
+
+    /// Sign-in and sign-up attempts allowed per client address per window (0: no limit).
+    #[arg(
+        long = "auth-rate-limit-per-address",
+        env = "RIPPLE_AUTH_RATE_LIMIT_PER_ADDRESS",
+        default_value_t = 100
+    )]
+    pub rate_per_address: u32,
+
+    /// Sign-in and sign-up attempts allowed per email address per window (0: no limit).
+    #[arg(
+        long = "auth-rate-limit-per-email",
+        env = "RIPPLE_AUTH_RATE_LIMIT_PER_EMAIL",
+        default_value_t = 10
+    )]
+    pub rate_per_email: u32,
+
+    /// The rate limits' window, in seconds (attempts come back evenly over it).
+    #[arg(
+        long = "auth-rate-limit-window-secs",
+        env = "RIPPLE_AUTH_RATE_LIMIT_WINDOW_SECS",
+        default_value_t = 300
+    )]
+    pub rate_window_secs: u64,
+
+    /// Count rate limits by the last `X-Forwarded-For` address instead of the peer's. Only
+    /// when every request comes through a reverse proxy that sets it: otherwise clients
+    /// choose their own address.
+    #[arg(
+        long = "auth-trust-forwarded-for",
+        env = "RIPPLE_AUTH_TRUST_FORWARDED_FOR"
+    )]
+    pub trust_forwarded_for: bool,
+
+    /// Seconds after a refresh during which the refresh token it used still works (a client
+    /// retrying a refresh whose answer was lost); after that, using it again ends the
+    /// session. 0: any second use ends it.
+    #[arg(
+        long = "auth-refresh-reuse-interval-secs",
+        env = "RIPPLE_AUTH_REFRESH_REUSE_INTERVAL_SECS",
+        default_value_t = 10
+    )]
+    pub refresh_reuse_interval_secs: u64,
+
+    /// A PKCS#8 PEM private key (RSA, P-256 or Ed25519) to sign access tokens with instead of
+    /// the HS256 secret; its public key is then served at `/auth/v1/.well-known/jwks.json`.
+    #[arg(long = "auth-signing-key", env = "RIPPLE_AUTH_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+
+    /// `kid` of the signing key (default: its RFC 7638 thumbprint).
+    #[arg(long = "auth-signing-kid", env = "RIPPLE_AUTH_SIGNING_KID")]
+    pub signing_kid: Option<String>,
+}
+
+impl AuthConfig {
+    pub fn settings(&self) -> crate::auth::AuthSettings {
+        crate::auth::AuthSettings {
+            access_ttl_secs: self.jwt_exp_secs,
+            issuer: self.issuer.clone(),
+            signup_disabled: self.disable_signup,
+            confirm_email: self.confirm_email,
+            password: crate::auth::password::PasswordRules {
+                min_length: self.password_min_length,
+                required: self.password_required.clone(),
+            },
+            rate_per_address: self.rate_per_address,
+            rate_per_email: self.rate_per_email,
+            rate_window: std::time::Duration::from_secs(self.rate_window_secs.max(1)),
+            trust_forwarded_for: self.trust_forwarded_for,
+            refresh_reuse_interval: std::time::Duration::from_secs(
+                self.refresh_reuse_interval_secs,
+            ),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -173,6 +318,9 @@ impl ServeConfig {
             secret: self.jwt_secret.clone().map(Secret::new),
             public_keys_pem,
             allowed_roles: self.db_roles.clone(),
+            jwks_configured: !self.jwks.is_empty(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
         })
     }
 }

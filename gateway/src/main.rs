@@ -171,8 +171,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url,
             config,
         } => {
-            if config.jwt_secret.is_none() && config.jwt_public_keys.is_empty() {
-                anyhow::bail!("set --jwt-secret (RIPPLE_JWT_SECRET) or --jwt-public-key");
+            if config.jwt_secret.is_none()
+                && config.jwt_public_keys.is_empty()
+                && config.jwks.is_empty()
+                && config.auth.signing_key.is_none()
+            {
+                anyhow::bail!(
+                    "set --jwt-secret (RIPPLE_JWT_SECRET), --jwt-public-key, --jwks or --auth-signing-key"
+                );
             }
             serve(config, &database_url, shutdown).await
         }
@@ -199,6 +205,13 @@ const DEMO_USERS: &[(&str, &str)] = &[
     ("00000000-0000-4000-8000-000000000b0b", "Bob"),
     ("00000000-0000-4000-8000-0000000ca201", "Carol"),
 ];
+
+/// The demo users' password: a local development stack only (`ripple dev`).
+const DEMO_PASSWORD: &str = "ripple-demo";
+
+fn demo_email(name: &str) -> String {
+    format!("{}@example.com", name.to_lowercase())
+}
 
 async fn dev(
     database_url: Option<String>,
@@ -307,11 +320,28 @@ async fn dev_inner(
                 &[&id, name],
             )
             .await?;
+        // A sign-in for each demo user (kept if it exists: the DBA may have changed it).
+        let email = demo_email(name);
+        let hash = ripple::auth::password::hash(DEMO_PASSWORD);
+        client
+            .execute(
+                "insert into auth.users (id, email, encrypted_password, email_confirmed_at, raw_user_meta_data) \
+                 values ($1, $2, $3, now(), jsonb_build_object('display_name', $4::text)) \
+                 on conflict do nothing",
+                &[&id, &email, &hash, name],
+            )
+            .await?;
+    }
+    if config.web.is_none() {
+        config.web = bundled_web_app();
     }
     let v = JwtVerifier::new(&config.jwt_config()?)?;
     let day = 24 * 3600;
     println!("Ripple dev is up.");
     println!("  http + realtime: http://{}", config.listen);
+    if config.web.is_some() {
+        println!("  chat app:        http://{}/", config.listen);
+    }
     println!("  database:        {database_url}");
     println!(
         "  anon key (apikey): {}",
@@ -324,6 +354,26 @@ async fn dev_inner(
                 .unwrap_or_default()
         );
     }
+    println!(
+        "  sign in as a demo user: supabase.auth.signInWithPassword({{ email: '{}', password: '{DEMO_PASSWORD}' }})",
+        demo_email(DEMO_USERS[0].1)
+    );
+    println!(
+        "    (also {} and {}; same password; or sign up anyone with supabase.auth.signUp)",
+        demo_email(DEMO_USERS[1].1),
+        demo_email(DEMO_USERS[2].1)
+    );
     println!("Press Ctrl-C to stop.");
     serve(config.clone(), database_url, shutdown).await
+}
+
+/// The chat app shipped in the repository's `web/`: `./web` when run from a checkout,
+/// else the checkout this binary was built from.
+fn bundled_web_app() -> Option<PathBuf> {
+    [
+        PathBuf::from("web"),
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web")),
+    ]
+    .into_iter()
+    .find(|dir| dir.join("index.html").is_file())
 }

@@ -321,6 +321,8 @@ async fn pump(
         loop {
             match fanout::deliver(&app.realtime, &tx, authorizer.as_ref()).await {
                 Ok(report) => {
+                    // Broadcasts the database sent (realtime.send), after the row changes.
+                    crate::realtime::db_broadcast::deliver(&app.realtime, &tx);
                     delivered.add(report.delivered as u64);
                     hidden.add(report.hidden as u64);
                     checks.add(report.checks as u64);

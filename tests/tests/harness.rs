@@ -32,8 +32,9 @@ async fn a_fresh_database_is_migrated_and_dropped_after_use() {
         .unwrap()
         .get(0);
     assert_eq!(
-        tables, 7,
-        "the chat tables and the security-change feed are in the publication"
+        tables, 9,
+        "the chat tables, the two cache-invalidation signals and realtime.messages \
+         (broadcast from the database) are in the publication"
     );
     drop(db);
     let admin = ripple::db::connect(&cluster().cluster.url("postgres"))

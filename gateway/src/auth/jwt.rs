@@ -37,6 +37,12 @@ pub struct JwtConfig {
     /// `SET ROLE`; without this list a validly signed `"role": "postgres"` would run as the
     /// superuser.
     pub allowed_roles: Vec<String>,
+    /// Keys will come from a JWKS (`set_jwks`), chosen by `kid`.
+    pub jwks_configured: bool,
+    /// `iss` that tokens of other issuers must carry.
+    pub issuer: Option<String>,
+    /// `aud` (or one of them) that tokens of other issuers must carry.
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,6 +63,12 @@ pub enum AuthError {
     NoKey,
     #[error("token role is not allowed")]
     RoleNotAllowed,
+    #[error("no key in the JWKS has the token's kid")]
+    UnknownKid,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token claim `{0}` is not the one configured")]
+    WrongClaim(&'static str),
 }
 
 /// The verified claims of a token.
@@ -82,6 +94,30 @@ pub struct JwtVerifier {
     hs: Option<(DecodingKey, EncodingKey)>,
     rsa: Vec<DecodingKey>,
     ec: Vec<DecodingKey>,
+    /// Keys chosen by the token's `kid`: Ripple's own signing key, and those of a JWKS
+    /// (replaced whole when the JWKS is fetched again).
+    by_kid: std::sync::RwLock<KidKeys>,
+    /// A JWKS is configured: an unknown `kid` is then its own error and prompts a refetch.
+    jwks_configured: bool,
+    unknown_kid: tokio::sync::Notify,
+    /// `iss` and `aud` required of tokens from other issuers (JWKS or PEM keys).
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+/// Who signed a token, by the key that verified it: `iss` and `aud` are checked only for
+/// tokens of other issuers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Ripple,
+    External,
+}
+
+/// Keys by `kid`, with the algorithm each is for.
+#[derive(Default)]
+pub struct KidKeys {
+    pub own: Option<(String, Algorithm, DecodingKey)>,
+    pub jwks: std::collections::HashMap<String, (Algorithm, DecodingKey)>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -131,7 +167,31 @@ impl JwtVerifier {
             hs,
             rsa,
             ec,
+            by_kid: Default::default(),
+            jwks_configured: config.jwks_configured,
+            unknown_kid: tokio::sync::Notify::new(),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
         })
+    }
+
+    /// Accepts tokens signed by Ripple's own key (chosen by its `kid`).
+    pub fn add_own_key(&mut self, key: &super::keys::SigningKey) {
+        self.by_kid.get_mut().unwrap_or_else(|p| p.into_inner()).own =
+            Some((key.kid().to_string(), key.alg(), key.decoding_key().clone()));
+    }
+
+    /// The key a token's `kid` names, if any.
+    fn key_for_kid(&self, kid: &str) -> Option<(Algorithm, DecodingKey, Origin)> {
+        let keys = self.by_kid.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((own, alg, key)) = &keys.own {
+            if own == kid {
+                return Some((*alg, key.clone(), Origin::Ripple));
+            }
+        }
+        keys.jwks
+            .get(kid)
+            .map(|(alg, key)| (*alg, key.clone(), Origin::External))
     }
 
     /// Verifies signature and expiry and extracts the claims Ripple needs.
@@ -139,32 +199,50 @@ impl JwtVerifier {
         // Look at `alg` ourselves first: jsonwebtoken cannot even parse `none`, and a token
         // naming an algorithm we do not accept deserves that answer, not "malformed".
         let alg = Self::header_alg(token)?;
-        if !matches!(alg.as_str(), "HS256" | "RS256" | "ES256") {
+        if !matches!(alg.as_str(), "HS256" | "RS256" | "ES256" | "EdDSA") {
             return Err(AuthError::AlgorithmNotAllowed);
         }
         let header = decode_header(token).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => AuthError::AlgorithmNotAllowed,
             _ => AuthError::Malformed,
         })?;
-        let keys: Vec<&DecodingKey> = match header.alg {
-            Algorithm::HS256 => self.hs.iter().map(|(d, _)| d).collect(),
-            Algorithm::RS256 => self.rsa.iter().collect(),
-            Algorithm::ES256 => self.ec.iter().collect(),
+        // A `kid` we know picks its key, which must be for the token's algorithm (an RSA
+        // key's bytes are never tried as an HMAC secret).
+        let by_kid = match (&header.alg, header.kid.as_deref()) {
+            (Algorithm::HS256, _) | (_, None) => None,
+            (_, Some(kid)) => self.key_for_kid(kid),
+        };
+        let (keys, origin): (Vec<&DecodingKey>, Origin) = match (&by_kid, header.alg) {
+            (Some((alg, key, origin)), token_alg) if *alg == token_alg => (vec![key], *origin),
+            (Some(_), _) => return Err(AuthError::AlgorithmNotAllowed),
+            (None, Algorithm::HS256) => (self.hs.iter().map(|(d, _)| d).collect(), Origin::Ripple),
+            (None, Algorithm::RS256) => (self.rsa.iter().collect(), Origin::External),
+            (None, Algorithm::ES256) => (self.ec.iter().collect(), Origin::External),
+            (None, Algorithm::EdDSA) => (vec![], Origin::External),
             _ => return Err(AuthError::AlgorithmNotAllowed),
         };
         if keys.is_empty() {
+            if header.kid.is_some() && self.jwks_configured {
+                // Perhaps the issuer rotated its keys: fetch the JWKS again soon.
+                self.unknown_kid.notify_one();
+                return Err(AuthError::UnknownKid);
+            }
             return Err(AuthError::NoKey);
         }
         let mut validation = Validation::new(header.alg);
         validation.leeway = 0;
         validation.validate_aud = false;
-        // We check `exp` ourselves below so that a missing one is its own error.
+        // We check `exp`, `nbf`, `iss` and `aud` ourselves below, each with its own error.
         validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.required_spec_claims.clear();
         let mut last = AuthError::BadSignature;
         for key in keys {
             match decode::<Value>(token, key, &validation) {
                 Ok(data) => {
+                    if origin == Origin::External {
+                        self.check_issuer_and_audience(&data.claims)?;
+                    }
                     let claims = Self::claims(data.claims)?;
                     if !self.allowed_roles.is_empty() && !self.allowed_roles.contains(&claims.role)
                     {
@@ -186,6 +264,40 @@ impl JwtVerifier {
             }
         }
         Err(last)
+    }
+
+    /// `iss` and `aud` of a token from another issuer, when configured (Ripple's own tokens
+    /// are known by their key).
+    fn check_issuer_and_audience(&self, claims: &Value) -> Result<(), AuthError> {
+        if let Some(want) = &self.issuer {
+            match claims.get("iss") {
+                None | Some(Value::Null) => return Err(AuthError::MissingClaim("iss")),
+                Some(Value::String(iss)) if iss == want => {}
+                Some(_) => return Err(AuthError::WrongClaim("iss")),
+            }
+        }
+        if let Some(want) = &self.audience {
+            let matches = match claims.get("aud") {
+                None | Some(Value::Null) => return Err(AuthError::MissingClaim("aud")),
+                Some(Value::String(aud)) => aud == want,
+                Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(want)),
+                Some(_) => false,
+            };
+            if !matches {
+                return Err(AuthError::WrongClaim("aud"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the keys of the JWKS (after a fetch).
+    pub fn set_jwks(&self, keys: std::collections::HashMap<String, (Algorithm, DecodingKey)>) {
+        self.by_kid.write().unwrap_or_else(|p| p.into_inner()).jwks = keys;
+    }
+
+    /// Resolves when a token named a `kid` no key has (the JWKS refresher waits on it).
+    pub async fn unknown_kid_seen(&self) {
+        self.unknown_kid.notified().await
     }
 
     fn header_alg(token: &str) -> Result<String, AuthError> {
@@ -218,6 +330,15 @@ impl JwtVerifier {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(AuthError::BadClaim("sub")),
         };
+        match obj.get("nbf") {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                let nbf = v.as_f64().ok_or(AuthError::BadClaim("nbf"))? as i64;
+                if nbf > now_epoch() {
+                    return Err(AuthError::NotYetValid);
+                }
+            }
+        }
         let claims = Claims {
             raw,
             role,
@@ -416,5 +537,115 @@ mod tests {
             ..Default::default()
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// A verifier that takes keys from a JWKS made of the test keys' public halves.
+    fn jwks_verifier(issuer: Option<&str>, audience: Option<&str>) -> JwtVerifier {
+        use crate::auth::keys::SigningKey;
+        let v = JwtVerifier::new(&JwtConfig {
+            jwks_configured: true,
+            issuer: issuer.map(Into::into),
+            audience: audience.map(Into::into),
+            ..Default::default()
+        })
+        .unwrap();
+        let doc = serde_json::json!({"keys": [
+            SigningKey::from_pem(RSA_PRIVATE, Some("rsa-1".into())).unwrap().public_jwk(),
+            SigningKey::from_pem(EC_PRIVATE, Some("ec-1".into())).unwrap().public_jwk(),
+            SigningKey::from_pem(ED_PRIVATE, Some("ed-1".into())).unwrap().public_jwk(),
+        ]});
+        v.set_jwks(crate::auth::jwks::parse(doc.to_string().as_bytes()).unwrap());
+        v
+    }
+
+    const ED_PRIVATE: &str = include_str!("testdata/ed25519_private.pem");
+
+    fn with_kid(alg: Algorithm, key: &EncodingKey, kid: &str, claims: &Value) -> String {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, claims, key).unwrap()
+    }
+
+    fn user_claims() -> Value {
+        serde_json::json!({"sub": "u-7", "role": "authenticated", "exp": now_epoch() + 60,
+                           "iss": "https://idp.example", "aud": ["authenticated", "other"]})
+    }
+
+    #[test]
+    fn jwks_keys_verify_rs256_es256_and_eddsa_tokens_by_kid() {
+        let v = jwks_verifier(None, None);
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let ec = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let ed = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+        for (alg, key, kid) in [
+            (Algorithm::RS256, &rsa, "rsa-1"),
+            (Algorithm::ES256, &ec, "ec-1"),
+            (Algorithm::EdDSA, &ed, "ed-1"),
+        ] {
+            let c = v.verify(&with_kid(alg, key, kid, &user_claims())).unwrap();
+            assert_eq!(c.sub.as_deref(), Some("u-7"), "{kid}");
+        }
+        // An unknown kid, a kid naming another algorithm's key, a key the kid does not
+        // name.
+        let t = with_kid(Algorithm::RS256, &rsa, "rsa-2", &user_claims());
+        assert_eq!(v.verify(&t), Err(AuthError::UnknownKid));
+        let t = with_kid(Algorithm::ES256, &ec, "rsa-1", &user_claims());
+        assert_eq!(v.verify(&t), Err(AuthError::AlgorithmNotAllowed));
+        let t = with_kid(Algorithm::RS256, &rsa, "ed-1", &user_claims());
+        assert_eq!(v.verify(&t), Err(AuthError::AlgorithmNotAllowed));
+        // A P-256 key that is not in the JWKS, claiming a kid that is.
+        let other_ec =
+            EncodingKey::from_ec_pem(include_str!("testdata/ec_other_private.pem").as_bytes())
+                .unwrap();
+        let t = with_kid(Algorithm::ES256, &other_ec, "ec-1", &user_claims());
+        assert_eq!(v.verify(&t), Err(AuthError::BadSignature));
+    }
+
+    #[test]
+    fn issuer_audience_and_not_before_are_enforced() {
+        let ed = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+        let v = jwks_verifier(Some("https://idp.example"), Some("authenticated"));
+        assert!(v
+            .verify(&with_kid(Algorithm::EdDSA, &ed, "ed-1", &user_claims()))
+            .is_ok());
+        let mut c = user_claims();
+        c["iss"] = "https://evil.example".into();
+        let t = with_kid(Algorithm::EdDSA, &ed, "ed-1", &c);
+        assert_eq!(v.verify(&t), Err(AuthError::WrongClaim("iss")));
+        let mut c = user_claims();
+        c["aud"] = "somebody-else".into();
+        let t = with_kid(Algorithm::EdDSA, &ed, "ed-1", &c);
+        assert_eq!(v.verify(&t), Err(AuthError::WrongClaim("aud")));
+        let mut c = user_claims();
+        c.as_object_mut().unwrap().remove("iss");
+        let t = with_kid(Algorithm::EdDSA, &ed, "ed-1", &c);
+        assert_eq!(v.verify(&t), Err(AuthError::MissingClaim("iss")));
+        let mut c = user_claims();
+        c["nbf"] = (now_epoch() + 120).into();
+        let t = with_kid(Algorithm::EdDSA, &ed, "ed-1", &c);
+        assert_eq!(v.verify(&t), Err(AuthError::NotYetValid));
+        c["nbf"] = (now_epoch() - 1).into();
+        assert!(v
+            .verify(&with_kid(Algorithm::EdDSA, &ed, "ed-1", &c))
+            .is_ok());
+        // HS256 tokens (Ripple's own) are not held to another issuer's iss/aud.
+        let hs = JwtVerifier::new(&JwtConfig {
+            secret: Some(Secret::new("test-secret-at-least-32-bytes-long!!")),
+            issuer: Some("https://idp.example".into()),
+            audience: Some("x".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(hs.verify(&hs.mint_for("anon", None, 60).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn ripple_accepts_tokens_of_its_own_signing_key() {
+        let key = crate::auth::keys::SigningKey::from_pem(ED_PRIVATE, None).unwrap();
+        let mut v = JwtVerifier::new(&JwtConfig::default()).unwrap();
+        let t = key.sign(&user_claims()).unwrap();
+        assert_eq!(v.verify(&t), Err(AuthError::NoKey));
+        v.add_own_key(&key);
+        assert!(v.verify(&t).is_ok());
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! - [`walsender`]: the CopyData frames of a replication stream (XLogData, keepalive).
 //! - [`pgoutput`]: the logical replication messages inside XLogData (protocols 1 and 2).
-//! - [`value`]: a column's text to natural JSON by its type; [`types`] says which type.
+//! - [`value`]: a column's text to natural JSON by its type; [`types`] says which type;
+//!   [`json`] reads json/jsonb documents.
 
+pub mod json;
 pub mod pgoutput;
 pub mod types;
 pub mod value;

@@ -2,7 +2,9 @@
 //! limit, health, metrics. REST/RPC live in `rest`; the WebSocket upgrade hands off to
 //! `crate::realtime`.
 
+mod broadcast;
 pub mod rest;
+mod web;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,11 +40,11 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok(accepted) => {
                     backoff = ACCEPT_BACKOFF_MIN;
-                    stream
+                    accepted
                 }
                 Err(error) => {
                     // EMFILE/ENFILE/ENOBUFS: connections close over time (timeouts below),
@@ -71,6 +73,9 @@ pub async fn serve(
         let permit = ConnectionPermit(Arc::new(permit));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                // The auth service's rate limits count attempts per client address.
+                req.extensions_mut()
+                    .insert(crate::auth::ClientAddr(peer.ip()));
                 let app = app.clone();
                 let metrics = metrics.clone();
                 // The realtime upgrade takes it along, so a WebSocket counts until it closes.
@@ -178,14 +183,16 @@ fn raise_open_files_limit() -> Option<u64> {
 #[derive(Clone, Copy)]
 enum Route {
     Rest,
+    Auth,
     Realtime,
     Health,
     Metrics,
     Other,
 }
 
-const ROUTES: [(Route, &str); 5] = [
+const ROUTES: [(Route, &str); 6] = [
     (Route::Rest, "rest"),
+    (Route::Auth, "auth"),
     (Route::Realtime, "realtime"),
     (Route::Health, "health"),
     (Route::Metrics, "metrics"),
@@ -259,14 +266,11 @@ async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> 
                 (Route::Realtime, crate::realtime::upgrade(req, app).await)
             }
             p if p.starts_with("/rest/v1/") => (Route::Rest, rest_request(req, app).await),
-            _ => (
-                Route::Other,
-                json(
-                    StatusCode::NOT_FOUND,
-                    r#"{"code":"PGRST125","message":"invalid path","details":null,"hint":null}"#
-                        .into(),
-                ),
-            ),
+            p if broadcast::is_broadcast_path(p) => {
+                (Route::Other, broadcast::handle(req, app).await)
+            }
+            p if p.starts_with("/auth/v1/") => (Route::Auth, auth_request(req, app).await),
+            _ => (Route::Other, fallback(&app, req.method(), &path).await),
         }
     };
     metrics.record(route, resp.status(), started);
@@ -274,10 +278,31 @@ async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> 
     resp
 }
 
+/// A path no API owns: the web app's files when `--web` is set, else an unknown API path.
+async fn fallback(app: &App, method: &Method, path: &str) -> Response<Body> {
+    if let Some(root) = &app.config.web {
+        if let Some(resp) = web::serve(app, root, method, path).await {
+            return resp;
+        }
+    }
+    json(
+        StatusCode::NOT_FOUND,
+        r#"{"code":"PGRST125","message":"invalid path","details":null,"hint":null}"#.into(),
+    )
+}
+
 async fn rest_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     match read_body(&parts, body, app.config.max_body_bytes).await {
         Ok(bytes) => rest::handle(parts, bytes, app).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn auth_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    match read_body(&parts, body, app.config.max_body_bytes).await {
+        Ok(bytes) => crate::auth::service::handle(parts, bytes, app).await,
         Err(e) => e.into_response(),
     }
 }

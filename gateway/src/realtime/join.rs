@@ -147,6 +147,20 @@ pub struct Resolved {
     pub conditions: Vec<Condition>,
     /// Tables this binding covers whose DELETEs cannot be authorized (old row not full).
     pub unjudgeable_delete_tables: Vec<String>,
+    /// Set when the joining role may not SELECT the binding's table (or any table of its
+    /// schema): the subscription exists but nothing will arrive, and the client is told why.
+    pub unreadable: Option<String>,
+}
+
+/// Why a binding will receive nothing: the role lacks SELECT. The anon role gets the
+/// likeliest cause spelled out (a client that joined before signing in).
+fn unreadable_reason(role: &str, what: &str) -> String {
+    let hint = if role == "anon" {
+        ": the channel joined with the anon key; sign in first (or pass the user's access token)"
+    } else {
+        ""
+    };
+    format!("role {role} has no SELECT privilege on {what}, so no changes from it will be delivered{hint}")
 }
 
 /// What the catalog says about a table.
@@ -154,10 +168,12 @@ pub struct Resolved {
 struct TableInfo {
     replica_full: bool,
     published: bool,
+    /// The joining role may SELECT the table (some column of it, at least).
+    readable: bool,
     columns: HashMap<String, ColumnType>,
     /// Columns the subscriber's role may SELECT: the only ones a filter may name, or
     /// whether a change arrives would reveal a value the role cannot read.
-    readable: std::collections::HashSet<String>,
+    readable_columns: std::collections::HashSet<String>,
     /// The role may use the schema; if not, the table is reported as missing, so a join
     /// cannot tell which tables exist where the caller has no access.
     schema_usable: bool,
@@ -182,6 +198,9 @@ async fn table_info(
     let row = client
         .query_opt(
             "select c.relreplident = 'f',
+                    (exists (select 1 from pg_roles where rolname = $4)
+                     and (has_table_privilege($4, c.oid, 'SELECT')
+                          or has_any_column_privilege($4, c.oid, 'SELECT'))),
                     exists (select 1 from pg_publication_tables p
                              where p.pubname = $3 and p.schemaname = $1 and p.tablename = $2),
                     coalesce(json_agg(json_build_array(a.attname, t.typname, t.typtype,
@@ -195,13 +214,13 @@ async fn table_info(
                                         and not a.attisdropped
                left join pg_type t on t.oid = a.atttypid
               where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')
-              group by c.relreplident, n.oid, c.oid",
+              group by c.oid, c.relreplident, n.oid",
             &[&schema, &table, &publication, &role],
         )
         .await?;
     Ok(row.map(|row| {
-        let cols: Value = row.get(2);
-        let readable = cols
+        let cols: Value = row.get(3);
+        let readable_columns = cols
             .as_array()
             .into_iter()
             .flatten()
@@ -222,23 +241,23 @@ async fn table_info(
             .collect();
         TableInfo {
             replica_full: row.get(0),
-            published: row.get(1),
+            readable: row.get(1),
+            published: row.get(2),
             columns,
-            readable,
-            schema_usable: row.get(3),
+            readable_columns,
+            schema_usable: row.get(4),
         }
     }))
 }
 
 /// Checks every binding: the schema and table exist and stream (are in the publication),
-/// filters name real columns the subscriber's `role` may SELECT, with values of their
-/// types. Also notes tables whose DELETEs cannot be authorized. A schema the role cannot
-/// use answers as if it did not exist.
+/// filters name real columns with values of their types. Also notes tables whose DELETEs
+/// cannot be authorized, and bindings the joining `role` cannot read at all.
 pub async fn resolve(
     client: &tokio_postgres::Client,
     publication: &str,
-    role: &str,
     specs: &[ChangeSpec],
+    role: &str,
 ) -> Result<Vec<Resolved>, ResolveError> {
     let db = |e: tokio_postgres::Error| ResolveError::Db(Box::new(e));
     let mut cache: HashMap<(String, String), Option<TableInfo>> = HashMap::new();
@@ -254,6 +273,7 @@ pub async fn resolve(
                         .map_err(db)?;
                     cache.insert(key.clone(), info);
                 }
+                // A schema the role cannot use answers as a missing table: no oracle.
                 let Some(info) = cache
                     .get(&key)
                     .and_then(Option::as_ref)
@@ -283,7 +303,7 @@ pub async fn resolve(
                 };
                 if let Some(c) = conditions
                     .iter()
-                    .find(|c| !info.readable.contains(&c.column))
+                    .find(|c| !info.readable_columns.contains(&c.column))
                 {
                     return Err(ResolveError::Invalid(format!(
                         "invalid filter for {}.{}: permission denied for column {} (role {role} may not select it)",
@@ -295,22 +315,28 @@ pub async fn resolve(
                 } else {
                     Vec::new()
                 };
+                let unreadable = (!info.readable)
+                    .then(|| unreadable_reason(role, &format!("{}.{}", spec.schema, table)));
                 out.push(Resolved {
                     spec: spec.clone(),
                     conditions,
                     unjudgeable_delete_tables,
+                    unreadable,
                 });
             }
             None => {
                 let rows = client
                     .query(
-                        "select p.tablename::text, c.relreplident = 'f'
+                        "select p.tablename::text, c.relreplident = 'f',
+                            exists (select 1 from pg_roles where rolname = $3)
+                            and (has_table_privilege($3, c.oid, 'SELECT')
+                                 or has_any_column_privilege($3, c.oid, 'SELECT'))
                            from pg_publication_tables p
                            join pg_namespace n on n.nspname = p.schemaname
                            join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename
                           where p.pubname = $1 and p.schemaname = $2
                           order by 1",
-                        &[&publication, &spec.schema],
+                        &[&publication, &spec.schema, &role],
                     )
                     .await
                     .map_err(db)?;
@@ -337,10 +363,18 @@ pub async fn resolve(
                 } else {
                     Vec::new()
                 };
+                let unreadable = (!rows.is_empty() && rows.iter().all(|r| !r.get::<_, bool>(2)))
+                    .then(|| {
+                        unreadable_reason(
+                            role,
+                            &format!("any streamed table of schema {}", spec.schema),
+                        )
+                    });
                 out.push(Resolved {
                     spec: spec.clone(),
                     conditions: Vec::new(),
                     unjudgeable_delete_tables,
+                    unreadable,
                 });
             }
         }

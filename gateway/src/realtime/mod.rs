@@ -20,6 +20,7 @@
 //! A subscription takes part in every `deliver` that starts after its channel was told
 //! "Subscribed to PostgreSQL".
 
+pub mod db_broadcast;
 pub mod fanout;
 pub mod filter;
 pub mod join;

@@ -224,6 +224,9 @@ fn reason_for(e: &AuthError) -> String {
         AuthError::RoleNotAllowed => {
             "InvalidJWTToken: the token's role is not one Ripple may act as".into()
         }
+        AuthError::UnknownKid => "JwtSignerError: no key in the JWKS has the token's kid".into(),
+        AuthError::NotYetValid => "InvalidJWTToken: Token is not valid yet (nbf)".into(),
+        AuthError::WrongClaim(c) => format!("InvalidJWTToken: claim `{c}` is not accepted"),
     }
 }
 
@@ -476,8 +479,8 @@ impl Session {
                     join::resolve(
                         &client,
                         &self.app.config.publication,
-                        &claims.role,
                         &config.postgres_changes,
+                        &claims.role,
                     )
                     .await
                 }
@@ -616,17 +619,17 @@ impl Session {
                 .collect();
             unjudgeable.sort();
             unjudgeable.dedup();
-            let warnings = (!unjudgeable.is_empty()).then(|| {
-                let list: Vec<Value> = unjudgeable
-                    .iter()
-                    .map(|t| {
-                        json!(format!(
-                            "DELETE events on {t} are not delivered: its REPLICA IDENTITY is not FULL, so the deleted row cannot be authorized"
-                        ))
-                    })
-                    .collect();
-                ("warnings", Value::Array(list))
-            });
+            let mut list: Vec<Value> = resolved
+                .iter()
+                .filter_map(|r| r.unreadable.clone().map(Value::String))
+                .collect();
+            list.dedup();
+            list.extend(unjudgeable.iter().map(|t| {
+                json!(format!(
+                    "DELETE events on {t} are not delivered: its REPLICA IDENTITY is not FULL, so the deleted row cannot be authorized"
+                ))
+            }));
+            let warnings = (!list.is_empty()).then(|| ("warnings", Value::Array(list)));
             self.system(
                 &channel,
                 "postgres_changes",

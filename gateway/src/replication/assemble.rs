@@ -21,6 +21,10 @@ use crate::decode::{
 struct RelationState {
     info: Arc<RelationInfo>,
     kinds: Vec<ValueKind>,
+    /// Every column name mapped to null, in column order. A full row is a clone of this
+    /// with the values filled in by position: cloning copies the hash index as it is,
+    /// where inserting would hash and probe each column name again for every row.
+    template: Map<String, Value>,
 }
 
 struct Pending {
@@ -144,7 +148,19 @@ impl Assembler {
             replica_identity,
             columns,
         });
-        self.relations.insert(r.oid, RelationState { info, kinds });
+        let template = info
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), Value::Null))
+            .collect();
+        self.relations.insert(
+            r.oid,
+            RelationState {
+                info,
+                kinds,
+                template,
+            },
+        );
     }
 
     /// Applies one message; returns the transaction it committed, if any.
@@ -302,25 +318,39 @@ fn to_map(
             want: cols.len(),
         });
     }
+    let complete = !key_only && !tuple.iter().any(|c| matches!(c, Cell::UnchangedToast));
+    // Column names are unique, so the template has one entry per column; checked anyway,
+    // as filling by position relies on it.
+    if complete && rel.template.len() == cols.len() {
+        let mut m = rel.template.clone();
+        for ((slot, cell), kind) in m.values_mut().zip(tuple).zip(&rel.kinds) {
+            *slot = cell_to_json(cell, kind);
+        }
+        return Ok(m);
+    }
     let mut m = Map::with_capacity(cols.len());
     for ((cell, col), kind) in tuple.iter().zip(cols).zip(&rel.kinds) {
         if key_only && !col.is_key {
             continue;
         }
-        let v = match cell {
-            Cell::Null => Value::Null,
-            Cell::Text(t) => text_to_json(kind, t),
-            Cell::Binary(b) => binary_to_json(b),
-            Cell::UnchangedToast => {
-                if let Some(u) = unchanged.as_deref_mut() {
-                    u.push(col.name.clone());
-                }
-                continue;
+        if let Cell::UnchangedToast = cell {
+            if let Some(u) = unchanged.as_deref_mut() {
+                u.push(col.name.clone());
             }
-        };
-        m.insert(col.name.clone(), v);
+            continue;
+        }
+        m.insert(col.name.clone(), cell_to_json(cell, kind));
     }
     Ok(m)
+}
+
+fn cell_to_json(cell: &Cell<'_>, kind: &ValueKind) -> Value {
+    match cell {
+        Cell::Text(t) => text_to_json(kind, t),
+        Cell::Binary(b) => binary_to_json(b),
+        // Unchanged TOAST is left out of the row by the caller.
+        Cell::Null | Cell::UnchangedToast => Value::Null,
+    }
 }
 
 #[cfg(test)]
@@ -420,6 +450,77 @@ mod tests {
             Value::Object(d.old_record.clone().unwrap()),
             json!({"id": 3})
         );
+    }
+
+    /// A relation with one column of each kind the stream types specially.
+    fn wide_rel() -> PgOutput<'static> {
+        let col = |name: &str, type_oid: u32| RelationColumn {
+            is_key: name == "id",
+            name: name.into(),
+            type_oid,
+            type_modifier: -1,
+        };
+        PgOutput::Relation(Relation {
+            xid: None,
+            oid: 20,
+            namespace: "public".into(),
+            name: "wide".into(),
+            replica_identity: b'f',
+            columns: vec![
+                col("id", 20),
+                col("amount", 1700),
+                col("meta", 3802),
+                col("tags", 1009),
+                col("at", 1184),
+                col("ok", 16),
+                col("note", 25),
+            ],
+        })
+    }
+
+    #[test]
+    fn full_rows_keep_column_order_and_exact_values() {
+        let mut a = Assembler::new();
+        a.apply(wide_rel()).unwrap();
+        a.apply(begin(1)).unwrap();
+        let row = vec![
+            Cell::Text(b"-9223372036854775808"),
+            Cell::Text(b"123456789012345678901234567890.000000000001"),
+            Cell::Text(br#"{"a": {"b": [1, 2.50, "x"]}, "big": 18446744073709551616}"#),
+            Cell::Text(br#"{a,"b c",NULL,"d\"e"}"#),
+            Cell::Text(b"2024-01-02 03:04:05.5+00"),
+            Cell::Text(b"t"),
+            Cell::Null,
+        ];
+        a.apply(PgOutput::Insert(Insert {
+            xid: None,
+            relation: 20,
+            new: row.clone(),
+        }))
+        .unwrap();
+        // Same row with one unchanged TOAST column, and as a full old row: the paths
+        // that build the map column by column.
+        let mut toasted = row.clone();
+        toasted[6] = Cell::UnchangedToast;
+        a.apply(PgOutput::Update(Update {
+            xid: None,
+            relation: 20,
+            old: Some(OldTuple::Full(row.clone())),
+            new: toasted,
+        }))
+        .unwrap();
+        let t = a.apply(commit(50)).unwrap().unwrap();
+        let want = r#"{"id":-9223372036854775808,"amount":123456789012345678901234567890.000000000001,"meta":{"a":{"b":[1,2.50,"x"]},"big":18446744073709551616},"tags":["a","b c",null,"d\"e"],"at":"2024-01-02T03:04:05.5+00:00","ok":true,"note":null}"#;
+        let ins = Value::Object(t.changes[0].record.clone().unwrap());
+        assert_eq!(ins.to_string(), want);
+        let old = Value::Object(t.changes[1].old_record.clone().unwrap());
+        assert_eq!(old.to_string(), want);
+        let upd = &t.changes[1];
+        assert_eq!(upd.unchanged_toast, vec!["note".to_string()]);
+        let rec = upd.record.as_ref().unwrap();
+        let keys: Vec<&str> = rec.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "amount", "meta", "tags", "at", "ok"]);
+        assert_eq!(Value::Object(rec.clone())["meta"], ins["meta"]);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! what the consumer confirmed, and reconnects (resuming from the slot) when the
 //! connection or the server goes away.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 
@@ -37,6 +39,15 @@ enum End {
     Stop,
 }
 
+/// Committed transactions decoded from one read are handed over together once the read is
+/// used up (or this many are waiting): the consumer wakes once per batch instead of once
+/// per transaction, which for small transactions costs more than decoding them.
+const READY_BATCH: usize = 256;
+
+/// Reads in a row that go without waiting (the data had already arrived) before the
+/// stream loop gives its timer and shutdown a turn.
+const EAGER_READS: usize = 16;
+
 /// At least this often we tell the server we are alive, even with nothing new to report,
 /// well inside the default wal_sender_timeout (60 s).
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -48,6 +59,8 @@ pub(crate) struct Streamer {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Arc<Transaction>>,
     assembler: Assembler,
+    /// Committed transactions not yet handed to the consumer, in commit order.
+    ready: VecDeque<Transaction>,
     catalog: Option<Client>,
     /// Commit LSN of the last transaction handed to the consumer (or skipped as already
     /// delivered): anything at or below it that the server sends again is a duplicate.
@@ -80,6 +93,7 @@ impl Streamer {
             shared,
             tx,
             assembler: Assembler::new(),
+            ready: VecDeque::new(),
             catalog: None,
             last_delivered: start,
             last_reported: 0,
@@ -180,6 +194,8 @@ impl Streamer {
         conn.start_replication(&cmd).await?;
         self.streamed_before = true;
         self.assembler.reset_session();
+        // Anything decoded but not handed over comes again from the slot.
+        self.ready.clear();
         tracing::info!(
             slot = %slot,
             publication = %publication,
@@ -242,12 +258,16 @@ impl Streamer {
     ) -> Result<End, ReplicationError> {
         let mut tick = tokio::time::interval(self.config.status_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut eager_reads = 0;
         loop {
             while let Some(m) = conn.try_next_message()? {
                 match m.tag {
                     b'd' => {
-                        if let Some(end) = self.on_copy_data(conn, &m.body, shutdown).await? {
-                            return Ok(end);
+                        self.on_copy_data(conn, &m.body).await?;
+                        if self.ready.len() >= READY_BATCH {
+                            if let Some(end) = self.deliver_ready(conn, shutdown).await? {
+                                return Ok(end);
+                            }
                         }
                     }
                     b'E' => {
@@ -260,6 +280,21 @@ impl Streamer {
                     _ => {}
                 }
             }
+            // Bytes that arrived while we decoded are decoded too before the consumer is
+            // woken, so one wake-up covers them all: when we fall behind the server, a
+            // wake-up per transaction is what would keep us behind. Bounded, so that in a
+            // long burst the status timer below still gets its turn.
+            if eager_reads < EAGER_READS && self.ready.len() < READY_BATCH {
+                if let Some(r) = conn.fill().now_or_never() {
+                    r?;
+                    eager_reads += 1;
+                    continue;
+                }
+            }
+            eager_reads = 0;
+            if let Some(end) = self.deliver_ready(conn, shutdown).await? {
+                return Ok(end);
+            }
             if *shutdown.borrow() {
                 return Ok(End::Stop);
             }
@@ -271,12 +306,12 @@ impl Streamer {
         }
     }
 
+    /// Decodes one CopyData message; a transaction it commits joins `ready`.
     async fn on_copy_data(
         &mut self,
         conn: &mut ReplicationConnection,
         body: &[u8],
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Option<End>, ReplicationError> {
+    ) -> Result<(), ReplicationError> {
         match decode::parse_frame(body).map_err(ReplicationError::Decode)? {
             WalFrame::Keepalive {
                 wal_end,
@@ -313,54 +348,58 @@ impl Streamer {
                     .apply(msg)
                     .map_err(ReplicationError::Assemble)?;
                 if let Some(t) = committed {
-                    return self.deliver(conn, t, shutdown).await;
+                    self.ready.push_back(t);
                 }
             }
         }
-        Ok(None)
+        Ok(())
     }
 
-    /// Hands a transaction to the consumer, unless it was delivered before (a resume
-    /// re-sends what was not yet confirmed). While the consumer's queue is full we keep
-    /// answering the server so it does not time us out.
-    async fn deliver(
+    /// Hands the ready transactions to the consumer, skipping those delivered before (a
+    /// resume re-sends what was not yet confirmed). While the consumer's queue is full we
+    /// keep answering the server so it does not time us out. A transaction leaves `ready`
+    /// only once it is in the queue, so status updates meanwhile never report past it.
+    async fn deliver_ready(
         &mut self,
         conn: &mut ReplicationConnection,
-        t: Transaction,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Option<End>, ReplicationError> {
-        if t.commit_lsn <= self.last_delivered {
-            tracing::debug!(lsn = %format_lsn(t.commit_lsn), "skipping transaction delivered before");
-            return Ok(None);
+        while let Some(lsn) = self.ready.front().map(|t| t.commit_lsn) {
+            if lsn <= self.last_delivered {
+                tracing::debug!(lsn = %format_lsn(lsn), "skipping transaction delivered before");
+                self.ready.pop_front();
+                continue;
+            }
+            // The common case: room in the queue, no timer needed.
+            match self.tx.try_reserve() {
+                Ok(permit) => {
+                    let t = self.ready.pop_front().expect("front exists");
+                    permit.send(Arc::new(t));
+                    self.last_delivered = lsn;
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return Ok(Some(End::Stop)),
+                Err(mpsc::error::TrySendError::Full(())) => {}
+            }
+            let mut tick = tokio::time::interval(self.config.status_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let tx = self.tx.clone();
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    p = tx.reserve() => match p {
+                        Ok(p) => break p,
+                        // The consumer is gone: nothing more to do.
+                        Err(_) => return Ok(Some(End::Stop)),
+                    },
+                    _ = stopped(shutdown) => return Ok(Some(End::Stop)),
+                    _ = tick.tick() => self.maybe_send_status(conn).await?,
+                }
+            };
+            let t = self.ready.pop_front().expect("front exists");
+            permit.send(Arc::new(t));
+            self.last_delivered = lsn;
         }
-        let lsn = t.commit_lsn;
-        // The common case: room in the queue, no timer needed.
-        let t = match self.tx.try_reserve() {
-            Ok(permit) => {
-                permit.send(Arc::new(t));
-                self.last_delivered = lsn;
-                return Ok(None);
-            }
-            Err(mpsc::error::TrySendError::Closed(())) => return Ok(Some(End::Stop)),
-            Err(mpsc::error::TrySendError::Full(())) => t,
-        };
-        let mut tick = tokio::time::interval(self.config.status_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let tx = self.tx.clone();
-        let permit = loop {
-            tokio::select! {
-                biased;
-                p = tx.reserve() => match p {
-                    Ok(p) => break p,
-                    // The consumer is gone: nothing more to do.
-                    Err(_) => return Ok(Some(End::Stop)),
-                },
-                _ = stopped(shutdown) => return Ok(Some(End::Stop)),
-                _ = tick.tick() => self.maybe_send_status(conn).await?,
-            }
-        };
-        permit.send(Arc::new(t));
-        self.last_delivered = lsn;
         Ok(None)
     }
 
@@ -370,7 +409,7 @@ impl Streamer {
     fn flush_position(&self) -> Lsn {
         let confirmed = self.shared.confirmed.load(Ordering::Acquire);
         let mut flush = confirmed.min(self.last_delivered);
-        if confirmed >= self.last_delivered && self.assembler.idle() {
+        if confirmed >= self.last_delivered && self.assembler.idle() && self.ready.is_empty() {
             flush = flush.max(self.server_wal_end);
         }
         flush.max(self.last_reported)

@@ -1,16 +1,19 @@
 //! Replication throughput: the same workload consumed by `pg_recvlogical` (pgoutput,
 //! raw messages to /dev/null) and by Ripple's consumer (typed decoding into
-//! Transactions with JSON rows), in one run, on one throwaway cluster.
+//! Transactions with JSON rows), in one run, on one throwaway cluster. Two workloads, each
+//! measured on its own: one huge transaction, and many single-row transactions (where the
+//! per-transaction costs show: Begin/Commit messages, hand-over to the consumer, status).
 //!
 //! ```text
-//! cargo run --release -p ripple-tests --bin bench_replication [-- --rows 200000 --per-txn 50 --rounds 2]
+//! cargo run --release -p ripple-tests --bin bench_replication [-- --rows 200000 --small-rows 100000 --rounds 2]
 //! ```
 //!
 //! Each consumer gets its own slot, created before the workload, so both read exactly the
 //! same WAL; rounds alternate the two so neither always runs on a warmer cache. Prints
 //! changes per second of each (best round) and the ratio. Both mostly wait on the
 //! server's decoding, so it also prints each consumer's own CPU time per change (from
-//! /proc: this process for Ripple, the reaped child for pg_recvlogical).
+//! /proc: this process for Ripple, the reaped child for pg_recvlogical; least of the
+//! rounds).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,16 +21,17 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use ripple::change::parse_lsn;
 use ripple::replication::{self, ReplicationConfig};
+use ripple_tests::TestDb;
 
 #[derive(Parser)]
 struct Args {
-    /// Rows inserted (each one change).
+    /// Rows of the huge transaction (each one change).
     #[arg(long, default_value_t = 200_000)]
     rows: u64,
-    /// Rows per transaction.
-    #[arg(long, default_value_t = 50)]
-    per_txn: u64,
-    /// Runs of each consumer.
+    /// Single-row transactions of the second workload (0 to skip it).
+    #[arg(long, default_value_t = 100_000)]
+    small_rows: u64,
+    /// Runs of each consumer per workload.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
 }
@@ -36,6 +40,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(run(args))
+}
+
+/// One workload's best rates and least CPU per change.
+struct Figures {
+    name: String,
+    recv: f64,
+    ripple: f64,
+    recv_cpu_ns: f64,
+    ripple_cpu_ns: f64,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -49,11 +62,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
              create publication bench for table bench_messages;",
         )
         .await?;
+    let mut all = Vec::new();
+    let mut next_id = 0;
+    if args.rows > 0 {
+        all.push(workload(&db, &args, "huge", next_id, args.rows, args.rows).await?);
+        next_id += args.rows;
+    }
+    if args.small_rows > 0 {
+        all.push(workload(&db, &args, "small", next_id, args.small_rows, 1).await?);
+    }
+    println!();
+    println!(
+        "{:<34} {:>15} {:>15} {:>7} {:>22}",
+        "workload", "pg_recvlogical", "ripple", "ratio", "cpu/change recv|ripple"
+    );
+    for f in &all {
+        println!(
+            "{:<34} {:>10.0} ch/s {:>10.0} ch/s {:>7.2} {:>10.0} ns|{:.0} ns",
+            f.name,
+            f.recv,
+            f.ripple,
+            f.ripple / f.recv,
+            f.recv_cpu_ns,
+            f.ripple_cpu_ns
+        );
+    }
+    println!("(ripple: typed JSON rows; pg_recvlogical: raw pgoutput to /dev/null)");
+    Ok(())
+}
+
+/// Writes `rows` rows (ids after `first_id`) in transactions of `per_txn`, then has both
+/// consumers read them from slots made just before, alternating, `rounds` times each.
+async fn workload(
+    db: &TestDb,
+    args: &Args,
+    tag: &str,
+    first_id: u64,
+    rows: u64,
+    per_txn: u64,
+) -> anyhow::Result<Figures> {
     let slots: Vec<(String, bool)> = (0..args.rounds)
         .flat_map(|r| {
             [
-                (format!("bench_recv_{r}"), true),
-                (format!("bench_ripple_{r}"), false),
+                (format!("bench_{tag}_recv_{r}"), true),
+                (format!("bench_{tag}_ripple_{r}"), false),
             ]
         })
         .collect();
@@ -65,7 +117,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
             .await?;
     }
-    let txns = args.rows.div_ceil(args.per_txn);
+    let txns = rows.div_ceil(per_txn);
     let t0 = Instant::now();
     db.client
         .batch_execute(&format!(
@@ -74,12 +126,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                select g, md5(g::text)::uuid, 'message body number ' || g || ' with some text', \
                       now(), g * 1.25, jsonb_build_object('n', g, 'kind', 'chat'), \
                       array['a', 'b c'], g % 2 = 0 \
-                 from generate_series(t * {per} + 1, least((t + 1) * {per}, {rows})) g; \
+                 from generate_series({first} + t * {per} + 1, {first} + least((t + 1) * {per}, {rows})) g; \
                commit; \
              end loop; end $$",
             last = txns - 1,
-            per = args.per_txn,
-            rows = args.rows
+            per = per_txn,
+            first = first_id,
+            rows = rows
         ))
         .await?;
     let end: String = db
@@ -91,9 +144,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .get(0);
     let end_lsn = parse_lsn(&end).expect("lsn");
     eprintln!(
-        "workload: {} rows in {} transactions written in {:.2?}; end {end}",
-        args.rows,
-        txns,
+        "workload {tag}: {rows} rows in {txns} transactions written in {:.2?}; end {end}",
         t0.elapsed()
     );
 
@@ -122,24 +173,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .status()?;
             let took = start.elapsed();
             anyhow::ensure!(status.success(), "pg_recvlogical failed: {status}");
-            let rate = args.rows as f64 / took.as_secs_f64();
+            let rate = rows as f64 / took.as_secs_f64();
             let cpu = cpu_seconds().1 - cpu0;
             eprintln!("  pg_recvlogical {slot}: {took:.2?}, {rate:.0} changes/s, cpu {cpu:.2}s");
             recv_rates.push(rate);
             recv_cpu.push(cpu);
         } else {
             let cpu0 = cpu_seconds().0;
-            let (took, last) = ripple_consume(&db.url, slot, args.rows, end_lsn).await?;
+            let (took, last) = ripple_consume(&db.url, slot, rows, end_lsn).await?;
             let cpu = cpu_seconds().0 - cpu0;
             last_commit = last;
-            let rate = args.rows as f64 / took.as_secs_f64();
+            let rate = rows as f64 / took.as_secs_f64();
             eprintln!("  ripple         {slot}: {took:.2?}, {rate:.0} changes/s, cpu {cpu:.2}s");
             ripple_rates.push(rate);
             ripple_cpu.push(cpu);
         }
     }
     // pg_recvlogical reports what it wrote as flushed when it exits: check it read the
-    // whole workload, up to the last commit Ripple saw.
+    // whole workload, up to the last commit Ripple saw. Then drop the slots, so they do
+    // not hold WAL (or see the next workload).
     for (slot, is_recv) in &slots {
         if *is_recv {
             let confirmed: String = db
@@ -155,21 +207,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "pg_recvlogical stopped at {confirmed}, before the last commit"
             );
         }
+        db.client
+            .execute("select pg_drop_replication_slot($1)", &[slot])
+            .await?;
     }
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-    let (recv, rip) = (best(&recv_rates), best(&ripple_rates));
-    println!("changes: {} in {} transactions", args.rows, txns);
-    println!("pg_recvlogical (pgoutput, raw): {recv:>10.0} changes/s");
-    println!("ripple (typed JSON rows):       {rip:>10.0} changes/s");
-    println!("ratio ripple / pg_recvlogical:  {:>10.2}", rip / recv);
     let least = |v: &[f64]| v.iter().cloned().fold(f64::MAX, f64::min);
-    let per_change = |cpu: f64| cpu * 1e9 / args.rows as f64;
-    println!(
-        "consumer cpu per change: pg_recvlogical {:.0} ns, ripple {:.0} ns (typed JSON)",
-        per_change(least(&recv_cpu)),
-        per_change(least(&ripple_cpu))
-    );
-    Ok(())
+    let per_change = |cpu: f64| cpu * 1e9 / rows as f64;
+    Ok(Figures {
+        name: if per_txn >= rows {
+            format!("1 transaction of {rows} rows")
+        } else {
+            format!("{txns} transactions of {per_txn} row(s)")
+        },
+        recv: best(&recv_rates),
+        ripple: best(&ripple_rates),
+        recv_cpu_ns: per_change(least(&recv_cpu)),
+        ripple_cpu_ns: per_change(least(&ripple_cpu)),
+    })
 }
 
 /// (this process's CPU seconds, its reaped children's CPU seconds), from /proc/self/stat.
@@ -199,6 +254,7 @@ async fn ripple_consume(
     config.protocol_version = Some(1);
     config.create_publication = false;
     let (mut rx, handle) = replication::start(config).await?;
+    let connected = start.elapsed();
     let mut changes = 0u64;
     let mut bytes_of_json = 0usize;
     let mut last = 0;
@@ -216,8 +272,13 @@ async fn ripple_consume(
         anyhow::ensure!(t.commit_lsn <= end_lsn, "read past the workload");
     }
     anyhow::ensure!(bytes_of_json > 0);
+    let received = start.elapsed();
     // Counted like pg_recvlogical's run, which includes its final report and exit.
     handle.shutdown().await;
     let took = start.elapsed();
+    eprintln!(
+        "    (ripple: connected in {connected:.2?}, all changes in {received:.2?}, closed after {:.2?})",
+        took - received
+    );
     Ok((took, last))
 }

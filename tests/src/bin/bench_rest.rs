@@ -1,32 +1,41 @@
-//! RPC through Ripple beside the same SQL run directly by pgbench, in one run.
+//! RPC and an embedded select through Ripple beside the same SQL run directly by pgbench,
+//! in one run.
 //!
 //! ```text
 //! cargo run --release -p ripple-tests --bin bench_rest [-- --clients 16 --seconds 5]
 //! ```
 //!
 //! A throwaway cluster and a chat database: `clients` users, each in `conversations` direct
-//! conversations of `messages` messages. Then, per function (`send_message`,
-//! `list_conversations`), `clients` concurrent keep-alive HTTP clients call
-//! `POST /rest/v1/rpc/<fn>` as their own user for `seconds`, and pgbench runs the same
-//! transaction directly with as many connections: BEGIN; the role, claims, statement timeout
-//! and search_path set locally; the function call encoded as JSON; COMMIT. The ratio of the
-//! two is what the gateway costs. Everything runs on this machine (the load generator shares
-//! the cores with Ripple and PostgreSQL, as pgbench does), over loopback, and stops by itself.
+//! conversations of `messages` messages (and 50 more in the first). Then, per phase,
+//! `clients` concurrent keep-alive HTTP clients call Ripple as their own user for
+//! `seconds`, and pgbench runs the same transaction directly with as many connections:
+//! BEGIN; the role, claims, statement timeout and search_path set locally; the statement
+//! Ripple runs, its values bound the same way; COMMIT. The phases: `POST
+//! /rest/v1/rpc/send_message`, `POST /rest/v1/rpc/list_conversations`, and the chat UI's
+//! embedded select, `GET /rest/v1/messages?select=id,body,created_at,sender:profiles(
+//! display_name,avatar_url)&conversation_id=eq.<id>&order=created_at.desc&limit=50` (one
+//! statement, a lateral subquery for the senders). The ratio of the two sides is what the
+//! gateway costs. Everything runs on this machine (the load generator shares the cores with
+//! Ripple and PostgreSQL, as pgbench does), over loopback, and stops by itself.
 //!
-//! Figures from two runs with the defaults (2 cores, PostgreSQL 15, release build; the
-//! machine was shared, so expect some spread):
+//! Figures from two runs with the defaults (2 cores shared with other builds, PostgreSQL
+//! 15, release build; expect spread):
 //!
 //! ```text
 //! function             side          req/s    p50 ms    p99 ms
-//! send_message         ripple       2399.2      6.32     15.20
-//! send_message         pgbench      3307.6      4.41     10.98     ratio 0.73
-//! list_conversations   ripple        446.9     35.97     71.90
-//! list_conversations   pgbench       558.8     28.23     60.68     ratio 0.80
+//! send_message         ripple        638.4     21.97     73.57
+//! send_message         pgbench      1024.8     13.24     50.74     ratio 0.62
+//! list_conversations   ripple        186.2     84.20    140.90
+//! list_conversations   pgbench       221.5     70.63    145.19     ratio 0.84
+//! embed_50_senders     ripple        854.2     17.45     48.31
+//! embed_50_senders     pgbench      1216.0     10.73     58.97     ratio 0.70
 //!
-//! send_message         ripple       2435.2      6.25     14.56
-//! send_message         pgbench      3601.7      4.06     11.09     ratio 0.68
-//! list_conversations   ripple        477.9     33.05     68.86
-//! list_conversations   pgbench       556.0     28.23     61.18     ratio 0.86
+//! send_message         ripple        711.4     20.08     65.29
+//! send_message         pgbench      1001.7     14.15     48.09     ratio 0.71
+//! list_conversations   ripple        198.2     78.36    136.84
+//! list_conversations   pgbench       242.5     63.73    156.66     ratio 0.82
+//! embed_50_senders     ripple       1005.7     13.90     44.28
+//! embed_50_senders     pgbench      1440.7      9.41     47.59     ratio 0.70
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -36,6 +45,11 @@ use clap::Parser;
 use hyper::Method;
 use ripple_tests::http::Conn;
 use uuid::Uuid;
+
+/// The statement Ripple plans for the embedded select above (see `rest::sql`); pgbench binds
+/// the conversation, limit and offset as Ripple does (a literal limit would let PostgreSQL
+/// pick a generic plan that is wrong for the bench's skewed conversations, and measure that).
+const EMBED_SQL: &str = "select coalesce(json_agg(_ripple_r), '[]')::text, count(*), null::bigint from (select _ripple_src.\"id\" as \"id\", _ripple_src.\"body\" as \"body\", _ripple_src.\"created_at\" as \"created_at\", _ripple_j1.body as \"sender\" from \"public\".\"messages\" _ripple_src left join lateral (select row_to_json(_ripple_t1) as body from (select _ripple_1.\"display_name\" as \"display_name\", _ripple_1.\"avatar_url\" as \"avatar_url\" from \"public\".\"profiles\" _ripple_1 where _ripple_1.\"id\" = _ripple_src.\"sender_id\") _ripple_t1) _ripple_j1 on true where _ripple_src.\"conversation_id\" = :conv::uuid order by _ripple_src.\"created_at\" desc limit :lim::bigint offset :off::bigint) _ripple_r;";
 
 #[derive(Parser)]
 #[command(about = "Ripple RPC throughput and latency beside pgbench running the same SQL")]
@@ -52,6 +66,17 @@ struct Args {
     /// Messages already in each conversation.
     #[arg(long, default_value_t = 20)]
     messages: usize,
+}
+
+/// One measured request shape: what Ripple is sent (`CONV` becomes the user's
+/// conversation), and the same SQL for pgbench.
+struct Phase {
+    name: &'static str,
+    method: Method,
+    path: &'static str,
+    body: Option<&'static str>,
+    sql: &'static str,
+    read_only: bool,
 }
 
 struct Figures {
@@ -103,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         args.clients, args.seconds, cores, args.clients, args.clients
     );
     println!(
-        "data: {} users x {} conversations x {} messages; Ripple: POST /rest/v1/rpc/<fn> over HTTP/1.1 keep-alive",
+        "data: {} users x {} conversations x {} messages (+50 in each user's first); Ripple: POST /rest/v1/rpc/<fn> and GET /rest/v1/messages?select=...,sender:profiles(...) over HTTP/1.1 keep-alive",
         args.clients, args.conversations, args.messages
     );
     println!(
@@ -111,30 +136,59 @@ async fn main() -> anyhow::Result<()> {
         "function", "side", "req/s", "p50 ms", "p99 ms", "errors"
     );
 
-    let phases: [(&str, &str, &str); 2] = [
-        (
-            "send_message",
-            r#"{"conversation_id":"CONV","body":"bench"}"#,
-            "select row_to_json(m) from public.send_message((select conv from bench.users where idx = :u), 'bench') m;",
-        ),
-        (
-            "list_conversations",
-            "{}",
-            "select coalesce(json_agg(c), '[]') from public.list_conversations() c;",
-        ),
+    let phases = [
+        Phase {
+            name: "send_message",
+            method: Method::POST,
+            path: "/rest/v1/rpc/send_message",
+            body: Some(r#"{"conversation_id":"CONV","body":"bench"}"#),
+            sql: "select row_to_json(m) from public.send_message((select conv from bench.users where idx = :u), 'bench') m;",
+            read_only: false,
+        },
+        Phase {
+            name: "list_conversations",
+            method: Method::POST,
+            path: "/rest/v1/rpc/list_conversations",
+            body: Some("{}"),
+            sql: "select coalesce(json_agg(c), '[]') from public.list_conversations() c;",
+            read_only: false,
+        },
+        Phase {
+            // The chat UI's first query: the latest 50 messages with their senders, one
+            // statement with a lateral subquery per embedded table (RLS on both).
+            name: "embed_50_senders",
+            method: Method::GET,
+            path: "/rest/v1/messages?select=id,body,created_at,sender:profiles(display_name,avatar_url)&conversation_id=eq.CONV&order=created_at.desc&limit=50",
+            body: None,
+            sql: EMBED_SQL,
+            read_only: true,
+        },
     ];
     let duration = Duration::from_secs(args.seconds);
-    for (function, body, sql) in phases {
-        let path = format!("/rest/v1/rpc/{function}");
-        let bodies: Vec<String> = users
+    for Phase {
+        name: function,
+        method,
+        path,
+        body,
+        sql,
+        read_only,
+    } in phases
+    {
+        let requests: Vec<(String, Option<String>)> = users
             .iter()
-            .map(|(_, conv)| body.replace("CONV", &conv.to_string()))
+            .map(|(_, conv)| {
+                let conv = conv.to_string();
+                (
+                    path.replace("CONV", &conv),
+                    body.map(|b| b.replace("CONV", &conv)),
+                )
+            })
             .collect();
         // Warm-up: connections, prepared statements, the catalog.
-        ripple_phase(gw.addr, &path, &tokens, &bodies, Duration::from_secs(1)).await?;
-        let ripple = ripple_phase(gw.addr, &path, &tokens, &bodies, duration).await?;
+        ripple_phase(gw.addr, &method, &tokens, &requests, Duration::from_secs(1)).await?;
+        let ripple = ripple_phase(gw.addr, &method, &tokens, &requests, duration).await?;
         let script = script_dir.join(format!("{function}.sql"));
-        std::fs::write(&script, pgbench_script(sql, args.clients))?;
+        std::fs::write(&script, pgbench_script(sql, args.clients, read_only))?;
         let direct = pgbench_phase(
             &pgbench,
             &db.url,
@@ -204,6 +258,14 @@ async fn seed(db: &ripple_tests::TestDb, args: &Args) -> anyhow::Result<Vec<(Uui
          update bench.users b set conv = (
            select m.conversation_id from public.conversation_members m
             where m.user_id = b.id order by m.conversation_id limit 1);
+         -- At least 50 messages, from both members, where the embedded select reads.
+         insert into public.messages (conversation_id, sender_id, body)
+         select b.conv,
+                case when g % 2 = 0 then b.id
+                     else (select m.user_id from public.conversation_members m
+                            where m.conversation_id = b.conv and m.user_id <> b.id) end,
+                'recent ' || g
+           from bench.users b, generate_series(1, 50) g;
          analyze;",
         clients = args.clients,
         convs = args.conversations,
@@ -220,18 +282,19 @@ async fn seed(db: &ripple_tests::TestDb, args: &Args) -> anyhow::Result<Vec<(Uui
 /// One HTTP client per user, each on its own keep-alive connection, for `duration`.
 async fn ripple_phase(
     addr: std::net::SocketAddr,
-    path: &str,
+    method: &Method,
     tokens: &[String],
-    bodies: &[String],
+    requests: &[(String, Option<String>)],
     duration: Duration,
 ) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
-    for (token, body) in tokens.iter().zip(bodies) {
+    for (token, (path, body)) in tokens.iter().zip(requests) {
         let auth = format!("Bearer {token}");
         let body = body.clone();
-        let path = path.to_string();
+        let path = path.clone();
+        let method = method.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::connect(addr).await?;
             let mut latencies = Vec::new();
@@ -240,13 +303,13 @@ async fn ripple_phase(
                 let t = Instant::now();
                 let r = conn
                     .send(
-                        Method::POST,
+                        method.clone(),
                         &path,
                         &[
                             ("authorization", auth.as_str()),
                             ("content-type", "application/json"),
                         ],
-                        Some(body.clone().into_bytes()),
+                        body.clone().map(String::into_bytes),
                     )
                     .await?;
                 latencies.push(t.elapsed().as_micros() as u64);
@@ -279,11 +342,31 @@ async fn ripple_phase(
 }
 
 /// The transaction Ripple runs for a request, written out for pgbench.
-fn pgbench_script(call: &str, clients: usize) -> String {
+fn pgbench_script(call: &str, clients: usize, read_only: bool) -> String {
+    let begin = if read_only {
+        "begin read only"
+    } else {
+        "begin"
+    };
+    // A statement that reads `:conv` gets it as a bound parameter, as Ripple binds it: the
+    // settings statement also fetches it (`\gset`), so no round trip is added.
+    let (conv, gset) = if call.contains(":conv") {
+        (
+            ", (select conv from bench.users where idx = :u) as conv",
+            " \\gset",
+        )
+    } else {
+        ("", ";")
+    };
+    let page = if call.contains(":lim") {
+        "\\set lim 50\n\\set off 0\n"
+    } else {
+        ""
+    };
     format!(
         "\\set u :client_id % {clients}\n\
-         begin;\n\
-         select set_config('role', 'authenticated', true), set_config('request.jwt.claims', (select claims from bench.users where idx = :u), true), set_config('statement_timeout', '8000', true), set_config('search_path', '\"public\"', true);\n\
+         {page}{begin};\n\
+         select set_config('role', 'authenticated', true) as r, set_config('request.jwt.claims', (select claims from bench.users where idx = :u), true) as c, set_config('statement_timeout', '8000', true) as t, set_config('search_path', '\"public\"', true) as p{conv}{gset}\n\
          {call}\n\
          commit;\n"
     )

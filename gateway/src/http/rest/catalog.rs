@@ -35,6 +35,9 @@ pub struct Column {
     pub type_sql: String,
     /// May the role select it? (`*` expands to these.)
     pub readable: bool,
+    /// Its default expression as PostgreSQL prints it (`pg_get_expr`), for
+    /// `Prefer: missing=default`.
+    pub default_sql: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,11 +89,27 @@ pub struct Function {
     pub returns: Returns,
 }
 
+/// A foreign key between two relations of the exposed schemas: what embedding follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignKey {
+    /// The constraint's name (a hint may name it).
+    pub name: String,
+    /// The referencing table and its columns.
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<String>,
+    /// The referenced table and its columns, in the same order.
+    pub ref_schema: String,
+    pub ref_table: String,
+    pub ref_columns: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct Catalog {
     pub loaded_at: Instant,
     tables: HashMap<(String, String), Table>,
     functions: HashMap<(String, String), Vec<Function>>,
+    foreign_keys: Vec<ForeignKey>,
 }
 
 impl Catalog {
@@ -104,6 +123,24 @@ impl Catalog {
             .get(&(schema.to_string(), name.to_string()))
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    pub fn foreign_keys(&self) -> &[ForeignKey] {
+        &self.foreign_keys
+    }
+
+    /// Every table, view and function (for the OpenAPI description).
+    pub fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.tables.values()
+    }
+
+    pub fn all_functions(&self) -> impl Iterator<Item = &Function> {
+        self.functions.values().flatten()
+    }
+
+    pub fn with_foreign_keys(mut self, fks: Vec<ForeignKey>) -> Self {
+        self.foreign_keys = fks;
+        self
     }
 
     /// A catalog built by hand, for tests of the SQL builder.
@@ -121,6 +158,7 @@ impl Catalog {
                 .map(|t| ((t.schema.clone(), t.name.clone()), t))
                 .collect(),
             functions: f,
+            foreign_keys: Vec::new(),
         }
     }
 }
@@ -237,6 +275,8 @@ select n.nspname::text, c.relname::text,
                                      and has_column_privilege(r.oid, c.oid, a.attnum, 'SELECT'))
                           order by a.attnum)
                   filter (where a.attnum is not null), '{}'),
+       coalesce(array_agg(pg_get_expr(d.adbin, d.adrelid) order by a.attnum)
+                  filter (where a.attnum is not null), '{}'),
        coalesce((select array_agg(pa.attname::text order by k.ord)
                    from pg_index i
                    cross join lateral unnest(i.indkey) with ordinality k(attnum, ord)
@@ -245,9 +285,28 @@ select n.nspname::text, c.relname::text,
   from pg_class c
   join pg_namespace n on n.oid = c.relnamespace
   left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+  left join pg_attrdef d on d.adrelid = c.oid and d.adnum = a.attnum
  where n.nspname = any($1)
    and c.relkind in ('r', 'v', 'm', 'f', 'p')
  group by n.nspname, c.relname, c.oid";
+
+/// Foreign keys whose both ends are in the exposed schemas, columns in key order.
+const FOREIGN_KEYS_SQL: &str = "
+select c.conname::text, n.nspname::text, t.relname::text,
+       array(select a.attname::text from unnest(c.conkey) with ordinality k(attnum, ord)
+               join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum
+              order by k.ord),
+       fn.nspname::text, ft.relname::text,
+       array(select a.attname::text from unnest(c.confkey) with ordinality k(attnum, ord)
+               join pg_attribute a on a.attrelid = c.confrelid and a.attnum = k.attnum
+              order by k.ord)
+  from pg_constraint c
+  join pg_class t on t.oid = c.conrelid
+  join pg_namespace n on n.oid = t.relnamespace
+  join pg_class ft on ft.oid = c.confrelid
+  join pg_namespace fn on fn.oid = ft.relnamespace
+ where c.contype = 'f' and n.nspname = any($1) and fn.nspname = any($1)
+ order by n.nspname, t.relname, c.conname";
 
 /// One row per function; arguments and result columns as parallel arrays. Functions with
 /// unnamed or variadic inputs cannot be called with named arguments and are left out.
@@ -300,6 +359,7 @@ async fn load(
     let schemas: Vec<&str> = schemas.iter().map(String::as_str).collect();
     let table_rows = tx.query(TABLES_SQL, &[&schemas, &role]).await?;
     let function_rows = tx.query(FUNCTIONS_SQL, &[&schemas]).await?;
+    let fk_rows = tx.query(FOREIGN_KEYS_SQL, &[&schemas]).await?;
     tx.commit().await?;
 
     let mut tables = Vec::new();
@@ -307,6 +367,7 @@ async fn load(
         let names: Vec<String> = row.get(2);
         let types: Vec<String> = row.get(3);
         let readable: Vec<bool> = row.get(4);
+        let defaults: Vec<Option<String>> = row.get(5);
         tables.push(Table {
             schema: row.get(0),
             name: row.get(1),
@@ -314,13 +375,15 @@ async fn load(
                 .into_iter()
                 .zip(types)
                 .zip(readable)
-                .map(|((name, type_sql), readable)| Column {
+                .zip(defaults)
+                .map(|(((name, type_sql), readable), default_sql)| Column {
                     name,
                     type_sql,
                     readable,
+                    default_sql,
                 })
                 .collect(),
-            primary_key: row.get(5),
+            primary_key: row.get(6),
         });
     }
 
@@ -350,6 +413,7 @@ async fn load(
                     name,
                     type_sql,
                     readable: true,
+                    default_sql: None,
                 })
                 .collect::<Vec<_>>()
         };
@@ -384,7 +448,19 @@ async fn load(
             returns,
         });
     }
-    Ok(Catalog::from_parts(tables, functions))
+    let foreign_keys = fk_rows
+        .into_iter()
+        .map(|row| ForeignKey {
+            name: row.get(0),
+            schema: row.get(1),
+            table: row.get(2),
+            columns: row.get(3),
+            ref_schema: row.get(4),
+            ref_table: row.get(5),
+            ref_columns: row.get(6),
+        })
+        .collect();
+    Ok(Catalog::from_parts(tables, functions).with_foreign_keys(foreign_keys))
 }
 
 #[cfg(test)]

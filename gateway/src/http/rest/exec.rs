@@ -28,6 +28,8 @@ pub struct Settings<'a> {
     pub read_only: bool,
     pub statement_timeout_ms: u64,
     pub schema: &'a str,
+    /// `Prefer: tx=rollback`: run everything, answer as if committed, then roll back.
+    pub rollback: bool,
 }
 
 /// What a statement produced.
@@ -53,7 +55,8 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
-/// Runs `stmt`, hands the outcome to `finish` and commits only if `finish` succeeds.
+/// Runs `stmt`, hands the outcome to `finish` and commits only if `finish` succeeds and the
+/// client did not ask for a rollback.
 pub async fn run<T>(
     conn: &mut deadpool_postgres::Object,
     settings: &Settings<'_>,
@@ -111,7 +114,11 @@ pub async fn run<T>(
     );
     setup?;
     let result = finish(outcome?).map_err(Error::Api)?;
-    tx.commit().await?;
+    if settings.rollback {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
     Ok(result)
 }
 

@@ -10,6 +10,7 @@
 mod catalog;
 mod error;
 mod exec;
+mod openapi;
 mod parse;
 mod rpc;
 mod sql;
@@ -96,6 +97,9 @@ pub async fn handle(parts: Parts, body: Bytes, app: Arc<App>) -> Response<Body> 
 async fn serve(parts: &Parts, body: &Bytes, app: &App) -> Result<Response<Body>, ApiError> {
     let caller = authenticate(parts, app)?;
     let path = parts.uri.path().strip_prefix("/rest/v1/").unwrap_or("");
+    if path.is_empty() && matches!(parts.method, hyper::Method::GET | hyper::Method::HEAD) {
+        return describe(parts, app, &caller).await;
+    }
     let raw = RawRequest {
         method: &parts.method,
         path,
@@ -149,6 +153,7 @@ async fn serve(parts: &Parts, body: &Bytes, app: &App) -> Result<Response<Body>,
         read_only: req.verb.is_read(),
         statement_timeout_ms: app.config.statement_timeout_ms,
         schema: &req.schema,
+        rollback: req.prefer.rollback == Some(true),
     };
     exec::run(&mut conn, &settings, &statement, |outcome| {
         respond(&req, &statement, outcome)
@@ -160,10 +165,79 @@ async fn serve(parts: &Parts, body: &Bytes, app: &App) -> Result<Response<Body>,
     })
 }
 
+/// `GET /rest/v1/`: the OpenAPI description of the schema (`Accept-Profile`) for the
+/// caller's role.
+async fn describe(parts: &Parts, app: &App, caller: &Caller) -> Result<Response<Body>, ApiError> {
+    let schemas = app.rest.catalogs.schemas();
+    let schema = match parts.headers.get("accept-profile") {
+        None => schemas.first().cloned().unwrap_or_else(|| "public".into()),
+        Some(v) => {
+            let wanted = v.to_str().unwrap_or("").trim();
+            schemas
+                .iter()
+                .find(|s| s.as_str() == wanted)
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_ACCEPTABLE,
+                        "PGRST106",
+                        format!(
+                            "The schema must be one of the following: {}",
+                            schemas.join(", ")
+                        ),
+                    )
+                })?
+        }
+    };
+    let mut conn = acquire(app).await?;
+    let db_err = |e| ApiError::from_db(e, caller.anonymous);
+    let catalog = app
+        .rest
+        .catalogs
+        .get(&mut conn, &caller.role)
+        .await
+        .map_err(db_err)?;
+    let rows = conn
+        .query(openapi::PRIVILEGES_SQL, &[&caller.role, &schema])
+        .await
+        .map_err(db_err)?;
+    let mut rights = openapi::Rights::default();
+    for row in rows {
+        let kind: String = row.get(0);
+        let name: String = row.get(1);
+        if kind == "f" {
+            if row.get::<_, bool>(2) {
+                rights.functions.insert(name);
+            }
+        } else {
+            rights.tables.insert(
+                name,
+                openapi::TableRights {
+                    select: row.get(2),
+                    insert: row.get(3),
+                    update: row.get(4),
+                    delete: row.get(5),
+                },
+            );
+        }
+    }
+    let doc = openapi::document(&catalog, &schema, &rights);
+    let body = if parts.method == hyper::Method::HEAD {
+        Body::default()
+    } else {
+        Body::new(Bytes::from(doc.to_string()))
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/openapi+json; charset=utf-8")
+        .body(body)
+        .expect("valid response"))
+}
+
 fn is_catalog_miss(e: &ApiError) -> bool {
     matches!(
         e.code.as_str(),
-        "PGRST202" | "PGRST204" | "PGRST205" | "42703"
+        "PGRST200" | "PGRST202" | "PGRST204" | "PGRST205" | "42703"
     )
 }
 
@@ -180,7 +254,7 @@ fn plan(catalog: &Catalog, req: &ApiRequest) -> Result<Statement, ApiError> {
                     ),
                 )
             })?;
-            sql::table_statement(table, req)
+            sql::table_statement(catalog, table, req)
         }
         Target::Rpc(_) => {
             let call = rpc::resolve(catalog, req)?;
@@ -299,6 +373,9 @@ fn respond(
     let mut builder = Response::builder().status(status);
     if let Some(range) = content_range {
         builder = builder.header("content-range", range);
+    }
+    if let Some(applied) = req.prefer.applied() {
+        builder = builder.header("preference-applied", applied);
     }
     let content_type = if single {
         "application/vnd.pgrst.object+json; charset=utf-8"

@@ -31,6 +31,8 @@ pub enum Verb {
     Head,
     Post,
     Patch,
+    /// PUT: insert or replace one row, addressed by its primary key.
+    Put,
     Delete,
 }
 
@@ -40,14 +42,54 @@ impl Verb {
     }
 }
 
+/// One step of a JSON path: `->key` (JSON) or `->>key` (text). A key of digits is an
+/// array index, as in PostgREST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonStep {
+    pub as_text: bool,
+    pub key: String,
+}
+
+impl JsonStep {
+    pub fn is_index(&self) -> bool {
+        let digits = self.key.strip_prefix('-').unwrap_or(&self.key);
+        !digits.is_empty() && digits.len() <= 9 && digits.bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SelectItem {
     /// `*`: every column the caller may read.
     Star,
+    /// `[alias:]column[->key...][::type]`.
     Column {
         name: String,
         alias: Option<String>,
+        json: Vec<JsonStep>,
+        /// A type name of letters, digits and `_` (optionally `[]`), written unquoted.
+        cast: Option<String>,
     },
+    /// `[alias:]relation[!hint][!inner](...)`: rows of a related table, by foreign key.
+    Embed(Embed),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Embed {
+    /// The related table (or a foreign key's column or constraint name).
+    pub name: String,
+    pub alias: Option<String>,
+    /// `!fk_name` or `!column`: which foreign key, when there are several.
+    pub hint: Option<String>,
+    /// `!inner`: parents without a related row are left out.
+    pub inner: bool,
+    pub select: Vec<SelectItem>,
+}
+
+impl Embed {
+    /// The name the embedded rows go by in the response and in `key.col=` parameters.
+    pub fn key(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +102,13 @@ pub enum CmpOp {
     Gte,
     Like,
     Ilike,
+    Match,
+    Imatch,
+    /// `cs`, `cd`, `ov`: arrays, ranges and jsonb.
+    Contains,
+    ContainedIn,
+    Overlaps,
+    IsDistinct,
 }
 
 impl CmpOp {
@@ -74,6 +123,44 @@ impl CmpOp {
             CmpOp::Gte => ">=",
             CmpOp::Like => "like",
             CmpOp::Ilike => "ilike",
+            CmpOp::Match => "~",
+            CmpOp::Imatch => "~*",
+            CmpOp::Contains => "@>",
+            CmpOp::ContainedIn => "<@",
+            CmpOp::Overlaps => "&&",
+            CmpOp::IsDistinct => "is distinct from",
+        }
+    }
+
+    /// Compared as text, whatever the column's type.
+    pub fn is_textual(self) -> bool {
+        matches!(
+            self,
+            CmpOp::Like | CmpOp::Ilike | CmpOp::Match | CmpOp::Imatch
+        )
+    }
+}
+
+/// The full-text operators and the PostgreSQL function that parses their query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fts {
+    /// `fts`: `to_tsquery`.
+    Query,
+    /// `plfts`: `plainto_tsquery`.
+    Plain,
+    /// `phfts`: `phraseto_tsquery`.
+    Phrase,
+    /// `wfts`: `websearch_to_tsquery`.
+    Websearch,
+}
+
+impl Fts {
+    pub fn function(self) -> &'static str {
+        match self {
+            Fts::Query => "to_tsquery",
+            Fts::Plain => "plainto_tsquery",
+            Fts::Phrase => "phraseto_tsquery",
+            Fts::Websearch => "websearch_to_tsquery",
         }
     }
 }
@@ -104,13 +191,43 @@ pub enum Op {
     Cmp(CmpOp, String),
     In(Vec<String>),
     Is(IsValue),
+    /// Full text search; the language (a text search configuration) is bound too.
+    Fts {
+        kind: Fts,
+        language: Option<String>,
+        query: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     pub column: String,
+    /// A JSON path into the column, if any.
+    pub json: Vec<JsonStep>,
     pub negate: bool,
     pub op: Op,
+}
+
+/// A filter or a logic tree of them (`or=(a.eq.1,and(b.gt.2,c.lt.3))`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Filter(Filter),
+    Tree {
+        or: bool,
+        negate: bool,
+        children: Vec<Condition>,
+    },
+}
+
+/// Filters, order and page of an embedded resource (`sender.display_name=eq.x`,
+/// `reactions.order=created_at.desc`, `reactions.limit=5`), by its path of keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmbedParams {
+    pub path: Vec<String>,
+    pub filters: Vec<Condition>,
+    pub order: Vec<OrderTerm>,
+    pub limit: Option<u64>,
+    pub offset: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,12 +250,57 @@ pub enum Resolution {
     IgnoreDuplicates,
 }
 
+/// `Prefer` header values, PostgREST's set. When a preference comes twice, the first wins.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Preferences {
     pub return_: Option<Return>,
     /// `count=exact` (also `planned`/`estimated`, which Ripple answers exactly).
     pub count: bool,
+    /// The count preference as written, echoed in `Preference-Applied`.
+    pub count_name: Option<&'static str>,
     pub resolution: Option<Resolution>,
+    /// `missing=default` (`Some(true)`) or `missing=null` (`Some(false)`).
+    pub missing_default: Option<bool>,
+    /// `tx=rollback` (`Some(true)`) or `tx=commit` (`Some(false)`).
+    pub rollback: Option<bool>,
+    /// `handling=strict` (`Some(true)`) or `handling=lenient` (`Some(false)`).
+    pub strict: Option<bool>,
+}
+
+impl Preferences {
+    /// The `Preference-Applied` value: every preference Ripple honored, in PostgREST's order.
+    pub fn applied(&self) -> Option<String> {
+        let mut v: Vec<&str> = Vec::new();
+        match self.resolution {
+            Some(Resolution::MergeDuplicates) => v.push("resolution=merge-duplicates"),
+            Some(Resolution::IgnoreDuplicates) => v.push("resolution=ignore-duplicates"),
+            None => {}
+        }
+        match self.missing_default {
+            Some(true) => v.push("missing=default"),
+            Some(false) => v.push("missing=null"),
+            None => {}
+        }
+        match self.return_ {
+            Some(Return::Representation) => v.push("return=representation"),
+            Some(Return::Minimal) => v.push("return=minimal"),
+            None => {}
+        }
+        if let Some(c) = self.count_name {
+            v.push(c);
+        }
+        match self.rollback {
+            Some(true) => v.push("tx=rollback"),
+            Some(false) => v.push("tx=commit"),
+            None => {}
+        }
+        match self.strict {
+            Some(true) => v.push("handling=strict"),
+            Some(false) => v.push("handling=lenient"),
+            None => {}
+        }
+        (!v.is_empty()).then(|| v.join(", "))
+    }
 }
 
 /// The response form the client accepts.
@@ -176,7 +338,9 @@ pub struct ApiRequest {
     pub schema: String,
     /// Empty when `select=` was not given.
     pub select: Vec<SelectItem>,
-    pub filters: Vec<Filter>,
+    pub filters: Vec<Condition>,
+    /// Parameters that apply to embedded resources.
+    pub embeds: Vec<EmbedParams>,
     pub order: Vec<OrderTerm>,
     pub offset: u64,
     pub limit: Option<u64>,
@@ -215,6 +379,7 @@ pub fn parse(raw: &RawRequest<'_>, settings: &Settings<'_>) -> Result<ApiRequest
         (&Method::HEAD, _) => Verb::Head,
         (&Method::POST, _) => Verb::Post,
         (&Method::PATCH, Target::Table(_)) => Verb::Patch,
+        (&Method::PUT, Target::Table(_)) => Verb::Put,
         (&Method::DELETE, Target::Table(_)) => Verb::Delete,
         (_, Target::Rpc(_)) => {
             return Err(ApiError::new(
@@ -233,7 +398,7 @@ pub fn parse(raw: &RawRequest<'_>, settings: &Settings<'_>) -> Result<ApiRequest
     };
     let schema = parse_profile(raw.headers, verb, settings.schemas)?;
     let accept = parse_accept(raw.headers)?;
-    let prefer = parse_prefer(raw.headers);
+    let prefer = parse_prefer(raw.headers)?;
 
     let mut req = ApiRequest {
         verb,
@@ -241,6 +406,7 @@ pub fn parse(raw: &RawRequest<'_>, settings: &Settings<'_>) -> Result<ApiRequest
         schema,
         select: Vec::new(),
         filters: Vec::new(),
+        embeds: Vec::new(),
         order: Vec::new(),
         offset: 0,
         limit: None,
@@ -263,28 +429,24 @@ pub fn parse(raw: &RawRequest<'_>, settings: &Settings<'_>) -> Result<ApiRequest
             "columns" => req.columns = Some(parse_ident_list("columns", &value)?),
             "on_conflict" => req.on_conflict = Some(parse_ident_list("on_conflict", &value)?),
             "apikey" => {} // a credential, read by the caller's authentication
-            "or" | "and" | "not.or" | "not.and" => {
-                return Err(ApiError::bad_query(format!(
-                    "logical operators ({key}=) are not supported by Ripple"
-                )))
-            }
-            _ if matches!(req.target, Target::Rpc(_)) && verb.is_read() => {
+            _ if matches!(req.target, Target::Rpc(_)) && verb.is_read() && !is_tree_key(&key) => {
                 // Arguments or filters: decided against the signature (rpc.rs).
                 req.rpc_params.push((key.into_owned(), value.into_owned()));
             }
-            _ => req.filters.push(parse_filter(&key, &value)?),
+            _ => parse_scoped(&mut req, &key, &value)?,
         }
     }
-
     let header_range = if verb.is_read() {
         parse_range_header(raw.headers)?
     } else {
         None
     };
     (req.offset, req.limit) = combine_ranges(query_offset, query_limit, header_range);
-    if matches!(verb, Verb::Patch | Verb::Delete) && (req.limit.is_some() || req.offset > 0) {
+    if matches!(verb, Verb::Patch | Verb::Put | Verb::Delete)
+        && (req.limit.is_some() || req.offset > 0)
+    {
         return Err(ApiError::bad_query(
-            "limit and offset are not supported on PATCH and DELETE; filter the rows instead",
+            "limit and offset are not supported on PATCH, PUT and DELETE; filter the rows instead",
         ));
     }
 
@@ -351,14 +513,20 @@ pub fn parse_ident(s: &str) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
+/// Nesting deeper than this in `select=` or logic trees is refused: it is no query a
+/// frontend writes, and it bounds the recursion.
+const MAX_DEPTH: usize = 8;
+
 fn parse_select(value: &str) -> Result<Vec<SelectItem>, ApiError> {
-    if value.contains(['(', ')']) {
-        return Err(ApiError::bad_query(
-            "embedded resources and aggregates in select= are not supported by Ripple",
-        ));
+    parse_select_at(value, 0)
+}
+
+fn parse_select_at(value: &str, depth: usize) -> Result<Vec<SelectItem>, ApiError> {
+    if depth > MAX_DEPTH {
+        return Err(ApiError::bad_query("select= is nested too deeply"));
     }
     let mut items = Vec::new();
-    for raw in split_top_level(value) {
+    for raw in split_outside(value, ',')? {
         let item = raw.trim();
         if item.is_empty() {
             continue;
@@ -367,19 +535,130 @@ fn parse_select(value: &str) -> Result<Vec<SelectItem>, ApiError> {
             items.push(SelectItem::Star);
             continue;
         }
-        if item.contains("::") || item.contains("->") {
+        if let Some(open) = find_outside(item, '(') {
+            items.push(SelectItem::Embed(parse_embed(item, open, depth)?));
+            continue;
+        }
+        if item.contains(')') {
             return Err(ApiError::bad_query(format!(
-                "casts and JSON paths in select= are not supported by Ripple: \"{}\"",
+                "unbalanced parentheses in select=: \"{}\"",
                 clip(item)
             )));
         }
-        let (alias, name) = match split_unquoted(item, ':') {
-            Some((a, n)) => (Some(parse_ident(a)?), parse_ident(n)?),
-            None => (None, parse_ident(item)?),
+        let (alias, rest) = split_alias(item)?;
+        let (field, cast) = match rsplit_outside_str(rest, "::") {
+            Some((f, c)) => (f, Some(parse_cast(c)?)),
+            None => (rest, None),
         };
-        items.push(SelectItem::Column { name, alias });
+        let (name, json) = parse_field(field)?;
+        items.push(SelectItem::Column {
+            name,
+            alias,
+            json,
+            cast,
+        });
     }
     Ok(items)
+}
+
+/// `[alias:]name[!hint][!inner](items)`; `open` is where the parenthesis opens.
+fn parse_embed(item: &str, open: usize, depth: usize) -> Result<Embed, ApiError> {
+    let inner_text = item[open + 1..].strip_suffix(')').ok_or_else(|| {
+        ApiError::bad_query(format!(
+            "an embedded resource ends with its closing parenthesis: \"{}\"",
+            clip(item)
+        ))
+    })?;
+    let (alias, head) = split_alias(&item[..open])?;
+    let mut parts = split_all_unquoted(head, '!').into_iter();
+    let name = parse_ident(parts.next().unwrap_or("").trim())?;
+    let mut embed = Embed {
+        name,
+        alias,
+        hint: None,
+        inner: false,
+        select: Vec::new(),
+    };
+    for modifier in parts {
+        match modifier.trim() {
+            "inner" => embed.inner = true,
+            "left" => embed.inner = false,
+            hint if embed.hint.is_none() => embed.hint = Some(parse_ident(hint)?),
+            other => {
+                return Err(ApiError::bad_query(format!(
+                    "an embedded resource takes one hint, then inner or left: \"{}\"",
+                    clip(other)
+                )))
+            }
+        }
+    }
+    embed.select = parse_select_at(inner_text, depth + 1)?;
+    Ok(embed)
+}
+
+/// `alias:rest` (a single colon outside quotes; `::` is a cast).
+fn split_alias(item: &str) -> Result<(Option<String>, &str), ApiError> {
+    let mut quoted = false;
+    let bytes = item.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b':' if !quoted => {
+                let double = bytes.get(i + 1) == Some(&b':') || (i > 0 && bytes[i - 1] == b':');
+                if !double {
+                    let alias = parse_ident(item[..i].trim())?;
+                    return Ok((Some(alias), item[i + 1..].trim()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((None, item.trim()))
+}
+
+/// `column` or `column->key->>key`.
+fn parse_field(field: &str) -> Result<(String, Vec<JsonStep>), ApiError> {
+    let mut pieces = split_outside_str(field, "->").into_iter();
+    let name = parse_ident(pieces.next().unwrap_or("").trim())?;
+    let mut json = Vec::new();
+    for piece in pieces {
+        let (as_text, key) = match piece.strip_prefix('>') {
+            Some(k) => (true, k),
+            None => (false, piece),
+        };
+        let key = key.trim();
+        let is_index = {
+            let d = key.strip_prefix('-').unwrap_or(key);
+            !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())
+        };
+        let key = if is_index {
+            key.to_string()
+        } else {
+            parse_ident(key)?
+        };
+        json.push(JsonStep { as_text, key });
+    }
+    Ok((name, json))
+}
+
+/// A cast's type: a plain type name, checked strictly because it is written into SQL.
+fn parse_cast(cast: &str) -> Result<String, ApiError> {
+    let cast = cast.trim();
+    let base = cast.strip_suffix("[]").unwrap_or(cast);
+    let ok = base
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && base.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && base.len() <= MAX_IDENT_BYTES;
+    if !ok {
+        return Err(ApiError::bad_query(format!(
+            "\"{}\" is not a type a column can be cast to",
+            clip(cast)
+        ))
+        .with_hint("use a plain type name, e.g. col::text"));
+    }
+    Ok(cast.to_ascii_lowercase())
 }
 
 fn parse_order(value: &str) -> Result<Vec<OrderTerm>, ApiError> {
@@ -434,15 +713,138 @@ fn parse_ident_list(name: &str, value: &str) -> Result<Vec<String>, ApiError> {
     Ok(idents)
 }
 
-/// `col=[not.]op.value`.
-pub fn parse_filter(key: &str, value: &str) -> Result<Filter, ApiError> {
-    if key.contains("->") || key.contains('.') {
-        return Err(ApiError::bad_query(format!(
-            "filters on embedded resources or JSON paths are not supported by Ripple: \"{}\"",
-            clip(key)
-        )));
+/// Does this query key hold a logic tree (`or`, `and`, `not.or`, `x.or`, ...)?
+fn is_tree_key(key: &str) -> bool {
+    let parts = split_all_unquoted(key, '.');
+    matches!(parts.last(), Some(&"or") | Some(&"and"))
+}
+
+/// A query parameter that is neither reserved nor an RPC argument: a filter, a logic tree,
+/// or the order, limit or offset of an embedded resource, addressed by its path of keys.
+fn parse_scoped(req: &mut ApiRequest, key: &str, value: &str) -> Result<(), ApiError> {
+    let mut parts: Vec<&str> = split_all_unquoted(key, '.');
+    let last = parts.pop().unwrap_or("");
+    let mut negate_tree = false;
+    if matches!(last, "or" | "and") && parts.last() == Some(&"not") {
+        parts.pop();
+        negate_tree = true;
     }
-    let column = parse_ident(key)?;
+    let path: Vec<String> = parts
+        .iter()
+        .map(|p| parse_ident(p))
+        .collect::<Result<_, _>>()?;
+    let scope = |req: &mut ApiRequest| -> usize {
+        match req.embeds.iter().position(|e| e.path == path) {
+            Some(i) => i,
+            None => {
+                req.embeds.push(EmbedParams {
+                    path: path.clone(),
+                    ..Default::default()
+                });
+                req.embeds.len() - 1
+            }
+        }
+    };
+    match last {
+        "or" | "and" => {
+            let children = parse_tree_items(value, 0)?;
+            let tree = Condition::Tree {
+                or: last == "or",
+                negate: negate_tree,
+                children,
+            };
+            if path.is_empty() {
+                req.filters.push(tree);
+            } else {
+                let i = scope(req);
+                req.embeds[i].filters.push(tree);
+            }
+        }
+        "order" | "limit" | "offset" if !path.is_empty() => {
+            let i = scope(req);
+            match last {
+                "order" => req.embeds[i].order = parse_order(value)?,
+                "limit" => req.embeds[i].limit = Some(parse_count("limit", value)?),
+                _ => req.embeds[i].offset = parse_count("offset", value)?,
+            }
+        }
+        _ => {
+            let filter = parse_filter(last, value)?;
+            if path.is_empty() {
+                req.filters.push(Condition::Filter(filter));
+            } else {
+                let i = scope(req);
+                req.embeds[i].filters.push(Condition::Filter(filter));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `(item,item,...)` of a logic tree; an item is `field.[not.]op.value`,
+/// `[not.]and(...)` or `[not.]or(...)`.
+fn parse_tree_items(value: &str, depth: usize) -> Result<Vec<Condition>, ApiError> {
+    if depth > MAX_DEPTH {
+        return Err(ApiError::bad_query("the logic tree is nested too deeply"));
+    }
+    let inner = value
+        .trim()
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| {
+            ApiError::bad_query(format!(
+                "\"{}\" is not a logic tree: expected a parenthesised list",
+                clip(value)
+            ))
+            .with_hint("e.g. or=(id.eq.1,and(body.eq.x,kind.eq.text))")
+        })?;
+    let mut out = Vec::new();
+    for item in split_outside(inner, ',')? {
+        let item = item.trim();
+        let (negate, rest) = match item.strip_prefix("not.") {
+            Some(r) if r.starts_with("and(") || r.starts_with("or(") => (true, r),
+            _ => (false, item),
+        };
+        if let Some(list) = rest.strip_prefix("and").filter(|l| l.starts_with('(')) {
+            out.push(Condition::Tree {
+                or: false,
+                negate,
+                children: parse_tree_items(list, depth + 1)?,
+            });
+        } else if let Some(list) = rest.strip_prefix("or").filter(|l| l.starts_with('(')) {
+            out.push(Condition::Tree {
+                or: true,
+                negate,
+                children: parse_tree_items(list, depth + 1)?,
+            });
+        } else {
+            let (field, filter) = split_unquoted(item, '.').ok_or_else(|| {
+                ApiError::bad_query(format!(
+                    "\"{}\" is not a filter: expected column.operator.value",
+                    clip(item)
+                ))
+            })?;
+            let mut f = parse_filter(field, filter)?;
+            // Inside a tree a value may be double-quoted to hold commas and parentheses.
+            if let Op::Cmp(_, v) = &mut f.op {
+                if let Some(unquoted) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                    *v = unquoted.replace("\\\"", "\"");
+                }
+            }
+            out.push(Condition::Filter(f));
+        }
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad_query(
+            "a logic tree needs at least one filter",
+        ));
+    }
+    Ok(out)
+}
+
+/// `col=[not.]op.value` (the column may carry a JSON path: `data->a->>b`).
+pub fn parse_filter(key: &str, value: &str) -> Result<Filter, ApiError> {
+    let (column, json) = parse_field(key)?;
     let (negate, rest) = match value.strip_prefix("not.") {
         Some(rest) => (true, rest),
         None => (false, value),
@@ -455,6 +857,29 @@ pub fn parse_filter(key: &str, value: &str) -> Result<Filter, ApiError> {
         .with_hint("e.g. id=eq.42")
     })?;
     let cmp = |op| Ok(Op::Cmp(op, operand.to_string()));
+    // `fts(english)`: the language in parentheses.
+    let (op, language) = match op.split_once('(') {
+        Some((name, lang)) => {
+            let lang = lang.strip_suffix(')').ok_or_else(|| {
+                ApiError::bad_query(format!("unterminated language in \"{}\"", clip(op)))
+            })?;
+            (name, Some(parse_ident(lang)?))
+        }
+        None => (op, None),
+    };
+    let fts = |kind| {
+        Ok(Op::Fts {
+            kind,
+            language: language.clone(),
+            query: operand.to_string(),
+        })
+    };
+    if language.is_some() && !matches!(op, "fts" | "plfts" | "phfts" | "wfts") {
+        return Err(ApiError::bad_query(format!(
+            "only the full-text operators take a language, not \"{}\"",
+            clip(op)
+        )));
+    }
     let op = match op {
         "eq" => cmp(CmpOp::Eq),
         "neq" => cmp(CmpOp::Neq),
@@ -465,6 +890,16 @@ pub fn parse_filter(key: &str, value: &str) -> Result<Filter, ApiError> {
         // PostgREST lets `*` stand for `%`, which URLs mangle.
         "like" => Ok(Op::Cmp(CmpOp::Like, operand.replace('*', "%"))),
         "ilike" => Ok(Op::Cmp(CmpOp::Ilike, operand.replace('*', "%"))),
+        "match" => cmp(CmpOp::Match),
+        "imatch" => cmp(CmpOp::Imatch),
+        "cs" => cmp(CmpOp::Contains),
+        "cd" => cmp(CmpOp::ContainedIn),
+        "ov" => cmp(CmpOp::Overlaps),
+        "isdistinct" => cmp(CmpOp::IsDistinct),
+        "fts" => fts(Fts::Query),
+        "plfts" => fts(Fts::Plain),
+        "phfts" => fts(Fts::Phrase),
+        "wfts" => fts(Fts::Websearch),
         "in" => parse_in_list(operand).map(Op::In),
         "is" => match operand.to_ascii_lowercase().as_str() {
             "null" => Ok(Op::Is(IsValue::Null)),
@@ -481,9 +916,17 @@ pub fn parse_filter(key: &str, value: &str) -> Result<Filter, ApiError> {
             "unknown or unsupported operator \"{}\"",
             clip(other)
         ))
-        .with_hint("Ripple supports eq, neq, lt, lte, gt, gte, like, ilike, in, is")),
+        .with_hint(
+            "Ripple supports eq, neq, lt, lte, gt, gte, like, ilike, match, imatch, in, is, \
+             isdistinct, cs, cd, ov, fts, plfts, phfts, wfts",
+        )),
     }?;
-    Ok(Filter { column, negate, op })
+    Ok(Filter {
+        column,
+        json,
+        negate,
+        op,
+    })
 }
 
 /// `(a,b,"c,d","e\"f")`.
@@ -602,23 +1045,68 @@ fn parse_accept(headers: &HeaderMap) -> Result<Accept, ApiError> {
     ))
 }
 
-/// `Prefer` may come as several headers and as comma-separated lists; unknown preferences
-/// are ignored, as PostgREST does by default (`handling=lenient`).
-fn parse_prefer(headers: &HeaderMap) -> Preferences {
+/// `Prefer` may come as several headers and as comma-separated lists. Unknown preferences
+/// are ignored (`handling=lenient`, the default) or refused with PGRST122
+/// (`handling=strict`), as PostgREST does.
+fn parse_prefer(headers: &HeaderMap) -> Result<Preferences, ApiError> {
     let mut p = Preferences::default();
+    let mut invalid: Vec<String> = Vec::new();
     for value in headers.get_all("prefer") {
         for pref in value.to_str().unwrap_or("").split(',') {
-            match pref.trim() {
-                "return=minimal" => p.return_ = Some(Return::Minimal),
-                "return=representation" => p.return_ = Some(Return::Representation),
-                "count=exact" | "count=planned" | "count=estimated" => p.count = true,
-                "resolution=merge-duplicates" => p.resolution = Some(Resolution::MergeDuplicates),
-                "resolution=ignore-duplicates" => p.resolution = Some(Resolution::IgnoreDuplicates),
-                _ => {}
+            let pref = pref.trim();
+            match pref {
+                "" => {}
+                "return=minimal" => {
+                    p.return_.get_or_insert(Return::Minimal);
+                }
+                "return=representation" => {
+                    p.return_.get_or_insert(Return::Representation);
+                }
+                "count=exact" | "count=planned" | "count=estimated" => {
+                    p.count = true;
+                    p.count_name.get_or_insert(match pref {
+                        "count=exact" => "count=exact",
+                        "count=planned" => "count=planned",
+                        _ => "count=estimated",
+                    });
+                }
+                "resolution=merge-duplicates" => {
+                    p.resolution.get_or_insert(Resolution::MergeDuplicates);
+                }
+                "resolution=ignore-duplicates" => {
+                    p.resolution.get_or_insert(Resolution::IgnoreDuplicates);
+                }
+                "missing=default" => {
+                    p.missing_default.get_or_insert(true);
+                }
+                "missing=null" => {
+                    p.missing_default.get_or_insert(false);
+                }
+                "tx=rollback" => {
+                    p.rollback.get_or_insert(true);
+                }
+                "tx=commit" => {
+                    p.rollback.get_or_insert(false);
+                }
+                "handling=strict" => {
+                    p.strict.get_or_insert(true);
+                }
+                "handling=lenient" => {
+                    p.strict.get_or_insert(false);
+                }
+                other => invalid.push(clip(other)),
             }
         }
     }
-    p
+    if p.strict == Some(true) && !invalid.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST122",
+            "Invalid preferences given with handling=strict",
+        )
+        .with_details(format!("Invalid preferences: {}", invalid.join(", "))));
+    }
+    Ok(p)
 }
 
 /// `Range: 0-9` (or `items=0-9`): rows 0 to 9 inclusive. The end may be open (`10-`).
@@ -679,7 +1167,7 @@ fn parse_body(
     target: &Target,
     columns: Option<&[String]>,
 ) -> Result<Option<Payload>, ApiError> {
-    if !matches!(verb, Verb::Post | Verb::Patch) {
+    if !matches!(verb, Verb::Post | Verb::Patch | Verb::Put) {
         return Ok(None);
     }
     if let Some(ct) = raw.headers.get(CONTENT_TYPE) {
@@ -739,6 +1227,7 @@ fn parse_body(
             ))
         }
         (_, Verb::Patch, _) => return Err(ApiError::bad_body("PATCH needs a JSON object")),
+        (_, Verb::Put, _) => return Err(ApiError::bad_body("PUT needs one JSON object")),
         _ => {
             return Err(ApiError::bad_body(
                 "the body must be a JSON object or an array of objects",
@@ -821,6 +1310,89 @@ fn split_all_unquoted(s: &str, sep: char) -> Vec<&str> {
     }
     parts.push(&s[start..]);
     parts
+}
+
+/// Splits on `sep` outside double quotes and parentheses; unbalanced parentheses are a 400.
+fn split_outside(s: &str, sep: char) -> Result<Vec<&str>, ApiError> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut depth = 0usize;
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| ApiError::bad_query("unbalanced parentheses"))?
+            }
+            c if c == sep && !quoted && depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + sep.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 || quoted {
+        return Err(ApiError::bad_query(format!(
+            "unbalanced parentheses or quotes in \"{}\"",
+            clip(s)
+        )));
+    }
+    parts.push(&s[start..]);
+    Ok(parts)
+}
+
+/// The first `c` outside double quotes.
+fn find_outside(s: &str, c: char) -> Option<usize> {
+    let mut quoted = false;
+    for (i, ch) in s.char_indices() {
+        if ch == '"' {
+            quoted = !quoted;
+        } else if ch == c && !quoted {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Splits on a multi-character separator outside double quotes.
+fn split_outside_str<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    let mut i = 0;
+    let bytes = s.as_bytes();
+    while i < bytes.len() {
+        if bytes[i] == b'"' {
+            quoted = !quoted;
+        } else if !quoted && bytes[i..].starts_with(sep.as_bytes()) {
+            parts.push(&s[start..i]);
+            i += sep.len();
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Splits once on the last `sep` outside double quotes.
+fn rsplit_outside_str<'a>(s: &'a str, sep: &str) -> Option<(&'a str, &'a str)> {
+    let parts = split_outside_str(s, sep);
+    if parts.len() < 2 {
+        return None;
+    }
+    let last = parts[parts.len() - 1];
+    Some((&s[..s.len() - last.len() - sep.len()], last))
 }
 
 /// Splits once on `sep` outside double quotes.

@@ -16,10 +16,10 @@ use serde_json::{Map, Value};
 
 use super::catalog::{Catalog, Function, Returns, Volatility};
 use super::error::ApiError;
-use super::parse::{self, ApiRequest, Filter, Target};
+use super::parse::{self, ApiRequest, Condition, Target};
 use super::sql::{
     json_array_of, limit_clause, order_clause, projection, qualified, quote_ident, where_clause,
-    Binds, Kind, Shape, Statement, SRC,
+    Binds, Kind, Rel, Shape, Statement, SRC,
 };
 
 /// The overload the request calls, with its argument values (a JSON object) and the
@@ -29,7 +29,7 @@ pub struct Call<'a> {
     pub function: &'a Function,
     pub arg_names: Vec<String>,
     pub args_json: String,
-    pub filters: Vec<Filter>,
+    pub filters: Vec<Condition>,
 }
 
 pub fn resolve<'a>(catalog: &'a Catalog, req: &ApiRequest) -> Result<Call<'a>, ApiError> {
@@ -92,12 +92,13 @@ pub fn resolve<'a>(catalog: &'a Catalog, req: &ApiRequest) -> Result<Call<'a>, A
 
     let (arg_names, args_json, filters) = if req.verb.is_read() {
         let mut args = Map::new();
-        let mut filters = Vec::new();
+        // Logic trees (`or=`) were parsed already; the rest are arguments or filters.
+        let mut filters = req.filters.clone();
         for (k, v) in &req.rpc_params {
             if function.args.iter().any(|a| &a.name == k) {
                 args.insert(k.clone(), Value::String(v.clone()));
             } else {
-                filters.push(parse::parse_filter(k, v)?);
+                filters.push(Condition::Filter(parse::parse_filter(k, v)?));
             }
         }
         let names = args.keys().cloned().collect();
@@ -212,9 +213,10 @@ pub fn statement(call: &Call<'_>, req: &ApiRequest) -> Result<Statement, ApiErro
     let needs_rows = !req.select.is_empty() || !call.filters.is_empty() || !req.order.is_empty();
     let (sql, kind, shape) = match &f.returns {
         Returns::Rows(columns) => {
-            let proj = projection(columns, relation, &req.select)?;
-            let filter = where_clause(&mut binds, columns, relation, &call.filters)?;
-            let order = order_clause(columns, relation, &req.order)?;
+            let rel = Rel::new(columns, relation, SRC);
+            let proj = projection(&mut binds, rel, &req.select)?;
+            let filter = where_clause(&mut binds, rel, &call.filters)?;
+            let order = order_clause(rel, &req.order)?;
             let limit = limit_clause(&mut binds, req);
             let agg = json_array_of("_ripple_r", req.accept);
             let sql = if req.prefer.count {

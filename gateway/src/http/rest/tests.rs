@@ -7,8 +7,8 @@ use hyper::Method;
 use super::catalog::{Arg, Catalog, Column, Function, Returns, Table, Volatility};
 use super::error::ApiError;
 use super::parse::{
-    parse, Accept, ApiRequest, CmpOp, Filter, IsValue, Op, OrderTerm, RawRequest, Return,
-    SelectItem, Settings, Target, Verb,
+    parse, Accept, ApiRequest, CmpOp, Condition, Filter, IsValue, Op, OrderTerm, RawRequest,
+    Return, SelectItem, Settings, Target, Verb,
 };
 use super::sql::{self, Kind, Param, Shape, Statement};
 use super::{plan, rpc};
@@ -61,12 +61,16 @@ fn get_err(path_and_query: &str) -> ApiError {
 fn filter(path_and_query: &str) -> Filter {
     let r = get(path_and_query);
     assert_eq!(r.filters.len(), 1, "{r:?}");
-    r.filters.into_iter().next().unwrap()
+    match r.filters.into_iter().next().unwrap() {
+        Condition::Filter(f) => f,
+        tree => panic!("expected a filter, got {tree:?}"),
+    }
 }
 
 fn cmp(column: &str, op: CmpOp, value: &str) -> Filter {
     Filter {
         column: column.into(),
+        json: vec![],
         negate: false,
         op: Op::Cmp(op, value.into()),
     }
@@ -171,8 +175,8 @@ fn is_takes_only_its_keywords() {
 #[test]
 fn unknown_operators_and_values_without_one_are_refused() {
     for bad in [
-        "t?a=cs.{1}",
-        "t?a=fts.word",
+        "t?a=contains.{1}",
+        "t?a=eq(english).x",
         "t?a=eq",
         "t?a=hello",
         "t?a=like(any).{a,b}",
@@ -185,16 +189,205 @@ fn unknown_operators_and_values_without_one_are_refused() {
 }
 
 #[test]
-fn logical_operators_and_embedded_filters_are_refused_clearly() {
+fn logic_trees_nest_negate_and_quote() {
+    let r = get("t?or=(a.eq.1,and(b.gt.2,c.not.lt.3),not.or(d.is.null,e.in.(1,2)))&not.and=(f.eq.%22x,y%22)");
+    let f = |column: &str, negate: bool, op: Op| {
+        Condition::Filter(Filter {
+            column: column.into(),
+            json: vec![],
+            negate,
+            op,
+        })
+    };
+    assert_eq!(
+        r.filters,
+        vec![
+            Condition::Tree {
+                or: true,
+                negate: false,
+                children: vec![
+                    f("a", false, Op::Cmp(CmpOp::Eq, "1".into())),
+                    Condition::Tree {
+                        or: false,
+                        negate: false,
+                        children: vec![
+                            f("b", false, Op::Cmp(CmpOp::Gt, "2".into())),
+                            f("c", true, Op::Cmp(CmpOp::Lt, "3".into())),
+                        ],
+                    },
+                    Condition::Tree {
+                        or: true,
+                        negate: true,
+                        children: vec![
+                            f("d", false, Op::Is(IsValue::Null)),
+                            f("e", false, Op::In(vec!["1".into(), "2".into()])),
+                        ],
+                    },
+                ],
+            },
+            Condition::Tree {
+                or: false,
+                negate: true,
+                children: vec![f("f", false, Op::Cmp(CmpOp::Eq, "x,y".into()))],
+            },
+        ]
+    );
+}
+
+#[test]
+fn bad_logic_trees_are_refused() {
     for bad in [
-        "t?or=(a.eq.1,b.eq.2)",
-        "t?and=(a.eq.1)",
-        "t?other.a=eq.1",
-        "t?data->>x=eq.1",
+        "t?or=a.eq.1",
+        "t?or=(a.eq.1",
+        "t?or=(a.eq.1))",
+        "t?or=()",
+        "t?or=(a)",
+        "t?or=(a.nope.1)",
+        "t?or=(a;drop.eq.1)",
+        "t?or=(and(a.eq.1)",
+        "t?or=(a.eq.1,b.eq.%22unterminated)",
     ] {
-        let e = get_err(bad);
-        assert_eq!(e.code, "PGRST100", "{bad}");
-        assert!(e.message.contains("not supported"), "{bad}: {}", e.message);
+        assert_eq!(get_err(bad).code, "PGRST100", "{bad}");
+    }
+    let deep = format!("t?or=({}a.eq.1{})", "and(".repeat(20), ")".repeat(20));
+    assert_eq!(get_err(&deep).code, "PGRST100");
+}
+
+#[test]
+fn the_new_operators_parse() {
+    let op = |q: &str| filter(q).op;
+    assert_eq!(op("t?a=cs.{1,2}"), Op::Cmp(CmpOp::Contains, "{1,2}".into()));
+    assert_eq!(op("t?a=cd.{1}"), Op::Cmp(CmpOp::ContainedIn, "{1}".into()));
+    assert_eq!(op("t?a=ov.[1,5)"), Op::Cmp(CmpOp::Overlaps, "[1,5)".into()));
+    assert_eq!(op("t?a=match.^x"), Op::Cmp(CmpOp::Match, "^x".into()));
+    assert_eq!(op("t?a=imatch.^x"), Op::Cmp(CmpOp::Imatch, "^x".into()));
+    assert_eq!(
+        op("t?a=isdistinct.3"),
+        Op::Cmp(CmpOp::IsDistinct, "3".into())
+    );
+    assert_eq!(
+        op("t?a=fts(english).cat%20%26%20dog"),
+        Op::Fts {
+            kind: super::parse::Fts::Query,
+            language: Some("english".into()),
+            query: "cat & dog".into()
+        }
+    );
+    for (name, kind) in [
+        ("plfts", super::parse::Fts::Plain),
+        ("phfts", super::parse::Fts::Phrase),
+        ("wfts", super::parse::Fts::Websearch),
+    ] {
+        assert_eq!(
+            op(&format!("t?a={name}.x")),
+            Op::Fts {
+                kind,
+                language: None,
+                query: "x".into()
+            }
+        );
+    }
+    for bad in [
+        "t?a=fts(eng;lish).x",
+        "t?a=fts(english.x",
+        "t?a=cs(english).x",
+    ] {
+        assert_eq!(get_err(bad).code, "PGRST100", "{bad}");
+    }
+}
+
+#[test]
+fn json_paths_and_embedded_filters_are_addressed_by_key() {
+    let f = filter("t?data->a->>0=eq.x");
+    assert_eq!(f.column, "data");
+    assert_eq!(
+        f.json,
+        vec![
+            super::parse::JsonStep {
+                as_text: false,
+                key: "a".into()
+            },
+            super::parse::JsonStep {
+                as_text: true,
+                key: "0".into()
+            }
+        ]
+    );
+    let r = get("t?select=*,sender:profiles(*)&sender.display_name=eq.x&sender.or=(a.eq.1)&reactions.order=emoji.desc&reactions.limit=2&reactions.offset=1");
+    assert!(r.filters.is_empty());
+    assert_eq!(r.embeds.len(), 2);
+    assert_eq!(r.embeds[0].path, vec!["sender"]);
+    assert_eq!(r.embeds[0].filters.len(), 2);
+    assert_eq!(r.embeds[1].path, vec!["reactions"]);
+    assert_eq!((r.embeds[1].limit, r.embeds[1].offset), (Some(2), 1));
+    assert!(r.embeds[1].order[0].descending);
+}
+
+#[test]
+fn select_takes_embeds_with_aliases_hints_inner_and_nesting() {
+    let r = get("messages?select=id,sender:profiles!messages_sender_id_fkey!inner(display_name,avatar_url),message_reactions(emoji,profiles(*))");
+    let SelectItem::Embed(sender) = &r.select[1] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(sender.name, "profiles");
+    assert_eq!(sender.key(), "sender");
+    assert_eq!(sender.hint.as_deref(), Some("messages_sender_id_fkey"));
+    assert!(sender.inner);
+    assert_eq!(sender.select.len(), 2);
+    let SelectItem::Embed(reactions) = &r.select[2] else {
+        panic!("{r:?}")
+    };
+    assert!(!reactions.inner);
+    assert!(matches!(&reactions.select[1], SelectItem::Embed(p) if p.name == "profiles"));
+}
+
+#[test]
+fn select_takes_json_paths_and_casts() {
+    let r = get("t?select=n:data->a->>b,id::text,data->>c::int");
+    assert_eq!(
+        r.select,
+        vec![
+            SelectItem::Column {
+                name: "data".into(),
+                alias: Some("n".into()),
+                json: vec![
+                    super::parse::JsonStep {
+                        as_text: false,
+                        key: "a".into()
+                    },
+                    super::parse::JsonStep {
+                        as_text: true,
+                        key: "b".into()
+                    }
+                ],
+                cast: None,
+            },
+            SelectItem::Column {
+                name: "id".into(),
+                alias: None,
+                json: vec![],
+                cast: Some("text".into()),
+            },
+            SelectItem::Column {
+                name: "data".into(),
+                alias: None,
+                json: vec![super::parse::JsonStep {
+                    as_text: true,
+                    key: "c".into()
+                }],
+                cast: Some("int".into()),
+            },
+        ]
+    );
+    for bad in [
+        "t?select=id::text;drop",
+        "t?select=id::%22text%22",
+        "t?select=id::text(1)",
+        "t?select=id::",
+        "t?select=data->'x'",
+        "t?select=data->x;y",
+    ] {
+        assert_eq!(get_err(bad).code, "PGRST100", "{bad}");
     }
 }
 
@@ -214,16 +407,22 @@ fn select_takes_columns_aliases_quotes_and_star() {
         vec![
             SelectItem::Column {
                 name: "id".into(),
-                alias: None
+                alias: None,
+                json: vec![],
+                cast: None,
             },
             SelectItem::Column {
                 name: "body".into(),
-                alias: Some("text".into())
+                alias: Some("text".into()),
+                json: vec![],
+                cast: None,
             },
             SelectItem::Star,
             SelectItem::Column {
                 name: "created_at".into(),
-                alias: None
+                alias: None,
+                json: vec![],
+                cast: None,
             },
         ]
     );
@@ -232,14 +431,12 @@ fn select_takes_columns_aliases_quotes_and_star() {
 }
 
 #[test]
-fn select_refuses_embedding_casts_json_paths_and_expressions() {
+fn select_refuses_expressions_and_broken_embeds() {
     for bad in [
-        "t?select=id,sender:profiles(id)",
-        "t?select=id::text",
-        "t?select=data->x",
-        "t?select=count()",
-        "t?select=*,pg_sleep(1)",
         "t?select=(select 1)",
+        "t?select=x(a",
+        "t?select=x(a))",
+        "t?select=x(a)b",
         "t?select=id;drop table messages",
         "t?select=id from messages--",
         "t?select=a:b:c",
@@ -392,14 +589,18 @@ fn unicode_and_quoted_identifiers_are_accepted_as_candidates() {
         get("t?select=n%C3%A4me").select,
         vec![SelectItem::Column {
             name: "näme".into(),
-            alias: None
+            alias: None,
+            json: vec![],
+            cast: None,
         }]
     );
     assert_eq!(
         get("t?select=%22with%20space%22").select,
         vec![SelectItem::Column {
             name: "with space".into(),
-            alias: None
+            alias: None,
+            json: vec![],
+            cast: None,
         }]
     );
 }
@@ -494,6 +695,60 @@ fn prefer_is_read_across_headers_and_lists() {
 }
 
 #[test]
+fn the_first_of_a_repeated_preference_wins_and_applied_lists_them_in_postgrest_order() {
+    let r = try_req(
+        Method::POST,
+        "t",
+        &[
+            ("prefer", "tx=rollback, return=representation"),
+            (
+                "prefer",
+                "tx=commit, missing=default, count=exact, handling=strict",
+            ),
+        ],
+        "{}",
+    )
+    .unwrap();
+    assert_eq!(r.prefer.rollback, Some(true));
+    assert_eq!(r.prefer.missing_default, Some(true));
+    assert_eq!(
+        r.prefer.applied().as_deref(),
+        Some("missing=default, return=representation, count=exact, tx=rollback, handling=strict")
+    );
+    let r = try_req(Method::GET, "t", &[], "").unwrap();
+    assert_eq!(r.prefer.applied(), None);
+}
+
+#[test]
+fn unknown_preferences_are_ignored_unless_handling_is_strict() {
+    let r = try_req(Method::GET, "t", &[("prefer", "foo, tx=maybe")], "").unwrap();
+    assert_eq!(r.prefer.rollback, None);
+    let r = try_req(Method::GET, "t", &[("prefer", "handling=lenient, foo")], "").unwrap();
+    assert_eq!(r.prefer.strict, Some(false));
+    let e = try_req(
+        Method::GET,
+        "t",
+        &[("prefer", "handling=strict, foo, tx=maybe")],
+        "",
+    )
+    .unwrap_err();
+    assert_eq!(e.status.as_u16(), 400);
+    assert_eq!(e.code, "PGRST122");
+    assert_eq!(
+        e.details.as_deref(),
+        Some("Invalid preferences: foo, tx=maybe")
+    );
+    // Known preferences alone pass strict handling.
+    try_req(
+        Method::GET,
+        "t",
+        &[("prefer", "handling=strict, count=exact, tx=rollback")],
+        "",
+    )
+    .unwrap();
+}
+
+#[test]
 fn accept_picks_array_or_single_object_and_refuses_others() {
     let accept = |h: &str| try_req(Method::GET, "t", &[("accept", h)], "").map(|r| r.accept);
     assert_eq!(
@@ -541,7 +796,13 @@ fn methods_map_to_verbs_and_others_are_refused() {
             .verb,
         Verb::Patch
     );
-    let e = try_req(Method::PUT, "t", &[], "{}").unwrap_err();
+    assert_eq!(
+        try_req(Method::PUT, "t", &[], "{}").unwrap().verb,
+        Verb::Put
+    );
+    let e = try_req(Method::PUT, "rpc/f", &[], "{}").unwrap_err();
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST101"));
+    let e = try_req(Method::CONNECT, "t", &[], "").unwrap_err();
     assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST117"));
     let e = try_req(Method::DELETE, "rpc/f", &[], "").unwrap_err();
     assert_eq!((e.status.as_u16(), e.code.as_str()), (405, "PGRST101"));
@@ -675,6 +936,7 @@ fn col(name: &str, type_sql: &str, readable: bool) -> Column {
         name: name.into(),
         type_sql: type_sql.into(),
         readable,
+        default_sql: None,
     }
 }
 
@@ -688,6 +950,8 @@ fn catalog() -> Catalog {
             col("kind", "public.message_kind", true),
             col("created_at", "timestamp with time zone", true),
             col("secret", "text", false),
+            col("sender_id", "uuid", true),
+            col("reply_to_id", "uuid", true),
         ],
         primary_key: vec!["id".into()],
     };
@@ -745,7 +1009,207 @@ fn catalog() -> Catalog {
         returns_set: false,
         returns: Returns::Void,
     };
-    Catalog::from_parts(vec![messages], vec![send, list, counts, touch])
+    let profiles = Table {
+        schema: "public".into(),
+        name: "profiles".into(),
+        columns: vec![col("id", "uuid", true), col("display_name", "text", true)],
+        primary_key: vec!["id".into()],
+    };
+    let reactions = Table {
+        schema: "public".into(),
+        name: "message_reactions".into(),
+        columns: vec![
+            col("message_id", "uuid", true),
+            col("user_id", "uuid", true),
+            col("emoji", "text", true),
+        ],
+        primary_key: vec![],
+    };
+    let fk = |name: &str, table: &str, cols: &[&str], ref_table: &str, ref_cols: &[&str]| {
+        super::catalog::ForeignKey {
+            name: name.into(),
+            schema: "public".into(),
+            table: table.into(),
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            ref_schema: "public".into(),
+            ref_table: ref_table.into(),
+            ref_columns: ref_cols.iter().map(|c| c.to_string()).collect(),
+        }
+    };
+    Catalog::from_parts(
+        vec![messages, profiles, reactions],
+        vec![send, list, counts, touch],
+    )
+    .with_foreign_keys(vec![
+        fk(
+            "messages_sender_fkey",
+            "messages",
+            &["sender_id"],
+            "profiles",
+            &["id"],
+        ),
+        fk(
+            "messages_reply_fkey",
+            "messages",
+            &["reply_to_id"],
+            "messages",
+            &["id"],
+        ),
+        fk(
+            "reactions_message_fkey",
+            "message_reactions",
+            &["message_id"],
+            "messages",
+            &["id"],
+        ),
+        fk(
+            "reactions_user_fkey",
+            "message_reactions",
+            &["user_id"],
+            "profiles",
+            &["id"],
+        ),
+    ])
+}
+
+#[test]
+fn embedding_reads_related_tables_in_lateral_subqueries_of_one_statement() {
+    let s = statement(
+        Method::GET,
+        "messages?select=id,sender:profiles(display_name),message_reactions!inner(emoji,profiles(*))&sender.display_name=eq.x&message_reactions.order=emoji.desc&message_reactions.limit=3",
+        &[],
+        "",
+    );
+    assert!(s.sql.contains(
+        "left join lateral (select row_to_json(_ripple_t1) as body from (select _ripple_1.\"display_name\" as \"display_name\" from \"public\".\"profiles\" _ripple_1 where _ripple_1.\"id\" = _ripple_src.\"sender_id\" and _ripple_1.\"display_name\" = $1::text) _ripple_t1) _ripple_j1 on true"
+    ), "{}", s.sql);
+    assert!(s.sql.contains("_ripple_j1.body as \"sender\""), "{}", s.sql);
+    // To-many: an array, ordered and paged inside; !inner drops parents without rows.
+    assert!(
+        s.sql.contains(
+            "select json_agg(_ripple_t2) as body from (select _ripple_2.\"emoji\" as \"emoji\""
+        ),
+        "{}",
+        s.sql
+    );
+    assert!(s.sql.contains("where _ripple_2.\"message_id\" = _ripple_src.\"id\" order by _ripple_2.\"emoji\" desc limit $2::bigint offset $3::bigint"), "{}", s.sql);
+    assert!(
+        s.sql
+            .contains("coalesce(_ripple_j2.body, '[]') as \"message_reactions\""),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql.contains("where _ripple_j2.body is not null"),
+        "{}",
+        s.sql
+    );
+    // Nested: the reaction's user, to-one, inside the reactions' subquery.
+    assert!(
+        s.sql.contains("_ripple_3.\"id\" = _ripple_2.\"user_id\""),
+        "{}",
+        s.sql
+    );
+    assert_eq!(
+        s.params,
+        vec![
+            Param::Text(Some("x".into())),
+            Param::Text(Some("3".into())),
+            Param::Text(Some("0".into())),
+            Param::Text(None),
+            Param::Text(Some("0".into())),
+        ]
+    );
+}
+
+#[test]
+fn embedding_needs_a_foreign_key_and_a_hint_when_there_are_several() {
+    let e = statement_err(Method::GET, "messages?select=*,nope(*)", "");
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (400, "PGRST200"));
+    let e = statement_err(Method::GET, "profiles?select=*,pg_sleep(*)", "");
+    assert_eq!(e.code, "PGRST200");
+    // messages -> messages: the parent's reply_to_id, or replies to it.
+    let e = statement_err(Method::GET, "messages?select=*,messages(*)", "");
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (300, "PGRST201"));
+    assert!(e.hint.unwrap().contains("'messages!messages_reply_fkey'"));
+    let s = statement(
+        Method::GET,
+        "messages?select=*,reply:messages!reply_to_id(id)",
+        &[],
+        "",
+    );
+    assert!(
+        s.sql
+            .contains("_ripple_1.\"id\" = _ripple_src.\"reply_to_id\""),
+        "{}",
+        s.sql
+    );
+    // Embedding by the foreign key column's name, as PostgREST allows.
+    let s = statement(
+        Method::GET,
+        "messages?select=sender_id(display_name)",
+        &[],
+        "",
+    );
+    assert!(s.sql.contains("row_to_json"), "{}", s.sql);
+    // A hint that names no foreign key between them.
+    let e = statement_err(Method::GET, "messages?select=*,profiles!nope(*)", "");
+    assert_eq!(e.code, "PGRST200");
+    // Parameters for an embedded resource the select does not name.
+    let e = statement_err(Method::GET, "messages?select=*&sender.id=eq.1", "");
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (400, "PGRST108"));
+    // Unknown columns of an embedded table, in select and filters.
+    let e = statement_err(Method::GET, "messages?select=*,profiles(nope)", "");
+    assert_eq!(e.code, "42703");
+    let e = statement_err(
+        Method::GET,
+        "messages?select=*,profiles(*)&profiles.nope=eq.1",
+        "",
+    );
+    assert_eq!(e.code, "42703");
+}
+
+#[test]
+fn logic_trees_operators_and_json_paths_bind_every_value() {
+    let s = statement(
+        Method::GET,
+        "messages?or=(body.fts(english).cat,and(kind.cs.{a},created_at.isdistinct.2024-01-01))&body->>k=match.%5Ex&select=id::text,body->0",
+        &[],
+        "",
+    );
+    assert!(
+        s.sql.contains("(_ripple_src.\"id\")::text as \"id\""),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("(_ripple_src.\"body\" -> $1::int)::jsonb as \"0\""),
+        "{}",
+        s.sql
+    );
+    assert!(s.sql.contains(
+        "where (to_tsvector($2::regconfig, _ripple_src.\"body\"::text) @@ to_tsquery($2::regconfig, $3) or (_ripple_src.\"kind\" @> $4::public.message_kind and _ripple_src.\"created_at\" is distinct from $5::timestamp with time zone)) and (_ripple_src.\"body\" ->> $6)::text ~ $7"
+    ), "{}", s.sql);
+    for hostile in HOSTILE {
+        let enc: String = url::form_urlencoded::byte_serialize(hostile.as_bytes()).collect();
+        for q in [
+            format!("messages?or=(body.eq.{enc},body.fts.{enc})"),
+            format!("messages?body->>{}=eq.1", "k"),
+            format!("messages?select=*,profiles(*)&profiles.display_name=wfts.{enc}"),
+        ] {
+            // Either refused as malformed (unbalanced parentheses in a tree) or bound.
+            let req = match try_req(Method::GET, &q, &[], "") {
+                Ok(r) => r,
+                Err(e) => {
+                    assert_eq!(e.code, "PGRST100", "{q}");
+                    continue;
+                }
+            };
+            let s = plan(&catalog(), &req).unwrap_or_else(|e| panic!("{q}: {e:?}"));
+            assert!(!s.sql.contains(hostile), "{q}: {}", s.sql);
+        }
+    }
 }
 
 fn statement(method: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Statement {
@@ -1010,4 +1474,70 @@ fn scalar_and_void_functions_refuse_row_operations() {
 #[test]
 fn quote_ident_doubles_quotes() {
     assert_eq!(sql::quote_ident("a\"b"), "\"a\"\"b\"");
+}
+
+#[test]
+fn put_replaces_one_row_named_by_its_whole_primary_key() {
+    let s = statement(
+        Method::PUT,
+        "messages?id=eq.7",
+        &[],
+        r#"{"id":"7","body":"x"}"#,
+    );
+    assert!(
+        s.sql
+            .ends_with(r#"on conflict ("id") do update set "body" = excluded."body""#),
+        "{}",
+        s.sql
+    );
+    let put_err = |path: &str, body: &str| {
+        let req = try_req(Method::PUT, path, &[], body).unwrap_or_else(|e| panic!("{e:?}"));
+        plan(&catalog(), &req).unwrap_err()
+    };
+    for path in [
+        "messages",
+        "messages?body=eq.7",
+        "messages?id=gt.7",
+        "messages?id=not.eq.7",
+        "messages?id=eq.7&body=eq.x",
+        "messages?id=eq.7&id=eq.8",
+        "message_reactions?emoji=eq.x",
+    ] {
+        let e = put_err(path, r#"{"id":"7"}"#);
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (405, "PGRST105"),
+            "{path}"
+        );
+    }
+    for body in [r#"{"id":"8"}"#, r#"{"body":"x"}"#, r#"{"id":null}"#] {
+        let e = put_err("messages?id=eq.7", body);
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (400, "PGRST115"),
+            "{body}"
+        );
+    }
+    let e = try_req(Method::PUT, "messages?id=eq.7", &[], r#"[{"id":"7"}]"#).unwrap_err();
+    assert_eq!(e.code, "PGRST102");
+}
+
+#[test]
+fn missing_default_fills_left_out_keys_with_the_column_default_per_row() {
+    let req = try_req(
+        Method::POST,
+        "messages?columns=id,body",
+        &[("prefer", "missing=default")],
+        r#"[{"id":"1"},{"id":"2","body":"x"}]"#,
+    )
+    .unwrap();
+    let s = plan(&catalog(), &req).unwrap();
+    assert!(
+        s.sql
+            .contains(r#"case when _ripple_e.o::jsonb ? $2 then _ripple_b."id" else null end"#),
+        "{}",
+        s.sql
+    );
+    assert!(s.sql.contains("json_array_elements($1::json)"), "{}", s.sql);
+    assert_eq!(s.params[1], Param::Text(Some("id".into())));
 }
