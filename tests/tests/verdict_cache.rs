@@ -137,6 +137,36 @@ async fn an_update_of_a_column_the_policy_reads_invalidates_and_one_of_a_counter
 }
 
 #[tokio::test]
+async fn a_member_added_after_being_judged_hidden_gets_the_conversation_from_then_on() {
+    let db = fresh_db().await;
+    let gw = spawn_gateway(&db).await;
+    let a = db.create_user("Alice").await;
+    let b = db.create_user("Bob").await;
+    let c = db.create_user("Carol").await;
+    let mut bob = subscribe(&gw, b).await;
+    let mut carol = subscribe(&gw, c).await;
+    // Several rounds on one socket: the cache is warm with Bob's "hidden" answers.
+    for round in 0..4 {
+        let group = support::conversation(&db, &[a, c]).await;
+        // "before" is judged (Bob not yet a member) before he is added: otherwise the
+        // check may already see him as a member, which is the database's answer then.
+        // (Carol, a member, receives it in the same fan-out that judges it for Bob.)
+        send(&db, a, group, &format!("before {round}")).await;
+        bodies_until(&mut carol, &format!("before {round}")).await;
+        db.client
+            .execute(
+                "insert into public.conversation_members (conversation_id, user_id) values ($1, $2)",
+                &[&group, &b],
+            )
+            .await
+            .unwrap();
+        send(&db, a, group, &format!("after {round}")).await;
+        let got = bodies_until(&mut bob, &format!("after {round}")).await;
+        assert_eq!(got, [format!("after {round}")], "round {round}");
+    }
+}
+
+#[tokio::test]
 async fn a_replaced_policy_applies_to_the_next_change() {
     let db = fresh_db().await;
     let gw = spawn_gateway(&db).await;

@@ -303,6 +303,7 @@ impl RlsAuthorizer {
             let mut bumped: Vec<u32> = Vec::new();
             for c in &tx.changes {
                 if !bumped.contains(&c.relation.oid) && relevant.matters(c) {
+                    tracing::debug!(table = c.relation.oid, kind = ?c.kind, "table changed");
                     cache.table_changed(c.relation.oid);
                     bumped.push(c.relation.oid);
                 }
@@ -450,7 +451,10 @@ impl RlsAuthorizer {
                                 let key =
                                     VerdictKey::new(oid, identity.clone(), &spec.columns, row);
                                 match cache.get(&key) {
-                                    Some(visible) => verdicts[a].visible = visible,
+                                    Some(visible) => {
+                                        tracing::debug!(table = oid, values = %key.values, visible, "verdict cache hit");
+                                        verdicts[a].visible = visible
+                                    }
                                     None => {
                                         to_ask.push(a);
                                         keys.push(key);
@@ -663,6 +667,7 @@ impl RlsAuthorizer {
                 let mut sources = read.clone();
                 sources.extend(named.iter().copied());
                 for (key, &ask) in keys.iter().zip(&c.asks) {
+                    tracing::debug!(table = key.table, values = %key.values, visible = verdicts[ask].visible, sources = ?sources, "verdict cached");
                     cache.put(key.clone(), verdicts[ask].visible, &sources);
                 }
             }

@@ -342,8 +342,40 @@ async fn cache_spec(
             bodies.push(body);
         }
     }
-    if !bodies.is_empty() {
-        is_opaque = true; // deeper than we follow
+    if !bodies.is_empty() || is_opaque {
+        // Deeper than we follow, or reading what it does not name: not cacheable.
+        return Ok(None);
+    }
+    // Every relation the policies or those bodies name, by name in any schema (a superset):
+    // an answer depends on them, and the stream must be able to show their changes. A view
+    // stands for the tables it reads.
+    let named: Vec<String> = names.iter().cloned().collect();
+    let rels = client
+        .query(
+            "select c.oid::int8, c.relkind::text from pg_class c \
+              where c.relname = any($1::text[]) and c.relkind in ('r', 'p', 'v', 'm', 'f')",
+            &[&named],
+        )
+        .await?;
+    let mut views = Vec::new();
+    for r in &rels {
+        let (rel, kind): (i64, String) = (r.get(0), r.get(1));
+        if kind == "v" || kind == "m" {
+            views.push(rel);
+        }
+        tables.push(rel as u32);
+    }
+    if !views.is_empty() {
+        let under = client
+            .query(
+                "select distinct d.refobjid::int8 from pg_rewrite w \
+                   join pg_depend d on d.classid = 'pg_rewrite'::regclass and d.objid = w.oid \
+                    and d.refclassid = 'pg_class'::regclass and d.refobjid <> w.ev_class \
+                  where w.ev_class = any($1::int8[]::oid[])",
+                &[&views],
+            )
+            .await?;
+        tables.extend(under.iter().map(|r| r.get::<_, i64>(0) as u32));
     }
     columns.sort();
     columns.dedup();
@@ -352,7 +384,7 @@ async fn cache_spec(
     Ok(Some(CacheSpec {
         columns,
         tables,
-        identifiers: (!is_opaque).then_some(names),
+        identifiers: Some(names),
     }))
 }
 
