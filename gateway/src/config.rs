@@ -88,9 +88,81 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_MAX_SOCKETS", default_value_t = 10_000)]
     pub max_sockets: usize,
 
+    /// Most connections (HTTP and WebSocket together) open at once; more are closed at
+    /// accept. Lowered to fit the open-files limit if that is smaller.
+    #[arg(long, env = "RIPPLE_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a complete request head, counted from the connection
+    /// or from the end of its previous response: this is also the idle timeout of an HTTP
+    /// keep-alive connection.
+    #[arg(long, env = "RIPPLE_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
+    pub header_read_timeout_secs: u64,
+
+    /// Tables whose rows decide private channel access (what policies on
+    /// `realtime.messages` read): a change to one makes every socket re-check its private
+    /// channels and close those no longer allowed. Grant and policy changes always do.
+    #[arg(
+        long,
+        env = "RIPPLE_REVOCATION_TABLES",
+        value_delimiter = ',',
+        default_value = "public.conversation_members,public.conversation_bans"
+    )]
+    pub revocation_tables: Vec<String>,
+
     /// Messages queued per WebSocket client before it is disconnected as too slow.
     #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,
+
+    /// Bytes queued per WebSocket client (estimated) before it is disconnected as too slow.
+    #[arg(long, env = "RIPPLE_CLIENT_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub client_queue_bytes: usize,
+
+    /// Channels one socket may have joined at once.
+    #[arg(long, env = "RIPPLE_MAX_CHANNELS_PER_SOCKET", default_value_t = 100)]
+    pub max_channels_per_socket: usize,
+
+    /// `postgres_changes` bindings one join may carry.
+    #[arg(long, env = "RIPPLE_MAX_BINDINGS_PER_JOIN", default_value_t = 100)]
+    pub max_bindings_per_join: usize,
+
+    /// `postgres_changes` bindings one socket may hold over all its channels: each
+    /// binding without an `eq`/`in` filter is looked at for every change of its table.
+    #[arg(long, env = "RIPPLE_MAX_BINDINGS_PER_SOCKET", default_value_t = 200)]
+    pub max_bindings_per_socket: usize,
+
+    /// Largest `phx_join` payload, in bytes (serialized JSON).
+    #[arg(long, env = "RIPPLE_MAX_JOIN_BYTES", default_value_t = 64 * 1024)]
+    pub max_join_bytes: usize,
+
+    /// Broadcasts one socket may send per second (a token bucket with one second of burst);
+    /// more get an error reply.
+    #[arg(long, env = "RIPPLE_BROADCASTS_PER_SECOND", default_value_t = 100)]
+    pub broadcasts_per_second: u32,
+
+    /// Broadcasts per second on one channel, from all its senders together.
+    #[arg(
+        long,
+        env = "RIPPLE_CHANNEL_BROADCASTS_PER_SECOND",
+        default_value_t = 500
+    )]
+    pub channel_broadcasts_per_second: u32,
+
+    /// Presence updates (track, untrack) one socket may send per second.
+    #[arg(long, env = "RIPPLE_PRESENCE_PER_SECOND", default_value_t = 10)]
+    pub presence_per_second: u32,
+
+    /// Presence updates per second on one channel, from all its members together.
+    #[arg(
+        long,
+        env = "RIPPLE_CHANNEL_PRESENCE_PER_SECOND",
+        default_value_t = 100
+    )]
+    pub channel_presence_per_second: u32,
+
+    /// Largest presence `track` payload, in bytes (serialized JSON).
+    #[arg(long, env = "RIPPLE_MAX_PRESENCE_BYTES", default_value_t = 4 * 1024)]
+    pub max_presence_bytes: usize,
 
     /// Seconds without a frame from a WebSocket client (clients heartbeat every 25 s) after
     /// which its socket is closed.

@@ -89,6 +89,7 @@ pub async fn run_with(
                 None => retry_start(repl_config).await,
             };
             watch_stream_state(&app, &repl);
+            watch_slot_losses(&app, &repl);
             *handle.lock().await = Some(repl.clone());
             pump(app, changes, repl, authorizer).await;
         })
@@ -135,6 +136,23 @@ fn watch_stream_state(app: &Arc<App>, repl: &ReplicationHandle) {
                 tracing::warn!(attempt, "replication stream lost; reconnecting");
             }
             app.status.set_replication_up(s == StreamState::Streaming);
+        }
+    });
+}
+
+/// A lost slot is an incident: `/health` reports it and every joined channel is told that
+/// changes may have been missed (the stream logs the ERROR).
+fn watch_slot_losses(app: &Arc<App>, repl: &ReplicationHandle) {
+    let mut losses = repl.slot_losses();
+    let app = app.clone();
+    tokio::spawn(async move {
+        while losses.changed().await.is_ok() {
+            let count = *losses.borrow_and_update();
+            app.status.set_slot_lost(
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                count,
+            );
+            app.realtime.slot_lost();
         }
     });
 }
@@ -295,6 +313,9 @@ async fn pump(
         };
         // Policy or grant changes committed before this transaction apply to it.
         authorizer.observe(&tx);
+        // Open channels are checked again (revocation), after this transaction's delivery
+        // is queued: a socket handles its queue and the notice in turn.
+        let access_changed = crate::realtime::touches_access(&tx, &app.config.revocation_tables);
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -323,6 +344,9 @@ async fn pump(
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+        if access_changed {
+            app.realtime.access_may_have_changed();
         }
         latency.observe_since(started);
         txs.inc();

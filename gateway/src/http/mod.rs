@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::app::App;
@@ -26,21 +26,51 @@ pub type Body = Full<Bytes>;
 /// How long `/health` waits for the database before calling it down.
 const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Accepts connections until `shutdown` resolves.
+/// Accepts connections until `shutdown` resolves. An accept error (the open-files limit
+/// reached, a connection reset before it was taken) is logged and backed off, never the end
+/// of the server; connections past the limit are closed at once; a client that does not
+/// finish its request head in time, or idles between requests, is disconnected.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let metrics = Arc::new(HttpMetrics::register(&app.metrics));
+    let limits = ConnectionLimits::new(&app);
     tokio::pin!(shutdown);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    accepted
+                }
+                Err(error) => {
+                    // EMFILE/ENFILE/ENOBUFS: connections close over time (timeouts below),
+                    // so waiting frees descriptors; ECONNABORTED and the like are one
+                    // client's problem.
+                    tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "accepting a connection failed; backing off");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut shutdown => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            },
             () = &mut shutdown => return Ok(()),
+        };
+        let Ok(permit) = limits.connections.clone().try_acquire_owned() else {
+            // Closing at once keeps the backlog moving and tells the client now.
+            limits.refused.inc();
+            drop(stream);
+            continue;
         };
         let app = app.clone();
         let metrics = metrics.clone();
+        let head_timeout = limits.header_read_timeout;
+        let permit = ConnectionPermit(Arc::new(permit));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 // The auth service's rate limits count attempts per client address.
@@ -48,9 +78,23 @@ pub async fn serve(
                     .insert(crate::auth::ClientAddr(peer.ip()));
                 let app = app.clone();
                 let metrics = metrics.clone();
+                // The realtime upgrade takes it along, so a WebSocket counts until it closes.
+                req.extensions_mut().insert(permit.clone());
                 async move { Ok::<_, Infallible>(route(req, app, &metrics).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // hyper starts the head timer whenever it waits for a request head, so it
+            // covers both a slow first request and a keep-alive connection that idles.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout);
+            // An HTTP/2 peer that stops answering pings is dropped.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(head_timeout)
+                .keep_alive_timeout(head_timeout);
             if let Err(error) = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await
@@ -59,6 +103,80 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// A place in the connection limit, held by the connection and, after an upgrade, by the
+/// WebSocket that replaced it.
+#[derive(Clone)]
+pub struct ConnectionPermit(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Descriptors kept back from the connection limit for the database pool, the replication
+/// connection, files and logs.
+const RESERVED_FDS: u64 = 256;
+
+/// The total connection budget (HTTP and WebSocket alike: a socket keeps its permit after
+/// the upgrade) and the timeouts.
+struct ConnectionLimits {
+    connections: Arc<tokio::sync::Semaphore>,
+    refused: Arc<Counter>,
+    header_read_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    fn new(app: &App) -> Self {
+        let fds = raise_open_files_limit();
+        let mut max = app.config.max_connections.max(1);
+        if let Some(fds) = fds {
+            let fit = fds.saturating_sub(RESERVED_FDS).max(1) as usize;
+            if fit < max {
+                tracing::warn!(
+                    max_connections = max,
+                    open_files_limit = fds,
+                    using = fit,
+                    "the open-files limit is lower than the connection limit; lowering it"
+                );
+                max = fit;
+            }
+        }
+        let refused = app.metrics.counter(
+            "ripple_connections_refused_total",
+            "Connections closed at accept because the connection limit was reached.",
+            &[],
+        );
+        Self {
+            connections: Arc::new(tokio::sync::Semaphore::new(max)),
+            refused,
+            header_read_timeout: Duration::from_secs(app.config.header_read_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// Raises the open-files soft limit to the hard limit (once per process) and returns the
+/// limit now in force; `None` where the platform has none.
+fn raise_open_files_limit() -> Option<u64> {
+    static RAISED: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *RAISED.get_or_init(|| {
+        let (soft, hard) = rlimit::Resource::NOFILE.get().ok()?;
+        if soft >= hard {
+            return Some(soft);
+        }
+        match rlimit::Resource::NOFILE.set(hard, hard) {
+            Ok(()) => {
+                tracing::info!(
+                    from = soft,
+                    to = hard,
+                    "raised the open-files limit to its hard limit"
+                );
+                Some(hard)
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, soft, hard, "could not raise the open-files limit");
+                Some(soft)
+            }
+        }
+    })
 }
 
 /// Where a request went, for metrics.
@@ -275,6 +393,17 @@ async fn health(app: &App) -> Response<Body> {
     }
     if let Some(problem) = replication_problem {
         body["replication_problem"] = serde_json::Value::String(problem);
+    }
+    // Serving, but changes were lost: ready (200), and says so until restarted.
+    if let Some((at, count)) = app.status.slot_lost() {
+        body["slot_lost"] = serde_json::json!({
+            "at": at,
+            "count": count,
+            "message": "the replication slot was lost and recreated: changes committed while it was missing were not delivered; clients were told to refetch",
+        });
+        if ready {
+            body["status"] = "degraded".into();
+        }
     }
     json(
         if ready {

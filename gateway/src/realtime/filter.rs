@@ -477,6 +477,25 @@ impl Condition {
             None
         }
     }
+
+    /// For the registry's index: the canonical values this condition admits, when it admits
+    /// only a finite set (`eq`, `in`); a record matches only if its column has one of them.
+    pub fn index_keys(&self) -> Option<Vec<String>> {
+        match (self.op, self.negate) {
+            (Op::Eq, false) => self.eq_index_key().map(|k| vec![k]),
+            (Op::In, false) if !self.values.is_empty() => {
+                let mut keys: Vec<String> = self
+                    .values
+                    .iter()
+                    .map(Typed::index_key)
+                    .collect::<Option<_>>()?;
+                keys.sort();
+                keys.dedup();
+                Some(keys)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Checks each condition against the table's columns and parses its values.

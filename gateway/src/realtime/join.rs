@@ -171,6 +171,12 @@ struct TableInfo {
     /// The joining role may SELECT the table (some column of it, at least).
     readable: bool,
     columns: HashMap<String, ColumnType>,
+    /// Columns the subscriber's role may SELECT: the only ones a filter may name, or
+    /// whether a change arrives would reveal a value the role cannot read.
+    readable_columns: std::collections::HashSet<String>,
+    /// The role may use the schema; if not, the table is reported as missing, so a join
+    /// cannot tell which tables exist where the caller has no access.
+    schema_usable: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,21 +203,30 @@ async fn table_info(
                           or has_any_column_privilege($4, c.oid, 'SELECT'))),
                     exists (select 1 from pg_publication_tables p
                              where p.pubname = $3 and p.schemaname = $1 and p.tablename = $2),
-                    coalesce(json_agg(json_build_array(a.attname, t.typname, t.typtype)
+                    coalesce(json_agg(json_build_array(a.attname, t.typname, t.typtype,
+                                                       has_column_privilege($4, c.oid, a.attnum, 'SELECT'))
                                       order by a.attnum) filter (where a.attnum is not null),
-                             '[]'::json)
+                             '[]'::json),
+                    has_schema_privilege($4, n.oid, 'USAGE')
                from pg_class c
                join pg_namespace n on n.oid = c.relnamespace
                left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0
                                         and not a.attisdropped
                left join pg_type t on t.oid = a.atttypid
               where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')
-              group by c.oid, c.relreplident",
+              group by c.oid, c.relreplident, n.oid",
             &[&schema, &table, &publication, &role],
         )
         .await?;
     Ok(row.map(|row| {
         let cols: Value = row.get(3);
+        let readable_columns = cols
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get(3).and_then(Value::as_bool) == Some(true))
+            .filter_map(|c| Some(c.get(0)?.as_str()?.to_string()))
+            .collect();
         let columns = cols
             .as_array()
             .into_iter()
@@ -229,6 +244,8 @@ async fn table_info(
             readable: row.get(1),
             published: row.get(2),
             columns,
+            readable_columns,
+            schema_usable: row.get(4),
         }
     }))
 }
@@ -256,7 +273,12 @@ pub async fn resolve(
                         .map_err(db)?;
                     cache.insert(key.clone(), info);
                 }
-                let Some(info) = cache.get(&key).and_then(Option::as_ref) else {
+                // A schema the role cannot use answers as a missing table: no oracle.
+                let Some(info) = cache
+                    .get(&key)
+                    .and_then(Option::as_ref)
+                    .filter(|i| i.schema_usable)
+                else {
                     return Err(ResolveError::Invalid(format!(
                         "table {}.{} does not exist",
                         spec.schema, table
@@ -279,6 +301,15 @@ pub async fn resolve(
                             ))
                         })?,
                 };
+                if let Some(c) = conditions
+                    .iter()
+                    .find(|c| !info.readable_columns.contains(&c.column))
+                {
+                    return Err(ResolveError::Invalid(format!(
+                        "invalid filter for {}.{}: permission denied for column {} (role {role} may not select it)",
+                        spec.schema, table, c.column
+                    )));
+                }
                 let unjudgeable_delete_tables = if wants_deletes && !info.replica_full {
                     vec![format!("{}.{}", spec.schema, table)]
                 } else {
@@ -311,8 +342,9 @@ pub async fn resolve(
                     .map_err(db)?;
                 let exists: bool = client
                     .query_one(
-                        "select exists (select 1 from pg_namespace where nspname = $1)",
-                        &[&spec.schema],
+                        "select exists (select 1 from pg_namespace where nspname = $1
+                                           and has_schema_privilege($2, oid, 'USAGE'))",
+                        &[&spec.schema, &role],
                     )
                     .await
                     .map_err(db)?

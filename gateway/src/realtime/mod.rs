@@ -26,6 +26,7 @@ pub mod filter;
 pub mod join;
 pub mod private;
 pub mod protocol;
+pub mod rate;
 pub mod reference_authorizer;
 pub mod registry;
 pub mod resume;
@@ -62,6 +63,34 @@ pub struct Realtime {
     users: Mutex<HashMap<String, usize>>,
     /// Open sockets in all, against `RIPPLE_MAX_SOCKETS`.
     open_sockets: std::sync::atomic::AtomicUsize,
+    /// What every socket task reacts to (it watches for the counters to move).
+    pub notices: tokio::sync::watch::Sender<Notices>,
+}
+
+/// Counters that move when something happens that concerns every socket; a socket compares
+/// them with the values it last saw, so bursts coalesce into one reaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notices {
+    /// Authorization may have changed (grants, policies, membership): joined channels are
+    /// checked again and closed if no longer allowed.
+    pub access: u64,
+    /// The replication slot was lost and recreated: changes may have been missed.
+    pub slot_lost: u64,
+}
+
+/// Did this transaction change something a joined channel's authorization depends on:
+/// the security feed (grants, policies, tables) or one of `tables` (`schema.table`, the rows
+/// that policies on `realtime.messages` read, such as memberships)?
+pub fn touches_access(tx: &crate::change::Transaction, tables: &[String]) -> bool {
+    let (feed_schema, feed_table) = crate::authorize::SECURITY_FEED;
+    tx.changes.iter().any(|c| {
+        let (schema, name) = (&c.relation.schema, &c.relation.name);
+        (schema == feed_schema && name == feed_table)
+            || tables.iter().any(|t| {
+                t.split_once('.')
+                    .is_some_and(|(s, n)| s == schema && n == name)
+            })
+    })
 }
 
 /// Holds one place among the open sockets until dropped.
@@ -102,6 +131,16 @@ impl Realtime {
             }
             None => false,
         }
+    }
+
+    /// Every socket re-checks its channels' authorization.
+    pub fn access_may_have_changed(&self) {
+        self.notices.send_modify(|n| n.access += 1);
+    }
+
+    /// Every joined channel is told that changes may have been missed.
+    pub fn slot_lost(&self) {
+        self.notices.send_modify(|n| n.slot_lost += 1);
     }
 
     /// Sockets open now.
@@ -171,7 +210,7 @@ pub(crate) fn describe_auth_error(e: &AuthError) -> String {
 /// protocol version, then upgrades and hands the socket to its own task.
 // Async like every handler the router awaits; the socket itself runs on its own task.
 #[allow(clippy::unused_async)]
-pub async fn upgrade(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+pub async fn upgrade(mut req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     let Some(key) = api_key(&req) else {
         return unauthorized("apikey is required (query parameter `apikey` or header `apikey`)");
     };
@@ -211,8 +250,12 @@ pub async fn upgrade(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
     let max = app.config.max_body_bytes;
+    let connection = req
+        .extensions_mut()
+        .remove::<crate::http::ConnectionPermit>();
     tokio::spawn(async move {
         let _slot = slot;
+        let _connection = connection;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let config = WebSocketConfig {

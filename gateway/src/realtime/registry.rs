@@ -182,10 +182,11 @@ type SubMap = HashMap<u64, Arc<Subscription>>;
 
 #[derive(Default)]
 struct TableIndex {
-    /// Subscriptions without an indexable `eq` condition.
+    /// Subscriptions without an indexable `eq` or `in` condition.
     scan: SubMap,
-    /// column -> (its kind, canonical value -> subscriptions whose first indexable `eq`
-    /// condition is on that column and value).
+    /// column -> (its kind, canonical value -> subscriptions whose first indexable `eq` or
+    /// `in` condition is on that column and admits that value). An `in` subscription is
+    /// filed under each of its values; a row has one value, so it is found at most once.
     by_eq: HashMap<String, (ValueKind, HashMap<String, SubMap>)>,
 }
 
@@ -199,7 +200,7 @@ impl TableIndex {
 #[derive(Debug, Clone)]
 enum Slot {
     Scan,
-    Eq { column: String, key: String },
+    Eq { column: String, keys: Vec<String> },
     Schema,
 }
 
@@ -253,20 +254,22 @@ impl Registry {
                     let eq = sub
                         .conditions
                         .iter()
-                        .find_map(|c| c.eq_index_key().map(|k| (c, k)));
+                        .find_map(|c| c.index_keys().map(|k| (c, k)));
                     match eq {
-                        Some((cond, key)) => {
+                        Some((cond, keys)) => {
                             let (_, buckets) = index
                                 .by_eq
                                 .entry(cond.column.clone())
                                 .or_insert_with(|| (cond.kind, HashMap::new()));
-                            buckets
-                                .entry(key.clone())
-                                .or_default()
-                                .insert(uid, sub.clone());
+                            for key in &keys {
+                                buckets
+                                    .entry(key.clone())
+                                    .or_default()
+                                    .insert(uid, sub.clone());
+                            }
                             Slot::Eq {
                                 column: cond.column.clone(),
-                                key,
+                                keys,
                             }
                         }
                         None => {
@@ -307,12 +310,14 @@ impl Registry {
                             Slot::Scan => {
                                 index.scan.remove(&uid);
                             }
-                            Slot::Eq { column, key } => {
+                            Slot::Eq { column, keys } => {
                                 if let Some((_, buckets)) = index.by_eq.get_mut(&column) {
-                                    if let Some(b) = buckets.get_mut(&key) {
-                                        b.remove(&uid);
-                                        if b.is_empty() {
-                                            buckets.remove(&key);
+                                    for key in &keys {
+                                        if let Some(b) = buckets.get_mut(key) {
+                                            b.remove(&uid);
+                                            if b.is_empty() {
+                                                buckets.remove(key);
+                                            }
                                         }
                                     }
                                     if buckets.is_empty() {
@@ -489,6 +494,25 @@ mod tests {
             ids(&reg.candidates(&insert("c", 1))),
             vec![all.id, schema.id]
         );
+    }
+
+    #[test]
+    fn an_in_filter_is_indexed_under_each_value_and_found_once() {
+        let reg = Registry::new();
+        let ch = channel(1);
+        let ab = sub(&reg, &ch, Some("messages"), "*", "conv=in.(a,b,a)");
+        reg.insert(vec![ab.clone()]);
+        {
+            let inner = reg.inner.read().unwrap();
+            let index = &inner.tables[&("public".to_string(), "messages".to_string())];
+            assert!(index.scan.is_empty(), "not scanned for every change");
+            assert_eq!(index.by_eq["conv"].1.len(), 2);
+        }
+        assert_eq!(ids(&reg.candidates(&insert("a", 1))), vec![ab.id]);
+        assert_eq!(ids(&reg.candidates(&insert("b", 1))), vec![ab.id]);
+        assert!(reg.candidates(&insert("c", 1)).is_empty());
+        reg.remove_channel(1);
+        assert!(reg.inner.read().unwrap().tables.is_empty());
     }
 
     #[test]

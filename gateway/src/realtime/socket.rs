@@ -22,7 +22,7 @@ use super::protocol::{self, BroadcastBody, BroadcastOut, Frame, Inbound, ServerM
 use super::registry::{ChannelRef, ClaimSet, Subscription};
 use super::resume::{ReplayRequest, ResumeRequest};
 use super::socket_handle::{Outbound, SocketHandle};
-use super::topics::{Member, TopicKey};
+use super::topics::{Member, Sent, TopicKey};
 use super::Realtime;
 use crate::app::App;
 use crate::auth::{AuthError, Claims};
@@ -34,6 +34,8 @@ const WRITE_BATCH: usize = 256;
 /// How long a client that overflowed its queue gets to take the goodbye message.
 const OVERFLOW_NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The presence meta field holding the tracker's verified `sub` (null for anonymous).
+const VERIFIED_SUB: &str = "verified_sub";
 
 /// A channel joined on this socket.
 struct Channel {
@@ -49,6 +51,11 @@ struct Channel {
     topic_key: TopicKey,
     /// Private channels: what the user may send, asked once per token.
     write_access: Option<TopicAccess>,
+    /// (schema, table, column) named by this channel's filters: the role must keep SELECT
+    /// on them.
+    filter_columns: Vec<(String, String, String)>,
+    /// Its `postgres_changes` bindings, against the per-socket limit.
+    bindings: usize,
 }
 
 /// Why the loop ended.
@@ -68,6 +75,9 @@ struct Session {
     channels: HashMap<String, Channel>,
     /// The user (`sub`) this socket counts for, with their latest claims.
     user: Option<(String, Claims)>,
+    /// What this socket may send per second.
+    broadcasts: super::rate::Bucket,
+    presence_updates: super::rate::Bucket,
 }
 
 pub(super) async fn run(
@@ -78,18 +88,26 @@ pub(super) async fn run(
     apikey_token: String,
 ) {
     let hub = app.realtime.clone();
-    let (handle, mut rx) = SocketHandle::new(hub.next_id(), app.config.client_queue);
+    let (handle, mut rx) = SocketHandle::new(
+        hub.next_id(),
+        app.config.client_queue,
+        app.config.client_queue_bytes,
+    );
     let idle = Duration::from_secs(app.config.ws_idle_timeout_secs.max(1));
     let mut s = Session {
-        app,
+        app: app.clone(),
         hub,
         vsn,
         handle,
         apikey_token,
         channels: HashMap::new(),
         user: None,
+        broadcasts: super::rate::Bucket::new(app.config.broadcasts_per_second),
+        presence_updates: super::rate::Bucket::new(app.config.presence_per_second),
     };
     tracing::debug!(socket = s.handle.id, "socket opened");
+    let mut notices = s.hub.notices.subscribe();
+    let mut seen = *notices.borrow_and_update();
     let mut last_heard = Instant::now();
     let end = loop {
         if s.handle.is_overflowed() {
@@ -128,6 +146,16 @@ pub(super) async fn run(
             }
             () = tokio::time::sleep_until(last_heard + idle) => break End::Idle,
             () = sleep_until_opt(expiry) => s.expire_channels(),
+            Ok(()) = notices.changed() => {
+                let now = *notices.borrow_and_update();
+                if now.slot_lost != seen.slot_lost {
+                    s.changes_may_be_missed();
+                }
+                if now.access != seen.access {
+                    s.recheck_access().await;
+                }
+                seen = now;
+            }
         }
     };
     s.finish(&mut ws, end).await;
@@ -163,6 +191,7 @@ async fn write_batch(
         let mut next = Some(first);
         let mut n = 0;
         while let Some(m) = next {
+            handle.taken(&m);
             if let Some(frame) = encode(vsn, &m) {
                 ws.feed(frame).await?;
             }
@@ -317,6 +346,30 @@ impl Session {
             self.reply_error(&m, "TopicNameRequired: You must provide a topic name");
             return;
         }
+        let limits = &self.app.config;
+        if !self.channels.contains_key(&m.topic)
+            && self.channels.len() >= limits.max_channels_per_socket
+        {
+            self.reply_error(
+                &m,
+                format!(
+                    "ChannelRateLimitReached: Too many channels (at most {} per socket)",
+                    limits.max_channels_per_socket
+                ),
+            );
+            return;
+        }
+        let size = m.payload.to_string().len();
+        if size > limits.max_join_bytes {
+            self.reply_error(
+                &m,
+                format!(
+                    "InvalidJoinPayload: the join payload is {size} bytes, more than the limit of {}",
+                    limits.max_join_bytes
+                ),
+            );
+            return;
+        }
         // A second join of the same topic replaces the first, as Phoenix does.
         if self.channels.contains_key(&m.topic) {
             self.close_channel(&m.topic, true);
@@ -328,6 +381,34 @@ impl Session {
                 return;
             }
         };
+        if config.postgres_changes.len() > self.app.config.max_bindings_per_join {
+            self.reply_error(
+                &m,
+                format!(
+                    "InvalidJoinPayload: {} postgres_changes bindings, more than the limit of {} per join",
+                    config.postgres_changes.len(),
+                    self.app.config.max_bindings_per_join
+                ),
+            );
+            return;
+        }
+        let held: usize = self
+            .channels
+            .values()
+            .filter(|c| c.topic.as_ref() != m.topic.as_str())
+            .map(|c| c.bindings)
+            .sum();
+        if held + config.postgres_changes.len() > self.app.config.max_bindings_per_socket {
+            self.reply_error(
+                &m,
+                format!(
+                    "InvalidJoinPayload: this socket would hold {} postgres_changes bindings, more than the limit of {} per socket",
+                    held + config.postgres_changes.len(),
+                    self.app.config.max_bindings_per_socket
+                ),
+            );
+            return;
+        }
         // The channel resumes as its first binding that says how (one position per channel:
         // apps pass the same `resume` object to every binding).
         let resume = match config
@@ -378,6 +459,18 @@ impl Session {
                 }
             }
         }
+        // Presence cannot lie about who is present on a private channel: the key, when
+        // given, must be the caller's own `sub`.
+        if config.private
+            && !config.presence_key.is_empty()
+            && claims.sub.as_deref() != Some(config.presence_key.as_str())
+        {
+            self.reply_error(
+                &m,
+                "InvalidPresenceKey: on a private channel the presence key must be your user id (the token's sub)",
+            );
+            return;
+        }
         let resolved = if config.postgres_changes.is_empty() {
             Vec::new()
         } else {
@@ -419,22 +512,37 @@ impl Session {
             channel_ref = channel_ref.resumable(join_ref.clone(), request);
         }
         let channel_ref = Arc::new(channel_ref);
-        let subs: Vec<Arc<Subscription>> = resolved
+        // Identical bindings of one join share one subscription (and its id: realtime-js
+        // runs every callback whose id a change carries), so repeating a binding costs the
+        // fan-out nothing.
+        let mut unique: HashMap<String, Arc<Subscription>> = HashMap::new();
+        let per_binding: Vec<Arc<Subscription>> = resolved
             .iter()
             .map(|r| {
-                Arc::new(Subscription {
-                    id: self.hub.registry.next_subscription_id(),
-                    channel: channel_ref.clone(),
-                    schema: r.spec.schema.clone(),
-                    table: r.spec.table.clone(),
-                    events: r.spec.events,
-                    conditions: r.conditions.clone(),
-                })
+                let identity = format!(
+                    "{:?}\u{0}{}\u{0}{:?}\u{0}{:?}",
+                    r.spec.events, r.spec.schema, r.spec.table, r.spec.filter
+                );
+                unique
+                    .entry(identity)
+                    .or_insert_with(|| {
+                        Arc::new(Subscription {
+                            id: self.hub.registry.next_subscription_id(),
+                            channel: channel_ref.clone(),
+                            schema: r.spec.schema.clone(),
+                            table: r.spec.table.clone(),
+                            events: r.spec.events,
+                            conditions: r.conditions.clone(),
+                        })
+                    })
+                    .clone()
             })
             .collect();
+        let mut subs: Vec<Arc<Subscription>> = unique.into_values().collect();
+        subs.sort_by_key(|s| s.id);
         let echoed: Vec<Value> = resolved
             .iter()
-            .zip(&subs)
+            .zip(&per_binding)
             .map(|(r, s)| {
                 let mut o = r.spec.raw.clone();
                 o.insert("id".into(), json!(s.id));
@@ -448,7 +556,11 @@ impl Session {
             topic: m.topic.clone(),
         };
         let presence_key = if config.presence_key.is_empty() {
-            uuid::Uuid::new_v4().to_string()
+            // On a private channel the key is who you are; elsewhere, a fresh id.
+            match (&claims.sub, config.private) {
+                (Some(sub), true) => sub.clone(),
+                _ => uuid::Uuid::new_v4().to_string(),
+            }
         } else {
             config.presence_key.clone()
         };
@@ -478,6 +590,24 @@ impl Session {
             ack: config.broadcast_ack,
             topic_key,
             write_access: None,
+            bindings: per_binding.len(),
+            filter_columns: {
+                let mut cols: Vec<(String, String, String)> = resolved
+                    .iter()
+                    .flat_map(|r| {
+                        r.conditions.iter().map(|c| {
+                            (
+                                r.spec.schema.clone(),
+                                r.spec.table.clone().unwrap_or_default(),
+                                c.column.clone(),
+                            )
+                        })
+                    })
+                    .collect();
+                cols.sort();
+                cols.dedup();
+                cols
+            },
         };
         if !subs.is_empty() {
             // Registered before we say so: a change processed after this message is
@@ -612,6 +742,142 @@ impl Session {
         self.reply(&m, "ok", json!({}));
     }
 
+    /// Takes a token from this socket's bucket and the channel's; answers a sender over
+    /// either rate with an error (only the sender hears it; nothing is relayed).
+    fn within_rate(&mut self, m: &Inbound, what: Sent) -> bool {
+        let now = Instant::now();
+        let (socket_ok, per_channel) = match what {
+            Sent::Broadcast => (
+                self.broadcasts.take(now.into_std()),
+                self.app.config.channel_broadcasts_per_second,
+            ),
+            Sent::Presence => (
+                self.presence_updates.take(now.into_std()),
+                self.app.config.channel_presence_per_second,
+            ),
+        };
+        let channel_ok = socket_ok
+            && self
+                .channels
+                .get(&m.topic)
+                .is_some_and(|ch| self.hub.topics.allow(&ch.topic_key, what, per_channel));
+        if channel_ok {
+            return true;
+        }
+        let (kind, per_socket) = match what {
+            Sent::Broadcast => ("broadcasts", self.app.config.broadcasts_per_second),
+            Sent::Presence => ("presence updates", self.app.config.presence_per_second),
+        };
+        let reason = if socket_ok {
+            format!("RateLimited: too many {kind} on this channel (at most {per_channel} per second from all its members)")
+        } else {
+            format!(
+                "RateLimited: too many {kind} from this socket (at most {per_socket} per second)"
+            )
+        };
+        self.reply_error(m, reason);
+        false
+    }
+
+    /// The replication slot was lost: every joined channel is told, so the app refetches.
+    fn changes_may_be_missed(&self) {
+        for ch in self.channels.values() {
+            self.system(
+                ch,
+                "postgres_changes",
+                "error",
+                "Changes may have been missed: Ripple's replication slot was lost and recreated, so changes committed in between were not delivered. Refetch what this channel shows.",
+                Some(("code", json!("changes_missed"))),
+            );
+        }
+    }
+
+    /// Authorization may have changed (a grant, a policy, a membership): every private
+    /// channel is asked again, every filter column checked for SELECT again; channels no
+    /// longer allowed are closed with a `system` message. A check that cannot run closes
+    /// the channel too: access is never assumed.
+    async fn recheck_access(&mut self) {
+        let topics: Vec<String> = self.channels.keys().cloned().collect();
+        for topic in topics {
+            let Some(ch) = self.channels.get_mut(&topic) else {
+                continue;
+            };
+            ch.write_access = None;
+            let (private, sub_topic, claims, columns) = (
+                ch.private,
+                ch.sub_topic.clone(),
+                ch.claims.clone(),
+                ch.filter_columns.clone(),
+            );
+            if private {
+                match private::read_access(&self.app.pool, &sub_topic, &claims).await {
+                    Ok(a) if a.any() => {}
+                    Ok(_) => {
+                        self.shutdown_channel(
+                            &topic,
+                            &format!("You no longer have permission to read from this Channel topic: {sub_topic}"),
+                        );
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "private channel re-check failed");
+                        self.shutdown_channel(
+                            &topic,
+                            "Realtime was unable to check this channel's authorization again",
+                        );
+                        continue;
+                    }
+                }
+            }
+            if let Some(denied) = self.unreadable_filter_column(&claims.role, &columns).await {
+                self.shutdown_channel(&topic, &denied);
+            }
+        }
+    }
+
+    /// The first filter column the role may no longer SELECT, as the reason to close.
+    async fn unreadable_filter_column(
+        &self,
+        role: &str,
+        columns: &[(String, String, String)],
+    ) -> Option<String> {
+        if columns.is_empty() {
+            return None;
+        }
+        let client = match self.app.pool.get().await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(error = %error, "filter column re-check failed");
+                return Some("Realtime was unable to check this channel's filters again".into());
+            }
+        };
+        for (schema, table, column) in columns {
+            let allowed = client
+                .query_one(
+                    "select coalesce(has_column_privilege($1,
+                               to_regclass(quote_ident($2) || '.' || quote_ident($3)), $4, 'SELECT'), false)",
+                    &[&role, schema, table, column],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0));
+            match allowed {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Some(format!(
+                        "You no longer have permission to filter on column {column} of {schema}.{table}"
+                    ))
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "filter column re-check failed");
+                    return Some(format!(
+                        "You no longer have permission to filter on column {column} of {schema}.{table}"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     /// Private channels: may the user send? Asked of the database once per token.
     async fn write_access(&mut self, topic: &str) -> Option<TopicAccess> {
         let ch = self.channels.get(topic)?;
@@ -657,6 +923,9 @@ impl Session {
                 return;
             }
         }
+        if !self.within_rate(&m, Sent::Broadcast) {
+            return;
+        }
         let Some(ch) = self.channels.get(&m.topic) else {
             return;
         };
@@ -701,11 +970,14 @@ impl Session {
                 return;
             }
         }
+        if !self.within_rate(&m, Sent::Presence) {
+            return;
+        }
         let Some(ch) = self.channels.get(&m.topic) else {
             return;
         };
         if event == "track" {
-            let fields = match m.payload.get("payload") {
+            let mut fields = match m.payload.get("payload") {
                 None | Some(Value::Null) => serde_json::Map::new(),
                 Some(Value::Object(o)) => o.clone(),
                 Some(_) => {
@@ -713,6 +985,23 @@ impl Session {
                     return;
                 }
             };
+            let size = Value::Object(fields.clone()).to_string().len();
+            if size > self.app.config.max_presence_bytes {
+                self.reply_error(
+                    &m,
+                    format!(
+                        "InvalidPresence: the presence payload is {size} bytes, more than the limit of {}",
+                        self.app.config.max_presence_bytes
+                    ),
+                );
+                return;
+            }
+            // The verified user, set by the server whatever the client sent under this
+            // name, so apps can trust who a presence entry belongs to.
+            fields.insert(
+                VERIFIED_SUB.into(),
+                ch.claims.sub.clone().map_or(Value::Null, Value::String),
+            );
             self.hub.topics.track(&ch.topic_key, ch.key, fields);
         } else {
             self.hub.topics.untrack(&ch.topic_key, ch.key);

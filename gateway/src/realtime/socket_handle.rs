@@ -2,7 +2,7 @@
 //! sender. When it is full the socket is flagged as overflowed and its task tells the client
 //! and disconnects it; nothing is silently skipped and no producer ever waits on a client.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
@@ -16,12 +16,35 @@ pub enum Outbound {
     Broadcast(Arc<BroadcastOut>),
 }
 
+impl Outbound {
+    /// Roughly the memory it holds while queued (what the byte bound counts).
+    pub fn size(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD
+            + match self {
+                Outbound::Message(m) => m.topic.len() + m.payload.len(),
+                Outbound::Broadcast(b) => {
+                    b.topic.len()
+                        + b.event.len()
+                        + match &b.body {
+                            super::protocol::BroadcastBody::Json(j) => j.len(),
+                            super::protocol::BroadcastBody::Binary(v) => v.len(),
+                        }
+                }
+            }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Overflow {
     pub(crate) flagged: AtomicBool,
     pub(crate) notify: Notify,
     /// Messages that could not be queued (counted for the goodbye message).
     pub(crate) dropped: AtomicU64,
+    /// Bytes queued now, against `max_bytes`: a few huge messages overflow a queue as
+    /// surely as many small ones.
+    pub(crate) queued_bytes: AtomicUsize,
+    pub(crate) max_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -42,13 +65,20 @@ pub enum Push {
 }
 
 impl SocketHandle {
-    pub(crate) fn new(id: u64, capacity: usize) -> (Self, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new(
+        id: u64,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> (Self, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             Self {
                 id,
                 tx,
-                overflow: Arc::new(Overflow::default()),
+                overflow: Arc::new(Overflow {
+                    max_bytes: max_bytes.max(1),
+                    ..Overflow::default()
+                }),
             },
             rx,
         )
@@ -56,7 +86,22 @@ impl SocketHandle {
 
     #[cfg(test)]
     pub(crate) fn new_for_test(capacity: usize) -> (Self, mpsc::Receiver<Outbound>) {
-        Self::new(0, capacity)
+        Self::new(0, capacity, usize::MAX)
+    }
+
+    /// The socket task took `m` off the queue.
+    pub(crate) fn taken(&self, m: &Outbound) {
+        self.overflow
+            .queued_bytes
+            .fetch_sub(m.size(), Ordering::Relaxed);
+    }
+
+    fn flag_overflow(&self) -> Push {
+        self.overflow.dropped.fetch_add(1, Ordering::Relaxed);
+        if !self.overflow.flagged.swap(true, Ordering::Relaxed) {
+            self.overflow.notify.notify_one();
+        }
+        Push::Overflowed
     }
 
     /// Queues without waiting.
@@ -65,16 +110,28 @@ impl SocketHandle {
             self.overflow.dropped.fetch_add(1, Ordering::Relaxed);
             return Push::Overflowed;
         }
+        let size = m.size();
+        let before = self
+            .overflow
+            .queued_bytes
+            .fetch_add(size, Ordering::Relaxed);
+        if before.saturating_add(size) > self.overflow.max_bytes {
+            self.overflow
+                .queued_bytes
+                .fetch_sub(size, Ordering::Relaxed);
+            return self.flag_overflow();
+        }
         match self.tx.try_send(m) {
             Ok(()) => Push::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.overflow.dropped.fetch_add(1, Ordering::Relaxed);
-                if !self.overflow.flagged.swap(true, Ordering::Relaxed) {
-                    self.overflow.notify.notify_one();
+            Err(e) => {
+                self.overflow
+                    .queued_bytes
+                    .fetch_sub(size, Ordering::Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => self.flag_overflow(),
+                    mpsc::error::TrySendError::Closed(_) => Push::Closed,
                 }
-                Push::Overflowed
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
         }
     }
 
@@ -113,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_flags_the_socket_instead_of_blocking() {
-        let (h, mut rx) = SocketHandle::new(1, 2);
+        let (h, mut rx) = SocketHandle::new(1, 2, usize::MAX);
         assert_eq!(h.push(msg()), Push::Queued);
         assert_eq!(h.push(msg()), Push::Queued);
         assert!(!h.is_overflowed());
@@ -131,8 +188,25 @@ mod tests {
         assert_eq!(h.push(msg()), Push::Overflowed);
         assert_eq!(h.overflow.dropped.load(Ordering::Relaxed), 2);
         drop(rx);
-        let (h2, rx2) = SocketHandle::new(2, 1);
+        let (h2, rx2) = SocketHandle::new(2, 1, usize::MAX);
         drop(rx2);
         assert_eq!(h2.push(msg()), Push::Closed);
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_bytes_too() {
+        let one = msg().size();
+        let (h, _rx) = SocketHandle::new(1, 100, 2 * one);
+        assert_eq!(h.push(msg()), Push::Queued);
+        assert_eq!(h.push(msg()), Push::Queued);
+        // Room for messages, none for their bytes.
+        assert_eq!(h.push(msg()), Push::Overflowed);
+        // What the socket writes frees its bytes.
+        let (h, mut rx) = SocketHandle::new(1, 100, 2 * one);
+        for _ in 0..10 {
+            assert_eq!(h.push(msg()), Push::Queued);
+            h.taken(&rx.try_recv().unwrap());
+        }
+        assert!(!h.is_overflowed());
     }
 }

@@ -56,6 +56,9 @@ impl Meta {
 
 #[derive(Default)]
 struct Topic {
+    /// What all members together may send per second, created on first use.
+    broadcasts: Option<super::rate::Bucket>,
+    presence_updates: Option<super::rate::Bucket>,
     members: HashMap<u64, Member>,
     /// presence key -> the metas tracked under it (one per tracking channel).
     presence: BTreeMap<String, Vec<Meta>>,
@@ -133,7 +136,30 @@ impl Topic {
     }
 }
 
+/// What a channel-wide rate limit counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Sent {
+    Broadcast,
+    Presence,
+}
+
 impl Topics {
+    /// Takes a token from the topic's bucket for `what` (`per_second` for all its senders
+    /// together); false when the topic is over its rate.
+    pub fn allow(&self, key: &TopicKey, what: Sent, per_second: u32) -> bool {
+        let mut topics = self.lock();
+        let Some(topic) = topics.get_mut(key) else {
+            return true;
+        };
+        let bucket = match what {
+            Sent::Broadcast => &mut topic.broadcasts,
+            Sent::Presence => &mut topic.presence_updates,
+        };
+        bucket
+            .get_or_insert_with(|| super::rate::Bucket::new(per_second))
+            .take(std::time::Instant::now())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TopicKey, Topic>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -247,7 +273,7 @@ mod tests {
     use tokio::sync::mpsc::Receiver;
 
     fn member(id: u64, key: &str, presence: bool, me: bool) -> (Member, Receiver<Outbound>) {
-        let (socket, rx) = SocketHandle::new(id, 16);
+        let (socket, rx) = SocketHandle::new(id, 16, usize::MAX);
         (
             Member {
                 socket,

@@ -153,6 +153,12 @@ impl ReplicationHandle {
         self.shared.state.subscribe()
     }
 
+    /// Counts slot losses: moves each time the durable slot had to be recreated after this
+    /// process streamed from it (the changes in between are lost).
+    pub fn slot_losses(&self) -> watch::Receiver<u64> {
+        self.shared.slot_losses.subscribe()
+    }
+
     /// Reports the confirmed position, closes the connection and waits for the task.
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
@@ -181,6 +187,7 @@ pub async fn start(
         floor: 0.into(),
         state,
         shutdown,
+        slot_losses: watch::channel(0).0,
     });
     let mut streamer = Streamer::new(config, params, pg_config, shared.clone(), tx);
     // A slot still held by a connection that is going away (a consumer that was just

@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     pub floor: AtomicU64,
     pub state: watch::Sender<StreamState>,
     pub shutdown: watch::Sender<bool>,
+    /// How many times the slot was found missing (or, temporary, gone) after this process
+    /// had streamed from it, and recreated: changes committed in between are lost.
+    pub slot_losses: watch::Sender<u64>,
 }
 
 /// Why streaming on one connection ended.
@@ -70,6 +73,8 @@ pub(crate) struct Streamer {
     /// Highest WAL position received.
     received: Lsn,
     last_status_at: Instant,
+    /// A session was opened before: a slot missing now was lost, not new.
+    streamed_before: bool,
 }
 
 impl Streamer {
@@ -95,6 +100,7 @@ impl Streamer {
             server_wal_end: 0,
             received: 0,
             last_status_at: Instant::now(),
+            streamed_before: false,
         }
     }
 
@@ -127,6 +133,11 @@ impl Streamer {
                 shared.floor.store(lsn, Ordering::Release);
             }
         };
+        let streamed_before = self.streamed_before;
+        let lost = |shared: &Shared| {
+            tracing::error!(slot = %slot, "replication slot lost and recreated: changes committed while it was missing are not delivered; joined clients are told to refetch");
+            shared.slot_losses.send_modify(|n| *n += 1);
+        };
         if self.config.temporary_slot {
             note_floor(setup::create_slot(&mut conn, &slot, true).await?);
             if self.last_delivered > 0 {
@@ -145,7 +156,12 @@ impl Streamer {
                     note_floor(s.confirmed_flush.unwrap_or(0));
                 }
                 None => match setup::create_slot(&mut conn, &slot, false).await {
-                    Ok(lsn) => note_floor(lsn),
+                    Ok(lsn) => {
+                        note_floor(lsn);
+                        if streamed_before {
+                            lost(&self.shared);
+                        }
+                    }
                     // Created by someone else in the meantime: use it.
                     Err(e) if e.code() == Some("42710") => {}
                     Err(e) => return Err(e),
@@ -176,6 +192,7 @@ impl Streamer {
             format_lsn(start)
         );
         conn.start_replication(&cmd).await?;
+        self.streamed_before = true;
         self.assembler.reset_session();
         // Anything decoded but not handed over comes again from the slot.
         self.ready.clear();

@@ -133,15 +133,35 @@ fn signature(f: &Function) -> String {
     )
 }
 
+/// Names echoed in a not-found message, at most: a request with thousands of arguments
+/// must not get them all back (an amplification).
+const ECHOED_NAMES: usize = 10;
+const ECHOED_NAME_CHARS: usize = 64;
+
+fn echo(name: &str) -> String {
+    if name.chars().count() > ECHOED_NAME_CHARS {
+        format!(
+            "{}…",
+            name.chars().take(ECHOED_NAME_CHARS).collect::<String>()
+        )
+    } else {
+        name.to_string()
+    }
+}
+
 fn not_found(req: &ApiRequest, name: &str, given: &[String], overloads: &[Function]) -> ApiError {
+    let mut args: Vec<String> = given.iter().take(ECHOED_NAMES).map(|g| echo(g)).collect();
+    if given.len() > ECHOED_NAMES {
+        args.push(format!("… {} more", given.len() - ECHOED_NAMES));
+    }
     let mut e = ApiError::new(
         StatusCode::NOT_FOUND,
         "PGRST202",
         format!(
             "Could not find the function {}.{}({}) in the schema cache",
             req.schema,
-            name,
-            given.join(", ")
+            echo(name),
+            args.join(", ")
         ),
     );
     e = match overloads.first() {
