@@ -446,3 +446,44 @@ pub fn free_low_port() -> u16 {
     }
     panic!("no free port between 20000 and 32000");
 }
+
+/// `ripple serve` as its own process, as an operator runs it, on `port` with the test secret
+/// and the database's own slot; `application_name` names its connections (so a test can
+/// find and terminate them).
+pub fn spawn_ripple_serve(db: &TestDb, port: u16, application_name: Option<&str>) -> RippleServe {
+    let url = match application_name {
+        Some(name) => {
+            let sep = if db.url.contains('?') { '&' } else { '?' };
+            format!("{}{sep}application_name={name}", db.url)
+        }
+        None => db.url.clone(),
+    };
+    std::process::Command::new(ripple_bin())
+        .args(["serve", "--database-url", &url, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--slot", &db.name])
+        .env("RIPPLE_JWT_SECRET", JWT_SECRET)
+        .env("RIPPLE_LOG", "ripple=error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map(RippleServe)
+        .expect("start ripple serve")
+}
+
+/// A `ripple serve` process, killed (-9) when dropped, so a failing test leaves none behind.
+pub struct RippleServe(std::process::Child);
+
+impl RippleServe {
+    /// `kill -9`, and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for RippleServe {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

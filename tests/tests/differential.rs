@@ -25,14 +25,13 @@
 //! used 20,000 (more than 100,000 expected deliveries).
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use rand::{Rng, SeedableRng};
-use ripple_tests::{fresh_db, TestDb, JWT_SECRET};
+use ripple_tests::{fresh_db, TestDb};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
@@ -245,26 +244,6 @@ async fn truth(db: &TestDb, slot: &str) -> Vec<Event> {
     out
 }
 
-fn start_ripple(db: &TestDb, port: u16) -> Child {
-    let sep = if db.url.contains('?') { '&' } else { '?' };
-    Command::new(ripple_tests::ripple_bin())
-        .args([
-            "serve",
-            "--database-url",
-            &format!("{}{sep}application_name={APP_NAME}", db.url),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--slot",
-            &db.name,
-        ])
-        .env("RIPPLE_JWT_SECRET", JWT_SECRET)
-        .env("RIPPLE_LOG", "ripple=error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ripple serve")
-}
-
 async fn as_user(
     client: &mut tokio_postgres::Client,
     user: &str,
@@ -372,7 +351,7 @@ async fn every_allowed_change_reaches_every_allowed_subscriber_exactly_once() {
         ripple::auth::JwtVerifier::new(&ripple_tests::gateway_config().jwt_config().unwrap())
             .unwrap();
     let anon = keys.mint_for("anon", None, 36000).unwrap();
-    let mut ripple = start_ripple(&db, port);
+    let mut ripple = ripple_tests::spawn_ripple_serve(&db, port, Some(APP_NAME));
 
     let stop = Arc::new(AtomicBool::new(false));
     let finale = "the end".to_string();
@@ -527,11 +506,10 @@ async fn every_allowed_change_reaches_every_allowed_subscriber_exactly_once() {
         .get(0);
     eprintln!("fault: terminated {walsenders} walsender(s)");
     wait_for(at(0.7)).await;
-    ripple.kill().unwrap();
-    ripple.wait().unwrap();
+    ripple.kill();
     eprintln!("fault: gateway killed with -9");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    ripple = start_ripple(&db, port);
+    ripple = ripple_tests::spawn_ripple_serve(&db, port, Some(APP_NAME));
     eprintln!("fault: gateway started again");
 
     for w in writers {
@@ -564,8 +542,7 @@ async fn every_allowed_change_reaches_every_allowed_subscriber_exactly_once() {
     for c in clients {
         let _ = c.await;
     }
-    ripple.kill().unwrap();
-    ripple.wait().unwrap();
+    ripple.kill();
 
     // The truth, replayed in commit order.
     let events = truth(&db, &truth_slot).await;

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ripple_tests::{fresh_db, gateway_config, spawn_gateway, spawn_gateway_with, TestDb};
@@ -197,26 +196,6 @@ async fn a_position_older_than_the_window_is_told_so_and_live_changes_follow() {
         .contains("resume.since"));
 }
 
-/// `ripple serve` as its own process, as an operator runs it.
-fn start_ripple(db: &TestDb, port: u16) -> Child {
-    Command::new(ripple_tests::ripple_bin())
-        .args([
-            "serve",
-            "--database-url",
-            &db.url,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--slot",
-            &db.name,
-        ])
-        .env("RIPPLE_JWT_SECRET", ripple_tests::JWT_SECRET)
-        .env("RIPPLE_LOG", "ripple=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ripple serve")
-}
-
 async fn wait_healthy(addr: std::net::SocketAddr) {
     for _ in 0..200 {
         if let Ok(mut conn) = ripple_tests::http::Conn::connect(addr).await {
@@ -251,7 +230,7 @@ async fn changes_committed_while_the_gateway_was_killed_reach_clients_that_resum
         .mint_for("authenticated", Some(&c.to_string()), 600)
         .unwrap();
 
-    let mut ripple = start_ripple(&db, port);
+    let mut ripple = ripple_tests::spawn_ripple_serve(&db, port, None);
     wait_healthy(addr).await;
     let mut bob = Client::connect(addr, &anon, "1.0.0").await;
     bob.join_ok(
@@ -265,13 +244,12 @@ async fn changes_committed_while_the_gateway_was_killed_reach_clients_that_resum
     assert_eq!(got, ["one", "two"]);
 
     // kill -9: no goodbye, nothing flushed, the slot's last report is whatever it was.
-    ripple.kill().unwrap();
-    ripple.wait().unwrap();
+    ripple.kill();
     drop(bob);
     send(&db, a, conv, "three").await;
     send(&db, a, conv, "four").await;
 
-    let mut ripple = start_ripple(&db, port);
+    let mut ripple = ripple_tests::spawn_ripple_serve(&db, port, None);
     wait_healthy(addr).await;
     let mut bob = Client::connect(addr, &anon, "2.0.0").await;
     bob.join_ok(
@@ -294,8 +272,7 @@ async fn changes_committed_while_the_gateway_was_killed_reach_clients_that_resum
     bob.assert_nothing_pending().await;
     // Carol, no member, got none of it, replayed or live.
     carol.assert_nothing_pending().await;
-    ripple.kill().unwrap();
-    ripple.wait().unwrap();
+    ripple.kill();
 }
 
 #[tokio::test]
