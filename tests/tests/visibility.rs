@@ -282,6 +282,23 @@ async fn ripple_as_its_own_synchronous_standby_is_reported_and_recovers() {
     let group = support::conversation(&db, &[alice, bob]).await;
     let mut bob_ws = subscribe(&gw, bob, "realtime:bob").await;
 
+    // Only this test's gateway may be called "ripple" when the setting names it (a gateway
+    // of the previous test may still be disconnecting, and would be picked instead).
+    for _ in 0..200 {
+        let n: i64 = db
+            .client
+            .query_one(
+                "select count(*) from pg_stat_replication where application_name = 'ripple'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Ripple's walsender (application_name "ripple") becomes the synchronous standby:
     // commits now wait for Ripple, and Ripple waits for them to become visible.
     set_sync_standbys(&db, "ripple").await;
@@ -294,7 +311,7 @@ async fn ripple_as_its_own_synchronous_standby_is_reported_and_recovers() {
     let commit = tokio::spawn(async move { conn.batch_execute(&sql).await });
 
     let mut reported = None;
-    for _ in 0..60 {
+    for _ in 0..120 {
         let r =
             ripple_tests::http::request(gw.addr, hyper::Method::GET, "/health", &[], None).await;
         let h = r.json();
