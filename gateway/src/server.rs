@@ -399,28 +399,55 @@ async fn check_standby(app: &App, standby_name: &str) {
     let Ok(conn) = app.pool.get().await else {
         return;
     };
+    // Named in the setting is enough: a walsender that is catching up is not counted as a
+    // candidate in pg_stat_replication, yet commits still wait for it.
     let Ok(row) = conn
-        .query_opt(
-            "select sync_state from pg_stat_replication \
-              where application_name = $1 and sync_state <> 'async' limit 1",
+        .query_one(
+            "select current_setting('synchronous_standby_names'), \
+                    (select sync_state from pg_stat_replication \
+                      where application_name = $1 and sync_state <> 'async' limit 1)",
             &[&standby_name],
         )
         .await
     else {
         return;
     };
-    let problem = row.map(|row| {
-        let state: String = row.get(0);
+    let (setting, state): (String, Option<String>) = (row.get(0), row.get(1));
+    let problem = (state.is_some() || names_standby(&setting, standby_name)).then(|| {
         format!(
-            "Ripple's replication connection (application_name '{standby_name}') is a {state} \
-             standby in synchronous_standby_names: commits wait for Ripple to confirm them, and \
-             Ripple confirms only what it has judged visible and delivered, so they never finish. \
-             Remove '{standby_name}' from synchronous_standby_names (ALTER SYSTEM SET \
-             synchronous_standby_names = ...; SELECT pg_reload_conf())."
+            "Ripple's replication connection (application_name '{standby_name}') is a \
+             synchronous standby (synchronous_standby_names = '{setting}'): commits wait for \
+             Ripple to confirm them, and Ripple confirms only what it has judged visible and \
+             delivered, so they never finish. Remove '{standby_name}' from \
+             synchronous_standby_names (ALTER SYSTEM SET synchronous_standby_names = ...; \
+             SELECT pg_reload_conf())."
         )
     });
     if let Some(p) = &problem {
         tracing::error!("{p}");
     }
     app.status.set_replication_problem(problem);
+}
+
+/// Does `synchronous_standby_names` (`FIRST 1 (a, "b")`, `ANY 2 (*)`, `a, b`) name this
+/// standby, or every standby?
+fn names_standby(setting: &str, name: &str) -> bool {
+    setting
+        .split(|c: char| c == ',' || c == '(' || c == ')' || c.is_whitespace())
+        .map(|t| t.trim_matches('"'))
+        .any(|t| t == "*" || t.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_standby;
+
+    #[test]
+    fn synchronous_standby_names_are_read_in_every_form() {
+        assert!(names_standby("ripple", "ripple"));
+        assert!(names_standby("FIRST 1 (witness, \"ripple\")", "ripple"));
+        assert!(names_standby("ANY 2 (*)", "ripple"));
+        assert!(!names_standby("", "ripple"));
+        assert!(!names_standby("witness, ripple_other", "ripple"));
+    }
 }
