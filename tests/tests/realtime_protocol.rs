@@ -688,6 +688,9 @@ async fn a_slow_reader_is_told_and_disconnected_while_others_keep_receiving() {
     let db = fresh_db().await;
     let mut config = gateway_config();
     config.client_queue = 32;
+    // This is about slow readers, not about the broadcast rate limits (tests/hostile.rs).
+    config.broadcasts_per_second = 100_000;
+    config.channel_broadcasts_per_second = 100_000;
     let gw = spawn_app(&db, config).await;
     let join = json!({"config": {"presence": {"enabled": false}}});
     let mut slow = Client::connect_small_buffer(gw.addr, &gw.anon_key, "2.0.0").await;
