@@ -452,7 +452,7 @@ impl RlsAuthorizer {
                                     VerdictKey::new(oid, identity.clone(), &spec.columns, row);
                                 match cache.get(&key) {
                                     Some(visible) => {
-                                        tracing::debug!(table = oid, values = %key.values, visible, "verdict cache hit");
+                                        tracing::debug!(table = oid, visible, "verdict cache hit");
                                         verdicts[a].visible = visible
                                     }
                                     None => {
@@ -667,7 +667,7 @@ impl RlsAuthorizer {
                 let mut sources = read.clone();
                 sources.extend(named.iter().copied());
                 for (key, &ask) in keys.iter().zip(&c.asks) {
-                    tracing::debug!(table = key.table, values = %key.values, visible = verdicts[ask].visible, sources = ?sources, "verdict cached");
+                    tracing::debug!(table = key.table, visible = verdicts[ask].visible, sources = ?sources, "verdict cached");
                     cache.put(key.clone(), verdicts[ask].visible, &sources);
                 }
             }
