@@ -2,11 +2,11 @@
 //!
 //! Most deliveries in a chat ask the same question again: may this identity see a row of
 //! this table with these values in the columns its policies read? The answer is cached,
-//! keyed by (table, role and claims, those values), with the tables it was read from: the
-//! ones the policies and the functions they call name (`plan::CacheSpec`: `pg_depend`, and
-//! relation names in the bodies, followed by name) and the ones the check was seen to scan
-//! (`pg_stat_xact_all_tables`; a superset, since its counts run until the backend reports
-//! them, and not relied on alone: it has been seen to come back empty). Each table has a
+//! keyed by (table, role and claims, those values), with the tables it may have been read
+//! from: the relations the policies and the functions they call name (`plan::CacheSpec`:
+//! `pg_depend`, and relation names in the bodies, followed by name; bodies that read what
+//! they do not name are not cached). Observing scans instead (`pg_stat_xact_all_tables`)
+//! was tried and dropped: on reused connections it came back empty. Each table has a
 //! generation that the pump bumps, in commit order, whenever the stream shows a change to
 //! it; an answer is used only while every table it was read from is at the generation it
 //! was read at. Answers that read a table outside the publication (whose changes the

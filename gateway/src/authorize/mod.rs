@@ -175,15 +175,6 @@ pub const CACHE_OFF_TABLE: (&str, &str) = ("ripple", "verdict_cache_off");
 /// Most verdicts kept (about 200 bytes each).
 const MAX_CACHED_VERDICTS: usize = 200_000;
 
-/// Which tables a check's transaction read (counted for the current transaction only).
-/// System catalogs are read by planning itself; the changes to them that matter to a
-/// verdict (policies, grants, tables) come through the security feed, which clears the
-/// whole cache.
-const TABLES_READ_SQL: &str = "select coalesce(array_agg(relid::int8), '{}') \
-    from pg_stat_xact_all_tables \
-    where coalesce(seq_scan, 0) + coalesce(idx_scan, 0) > 0 \
-      and schemaname not in ('pg_catalog', 'pg_toast', 'information_schema')";
-
 const PUBLISHED_SQL: &str = "select format('%I.%I', schemaname, tablename)::regclass::oid::int8 \
     from pg_publication_tables where pubname = $1";
 
@@ -547,11 +538,6 @@ impl RlsAuthorizer {
                     async move { client.query(stmt, &[&c.rows]).await },
                 ));
             }
-            // What the checks read, for the answers to be cached (same transaction).
-            let read_slot = futs.len();
-            if caching {
-                futs.push(Box::pin(async { client.query(TABLES_READ_SQL, &[]).await }));
-            }
             futs.push(Box::pin(async {
                 client.batch_execute("rollback").await.map(|()| Vec::new())
             }));
@@ -589,34 +575,21 @@ impl RlsAuthorizer {
                 }
             }
             if results.iter().all(Result::is_ok) {
-                let read: Option<HashSet<u32>> = caching.then(|| {
-                    results[read_slot]
-                        .as_ref()
-                        .ok()
-                        .and_then(|rows| rows.first())
-                        .map(|r| r.get::<_, Vec<i64>>(0))
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|t| t as u32)
-                        .collect()
-                });
-                break Some((
+                break Some(
                     result_slots
                         .iter()
                         .map(|&s| results[s].as_ref().expect("checked ok").clone())
                         .collect::<Vec<_>>(),
-                    read,
-                ));
+                );
             }
             let _ = client.batch_execute("rollback").await;
             break None;
         };
-        let mut tables_read = None;
+        // Answers are kept only from the fast path: a batch in which a policy raised is
+        // answered check by check, and not cached.
+        let keep_answers = caching && outcome.is_some();
         let per_check: Vec<Option<Vec<Row>>> = match outcome {
-            Some((all, read)) => {
-                tables_read = read;
-                all.into_iter().map(Some).collect()
-            }
+            Some(all) => all.into_iter().map(Some).collect(),
             // Slow path: a policy raised for some claims and aborted the batch. Retry each
             // check alone so one identity's failure hides only its own rows. The
             // transaction is visible by now (the fast path saw it).
@@ -656,16 +629,15 @@ impl RlsAuthorizer {
                 }
             }
         }
-        // Keep the answers, with every table they may have been read from: the ones the
-        // policies name and the ones this batch's checks scanned (functions included).
-        if let Some(read) = tables_read {
+        // Keep the answers, with every table they may have been read from: the relations
+        // the policies and the functions they call name (`CacheSpec::tables`).
+        if keep_answers {
             let mut cache = self.verdicts.lock().expect("verdict cache lock");
             for c in &checks {
                 let Some((keys, named)) = &c.cache else {
                     continue;
                 };
-                let mut sources = read.clone();
-                sources.extend(named.iter().copied());
+                let sources: HashSet<u32> = named.iter().copied().collect();
                 for (key, &ask) in keys.iter().zip(&c.asks) {
                     tracing::debug!(table = key.table, visible = verdicts[ask].visible, sources = ?sources, "verdict cached");
                     cache.put(key.clone(), verdicts[ask].visible, &sources);
