@@ -62,8 +62,8 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
 
-    /// Connections of the realtime pipeline's own, for authorization checks: whatever REST
-    /// does, the pipeline keeps these.
+    /// Connections of the realtime pipeline's own, for authorization checks and the
+    /// re-checks that revoke private channels: whatever REST does, the pipeline keeps these.
     #[arg(long, env = "RIPPLE_AUTHORIZE_POOL_SIZE", default_value_t = 4)]
     pub authorize_pool_size: usize,
 

@@ -824,3 +824,170 @@ async fn hostile_bindings_do_not_slow_a_real_subscriber() {
         "p50 {attacked:?} under attack against {base:?}"
     );
 }
+
+/// Item 6, pool isolation: slow RPCs hold every REST connection (proved by a cheap REST
+/// read that cannot get one). Meanwhile `/health` still says ready, a change still reaches
+/// its subscriber, and removing a member still closes his private channel, each well
+/// before the slow RPCs end: health, deliveries and revocation run on the pipeline's own
+/// connections. Before, the re-check waited behind the RPCs (the 6 s of `pg_sleep`).
+#[tokio::test]
+async fn rest_saturation_delays_neither_health_nor_deliveries_nor_revocation() {
+    const SLEEP_SECS: u64 = 6;
+    const PROMPT: Duration = Duration::from_millis(2500);
+    let db = fresh_db().await;
+    db.client
+        .batch_execute(&format!(
+            "create function public.slow_rpc() returns int language sql volatile as
+               $$ select pg_sleep({SLEEP_SECS}); select 1 $$;
+             grant execute on function public.slow_rpc() to authenticated;"
+        ))
+        .await
+        .unwrap();
+    let mut config = ripple_tests::gateway_config();
+    config.pool_size = 2;
+    config.statement_timeout_ms = 30_000;
+    let gw = ripple_tests::spawn_gateway_with(&db, config).await;
+    let alice = db.create_user("alice").await;
+    let bob = db.create_user("bob").await;
+    let conv = conversation(&db, &[alice, bob]).await;
+    let topic = format!("realtime:conversation:{conv}");
+    let bob_token = gw.token_for(bob, 3600);
+    let mut b = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    b.join_ok(
+        &topic,
+        json!({"config": {"private": true, "broadcast": {"ack": true},
+                          "presence": {"enabled": false}}, "access_token": bob_token}),
+    )
+    .await;
+    let mut watcher = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    watcher
+        .join_ok(
+            "realtime:room",
+            changes_payload(
+                &gw.token_for(alice, 3600),
+                json!([{"event": "INSERT", "schema": "public", "table": "messages"}]),
+            ),
+        )
+        .await;
+
+    // Twice as many slow RPCs as REST connections.
+    let alice_token = gw.token_for(alice, 3600);
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let (addr, key, auth) = (
+            gw.addr,
+            gw.anon_key.clone(),
+            format!("Bearer {alice_token}"),
+        );
+        slow.push(tokio::spawn(async move {
+            ripple_tests::http::request(
+                addr,
+                hyper::Method::POST,
+                "/rest/v1/rpc/slow_rpc",
+                &[
+                    ("apikey", key.as_str()),
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                Some(b"{}".to_vec()),
+            )
+            .await
+            .status
+        }));
+    }
+    let saturated_at = Instant::now();
+    loop {
+        let sleeping: i64 = db
+            .client
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = current_database()
+                   and query like '%slow_rpc%' and state = 'active' and pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sleeping >= 2 {
+            break;
+        }
+        assert!(
+            saturated_at.elapsed() < Duration::from_secs(5),
+            "RPCs never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // REST really is saturated: a cheap read cannot get a connection meanwhile.
+    let cheap = tokio::time::timeout(
+        Duration::from_millis(800),
+        ripple_tests::http::request(
+            gw.addr,
+            hyper::Method::GET,
+            "/rest/v1/profiles?select=id&limit=1",
+            &[
+                ("apikey", gw.anon_key.as_str()),
+                ("authorization", &format!("Bearer {alice_token}")),
+            ],
+            None,
+        ),
+    )
+    .await;
+    assert!(cheap.is_err(), "the REST pool was not saturated");
+
+    let started = Instant::now();
+    assert_eq!(
+        health_status(gw.addr).await,
+        Some(200),
+        "health while REST is busy"
+    );
+    assert!(
+        started.elapsed() < PROMPT,
+        "health took {:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    db.as_user(alice)
+        .query(
+            "select public.send_message($1, $2)",
+            &[&conv, &"still here"],
+        )
+        .await;
+    let m = watcher
+        .recv_until(|m| {
+            m.event == "postgres_changes" && m.payload["data"]["record"]["body"] == "still here"
+        })
+        .await;
+    assert_eq!(m.payload["data"]["type"], "INSERT");
+    assert!(
+        started.elapsed() < PROMPT,
+        "delivery took {:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    db.client
+        .execute(
+            "delete from public.conversation_members where conversation_id = $1 and user_id = $2",
+            &[&conv, &bob],
+        )
+        .await
+        .unwrap();
+    let sys = closed_by_server(&mut b, &topic).await;
+    let took = started.elapsed();
+    assert!(
+        sys.payload["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer have permission"),
+        "{}",
+        sys.payload
+    );
+    assert!(
+        took < PROMPT,
+        "revocation waited {took:?} behind REST (RPCs sleep {SLEEP_SECS} s)"
+    );
+    // The slow RPCs themselves were served, not dropped.
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+}
