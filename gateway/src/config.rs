@@ -183,6 +183,17 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_RESUME_WINDOW_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub resume_window_bytes: usize,
 
+    /// Memory for streamed transactions in progress (PostgreSQL streams large transactions
+    /// before they commit), in bytes of the messages as sent, all of them together; a
+    /// transaction that would go beyond it continues in a file until it commits or aborts.
+    #[arg(long, env = "RIPPLE_STREAMED_MEMORY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub streamed_memory_bytes: usize,
+
+    /// Folder in which a private folder for those files is made (the system's temporary
+    /// folder by default).
+    #[arg(long, env = "RIPPLE_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub auth: AuthConfig,
 }
