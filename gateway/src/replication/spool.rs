@@ -69,7 +69,8 @@ pub(crate) struct Spool {
     /// This spool's private directory, made at the first spill.
     dir: Option<PathBuf>,
     files_made: u64,
-    /// Bytes held in memory over all transactions; never above the budget.
+    /// Bytes held in memory over all transactions (buffer capacities, as allocated);
+    /// never above the budget.
     in_memory: usize,
     txns: HashMap<u32, Spooled>,
 }
@@ -104,7 +105,7 @@ impl Spool {
         self.txns.is_empty()
     }
 
-    /// Bytes held in memory now.
+    /// Bytes allocated in memory now.
     #[cfg(test)]
     pub fn in_memory(&self) -> usize {
         self.in_memory
@@ -131,9 +132,24 @@ impl Spool {
         let len = u32::try_from(message.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
         let record = RECORD_HEAD + message.len();
-        let in_memory = matches!(self.txns[&xid].store, Store::Memory(_));
-        if in_memory && self.in_memory + record > self.config.memory_budget {
-            self.move_to_file(xid)?;
+        if let Store::Memory(buf) = &self.txns[&xid].store {
+            // Buffers grow by doubling (amortized copies), counted as allocated.
+            let needed = buf.len() + record;
+            let capacity = if needed > buf.capacity() {
+                needed.max(buf.capacity() * 2).max(4096)
+            } else {
+                buf.capacity()
+            };
+            if self.in_memory - buf.capacity() + capacity > self.config.memory_budget {
+                self.move_to_file(xid)?;
+            } else if capacity > buf.capacity() {
+                let t = self.txns.get_mut(&xid).expect("begun above");
+                if let Store::Memory(buf) = &mut t.store {
+                    let before = buf.capacity();
+                    buf.reserve_exact(capacity - buf.len());
+                    self.in_memory = self.in_memory - before + buf.capacity();
+                }
+            }
         }
         let t = self.txns.get_mut(&xid).expect("begun above");
         match &mut t.store {
@@ -141,7 +157,6 @@ impl Spool {
                 buf.extend_from_slice(&subxid.to_be_bytes());
                 buf.extend_from_slice(&len.to_be_bytes());
                 buf.extend_from_slice(message);
-                self.in_memory += record;
             }
             Store::File(w) => {
                 w.write_all(&subxid.to_be_bytes())?;
@@ -174,7 +189,7 @@ impl Spool {
 
     fn release(&mut self, t: &Spooled) {
         if let Store::Memory(buf) = &t.store {
-            self.in_memory -= buf.len();
+            self.in_memory -= buf.capacity();
         }
     }
 
@@ -184,7 +199,7 @@ impl Spool {
         let mut w = BufWriter::with_capacity(1 << 16, file);
         if let Store::Memory(buf) = &t.store {
             w.write_all(buf)?;
-            self.in_memory -= buf.len();
+            self.in_memory -= buf.capacity();
             self.config.metrics.bytes.add(buf.len() as u64);
         }
         t.store = Store::File(w);
