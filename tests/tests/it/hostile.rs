@@ -2,7 +2,7 @@
 //! hostile) can mount with real sockets against a real gateway and database, and checks
 //! that the server, and everyone else on it, is unaffected.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The replication stream against a real PostgreSQL: typed values, transactions in commit
 //! order, schema changes, large and many transactions.
 
-mod replication_common;
+use crate::replication_common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! to `realtime::deliver` with the reference live-row authorizer, which asks the database's
 //! own policies. Subscribers are real WebSocket clients.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
