@@ -349,7 +349,7 @@ impl Streamer {
                         return Ok(());
                     }
                     (PgOutput::StreamCommit(c), _) => {
-                        let c = c.clone();
+                        let c = *c;
                         return self.replay_streamed(&c).await;
                     }
                     (PgOutput::StreamStop, _) => {}
