@@ -22,7 +22,7 @@ use super::registry::{ChannelRef, ClaimSet, Subscription};
 use super::resume::{Position, ReplayRequest, TooOld, Window};
 use super::socket_handle::{Outbound, Push};
 use super::Realtime;
-use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
+use crate::change::{ChangeKind, ReplicaIdentity, Row, RowChange, Transaction};
 
 /// The columns of a table a role may select.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,7 +401,7 @@ pub async fn replay(
     Ok(report)
 }
 
-fn filtered(row: &Map<String, Value>, access: &ColumnAccess) -> Value {
+fn filtered(row: &Row, access: &ColumnAccess) -> Value {
     Value::Object(
         row.iter()
             .filter(|(k, _)| access.allows(k))
@@ -435,7 +435,7 @@ pub fn shape(
     );
     data.insert("type".into(), Value::String(change.kind.as_str().into()));
     data.insert("columns".into(), Value::Array(columns));
-    let empty = Map::new();
+    let empty = Row::default();
     if matches!(change.kind, ChangeKind::Insert | ChangeKind::Update) {
         data.insert(
             "record".into(),
@@ -480,8 +480,9 @@ mod tests {
                 ],
             }),
             kind,
-            record: (kind != ChangeKind::Delete).then(|| row.as_object().unwrap().clone()),
-            old_record: (kind != ChangeKind::Insert).then(|| row.as_object().unwrap().clone()),
+            record: (kind != ChangeKind::Delete).then(|| row.as_object().unwrap().clone().into()),
+            old_record: (kind != ChangeKind::Insert)
+                .then(|| row.as_object().unwrap().clone().into()),
             unchanged_toast: vec![],
         }
     }

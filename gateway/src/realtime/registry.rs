@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::filter::{self, Condition, ValueKind};
 use super::resume::{ChannelResume, ResumeRequest};
 use super::socket_handle::SocketHandle;
-use crate::change::{ChangeKind, RowChange};
+use crate::change::{ChangeKind, Row, RowChange};
 
 /// The role and claims a subscriber's changes are authorized as. Two subscribers with the
 /// same role and claims share one check.
@@ -170,7 +170,7 @@ impl Subscription {
 }
 
 /// The row a filter is judged on: the new row for INSERT and UPDATE, the old row for DELETE.
-pub fn row_image(change: &RowChange) -> Option<&Map<String, Value>> {
+pub fn row_image(change: &RowChange) -> Option<&Row> {
     match change.kind {
         ChangeKind::Insert | ChangeKind::Update => change.record.as_ref(),
         ChangeKind::Delete => change.old_record.as_ref(),
@@ -449,7 +449,8 @@ mod tests {
                 json!({"id": 1, "conv": conv, "n": n})
                     .as_object()
                     .unwrap()
-                    .clone(),
+                    .clone()
+                    .into(),
             ),
             old_record: None,
             unchanged_toast: vec![],
