@@ -98,6 +98,19 @@ pub struct ServeConfig {
     /// keep-alive connection.
     #[arg(long, env = "RIPPLE_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
     pub header_read_timeout_secs: u64,
+    /// Seconds an HTTP request may take to be answered (its response head; a WebSocket
+    /// is not a request once upgraded) before Ripple answers 504 itself.
+    #[arg(long, env = "RIPPLE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Origins browsers may call Ripple from (CORS), comma-separated; `*` (the default)
+    /// allows any, as Supabase does for its anon-key APIs.
+    #[arg(
+        long = "cors-allow-origins",
+        env = "RIPPLE_CORS_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_allow_origins: Vec<String>,
 
     /// Tables whose rows decide private channel access (what policies on
     /// `realtime.messages` read): a change to one makes every socket re-check its private

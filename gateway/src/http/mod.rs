@@ -1,22 +1,30 @@
-//! The HTTP side, on the same port as the realtime socket: routing, CORS, the request body
-//! limit, health, metrics. REST/RPC live in `rest`; the WebSocket upgrade hands off to
-//! `crate::realtime`.
+//! The HTTP side, on the same port as the realtime socket: axum's router over our own accept
+//! loop (connection limits, header-read timeout, accept backoff), with tower-http layers for
+//! CORS, the request timeout and request tracing. REST/RPC live in `rest`; the WebSocket
+//! upgrade hands off to `crate::realtime`.
 
 mod broadcast;
 pub mod rest;
 mod web;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::routing::any;
+use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
 use crate::app::App;
 use crate::metrics::{Counter, Histogram, Metrics, LATENCY_BUCKETS};
@@ -35,7 +43,7 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let metrics = Arc::new(HttpMetrics::register(&app.metrics));
+    let router = router(app.clone());
     let limits = ConnectionLimits::new(&app);
     tokio::pin!(shutdown);
     let mut backoff = ACCEPT_BACKOFF_MIN;
@@ -67,8 +75,7 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let app = app.clone();
-        let metrics = metrics.clone();
+        let router = router.clone();
         let head_timeout = limits.header_read_timeout;
         let permit = ConnectionPermit(Arc::new(permit));
         tokio::spawn(async move {
@@ -76,11 +83,9 @@ pub async fn serve(
                 // The auth service's rate limits count attempts per client address.
                 req.extensions_mut()
                     .insert(crate::auth::ClientAddr(peer.ip()));
-                let app = app.clone();
-                let metrics = metrics.clone();
                 // The realtime upgrade takes it along, so a WebSocket counts until it closes.
                 req.extensions_mut().insert(permit.clone());
-                async move { Ok::<_, Infallible>(route(req, app, &metrics).await) }
+                router.clone().oneshot(req)
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // hyper starts the head timer whenever it waits for a request head, so it
@@ -103,6 +108,57 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Every endpoint, and the layers around them (outermost first): request tracing (method
+/// and path only: queries carry filter values and the socket's `apikey`), metrics by route,
+/// CORS, the request timeout. The request body limit is applied where bodies are read
+/// (`read_body`), so that a refusal is an error in the API's own form.
+pub fn router(app: Arc<App>) -> Router {
+    let metrics = Arc::new(HttpMetrics::register(&app.metrics));
+    let request_timeout = Duration::from_secs(app.config.request_timeout_secs.max(1));
+    let mut api = Router::new()
+        .route("/health", any(health))
+        .route("/metrics", any(metrics_page))
+        .route("/realtime/v1/websocket", any(upgrade))
+        .route("/socket/websocket", any(upgrade));
+    // A path and everything under it (the router's wildcard needs one more character).
+    for prefix in ["/rest/v1", "/auth/v1"] {
+        let handler = if prefix == "/rest/v1" {
+            any(rest_request)
+        } else {
+            any(auth_request)
+        };
+        api = api
+            .route(&format!("{prefix}/"), handler.clone())
+            .route(&format!("{prefix}/{{*rest}}"), handler);
+    }
+    for prefix in broadcast::PREFIXES {
+        api = api
+            .route(prefix, any(broadcast::handle))
+            .route(&format!("{prefix}/"), any(broadcast::handle))
+            .route(&format!("{prefix}/{{*rest}}"), any(broadcast::handle));
+    }
+    api.fallback(fallback)
+        // Answered here, not by the endpoints: an OPTIONS request that is not a CORS
+        // preflight (those the CORS layer answers) gets the same empty answer.
+        .layer(axum::middleware::from_fn(options_no_content))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(cors(&app.config.cors_allow_origins))
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+                // A 503 from /health while the stream starts is not an error to log.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        .with_state(app)
 }
 
 /// A place in the connection limit, held by the connection and, after an upgrade, by the
@@ -198,6 +254,19 @@ const ROUTES: [(Route, &str); 6] = [
     (Route::Metrics, "metrics"),
     (Route::Other, "other"),
 ];
+impl Route {
+    fn of(path: &str) -> Self {
+        match path {
+            "/health" => Route::Health,
+            "/metrics" => Route::Metrics,
+            "/realtime/v1/websocket" | "/socket/websocket" => Route::Realtime,
+            p if p.starts_with("/rest/v1/") => Route::Rest,
+            p if p.starts_with("/auth/v1/") => Route::Auth,
+            _ => Route::Other,
+        }
+    }
+}
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Registered once, so a request touches only atomics.
@@ -247,41 +316,90 @@ impl HttpMetrics {
     }
 }
 
-async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> Response<Body> {
+/// Counts every answer by route and status class, CORS preflights included (as `other`, like
+/// every OPTIONS request). A preflight is answered `204 No Content`, as it always was.
+async fn observe(
+    State(metrics): State<Arc<HttpMetrics>>,
+    req: Request,
+    next: Next,
+) -> axum::response::Response {
     let started = Instant::now();
-    let path = req.uri().path().to_string();
-    let (route, mut resp) = if req.method() == Method::OPTIONS {
-        (
-            Route::Other,
-            Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(Body::default())
-                .expect("static response"),
-        )
+    let options = req.method() == Method::OPTIONS;
+    let route = if options {
+        Route::Other
     } else {
-        match path.as_str() {
-            "/health" => (Route::Health, health(&app).await),
-            "/metrics" => (Route::Metrics, metrics_page(&app)),
-            "/realtime/v1/websocket" | "/socket/websocket" => {
-                (Route::Realtime, crate::realtime::upgrade(req, app).await)
-            }
-            p if p.starts_with("/rest/v1/") => (Route::Rest, rest_request(req, app).await),
-            p if broadcast::is_broadcast_path(p) => {
-                (Route::Other, broadcast::handle(req, app).await)
-            }
-            p if p.starts_with("/auth/v1/") => (Route::Auth, auth_request(req, app).await),
-            _ => (Route::Other, fallback(&app, req.method(), &path).await),
-        }
+        Route::of(req.uri().path())
     };
+    let mut resp = next.run(req).await;
+    if options && resp.status() == StatusCode::OK {
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+    }
     metrics.record(route, resp.status(), started);
-    cors(&mut resp);
     resp
 }
 
+async fn options_no_content(req: Request, next: Next) -> axum::response::Response {
+    if req.method() == Method::OPTIONS {
+        return axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT);
+    }
+    next.run(req).await
+}
+
+/// Browser frontends call Ripple from their own origin: `origins` (`*` for any, the
+/// default) may.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| o.parse().ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let names = |list: &[&'static str]| {
+        list.iter()
+            .map(|h| hyper::header::HeaderName::from_static(h))
+            .collect::<Vec<_>>()
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(names(&[
+            "authorization",
+            "apikey",
+            "x-client-info",
+            "content-type",
+            "prefer",
+            "range",
+            "range-unit",
+            "accept",
+            "accept-profile",
+            "content-profile",
+            "x-supabase-api-version",
+            "x-retry-count",
+        ]))
+        .expose_headers(names(&[
+            "content-range",
+            "content-location",
+            "preference-applied",
+        ]))
+        .max_age(Duration::from_secs(86400))
+}
+
 /// A path no API owns: the web app's files when `--web` is set, else an unknown API path.
-async fn fallback(app: &App, method: &Method, path: &str) -> Response<Body> {
+async fn fallback(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     if let Some(root) = &app.config.web {
-        if let Some(resp) = web::serve(app, root, method, path).await {
+        if let Some(resp) = web::serve(&app, root, req.method(), req.uri().path()).await {
             return resp;
         }
     }
@@ -291,7 +409,11 @@ async fn fallback(app: &App, method: &Method, path: &str) -> Response<Body> {
     )
 }
 
-async fn rest_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+async fn upgrade(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    crate::realtime::upgrade(req, app).await
+}
+
+async fn rest_request(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     let (parts, body) = req.into_parts();
     match read_body(&parts, body, app.config.max_body_bytes).await {
         Ok(bytes) => rest::handle(parts, bytes, app).await,
@@ -299,7 +421,7 @@ async fn rest_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     }
 }
 
-async fn auth_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+async fn auth_request(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     let (parts, body) = req.into_parts();
     match read_body(&parts, body, app.config.max_body_bytes).await {
         Ok(bytes) => crate::auth::service::handle(parts, bytes, app).await,
@@ -311,7 +433,7 @@ async fn auth_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
 /// announced its length).
 async fn read_body(
     parts: &hyper::http::request::Parts,
-    body: Incoming,
+    body: axum::body::Body,
     limit: usize,
 ) -> Result<Bytes, rest::ApiError> {
     if announced_length_over(&parts.headers, limit) {
@@ -357,7 +479,7 @@ impl std::error::Error for BoxedError {
 
 /// Ready only when the database answers and the replication stream is up; otherwise 503
 /// naming what is down.
-async fn health(app: &App) -> Response<Body> {
+async fn health(State(app): State<Arc<App>>) -> Response<Body> {
     let database = tokio::time::timeout(HEALTH_DB_TIMEOUT, async {
         let conn = app.pool.get().await.ok()?;
         conn.simple_query("select 1").await.ok()
@@ -415,37 +537,14 @@ async fn health(app: &App) -> Response<Body> {
     )
 }
 
-fn metrics_page(app: &App) -> Response<Body> {
+// The router takes async handlers.
+#[allow(clippy::unused_async)]
+async fn metrics_page(State(app): State<Arc<App>>) -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
         .body(Body::new(Bytes::from(app.metrics.render())))
         .expect("valid response")
-}
-
-/// Browser frontends call Ripple from their own origin.
-fn cors(resp: &mut Response<Body>) {
-    let h = resp.headers_mut();
-    h.insert("access-control-allow-origin", "*".parse().expect("static"));
-    h.insert(
-        "access-control-allow-methods",
-        "GET, HEAD, POST, PATCH, PUT, DELETE, OPTIONS"
-            .parse()
-            .expect("static"),
-    );
-    h.insert(
-        "access-control-allow-headers",
-        "authorization, apikey, x-client-info, content-type, prefer, range, range-unit, accept, accept-profile, content-profile, x-supabase-api-version, x-retry-count"
-            .parse()
-            .expect("static"),
-    );
-    h.insert(
-        "access-control-expose-headers",
-        "content-range, content-location, preference-applied"
-            .parse()
-            .expect("static"),
-    );
-    h.insert("access-control-max-age", "86400".parse().expect("static"));
 }
 
 pub fn json(status: StatusCode, body: String) -> Response<Body> {

@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -175,7 +174,7 @@ fn unauthorized(message: &str) -> Response<Body> {
 }
 
 /// The `apikey` of a socket request: query parameter, else `apikey`/`x-api-key` header.
-fn api_key(req: &Request<Incoming>) -> Option<String> {
+fn api_key<B>(req: &Request<B>) -> Option<String> {
     let from_query = req.uri().query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "apikey")
@@ -191,7 +190,7 @@ fn api_key(req: &Request<Incoming>) -> Option<String> {
     })
 }
 
-fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
     req.uri().query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == name)
@@ -210,7 +209,7 @@ pub(crate) fn describe_auth_error(e: &AuthError) -> String {
 /// protocol version, then upgrades and hands the socket to its own task.
 // Async like every handler the router awaits; the socket itself runs on its own task.
 #[allow(clippy::unused_async)]
-pub async fn upgrade(mut req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+pub async fn upgrade<B: Send + 'static>(mut req: Request<B>, app: Arc<App>) -> Response<Body> {
     let Some(key) = api_key(&req) else {
         return unauthorized("apikey is required (query parameter `apikey` or header `apikey`)");
     };

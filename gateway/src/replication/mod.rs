@@ -42,6 +42,7 @@ mod stream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::error::SqlState;
 
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
@@ -196,7 +197,10 @@ pub async fn start(
     let conn = loop {
         match streamer.open_session().await {
             Ok(c) => break c,
-            Err(e) if e.code() == Some("55006") && tokio::time::Instant::now() < deadline => {
+            Err(e)
+                if e.code() == Some(SqlState::OBJECT_IN_USE.code())
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => return Err(e),

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_postgres::error::SqlState;
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
@@ -163,7 +164,7 @@ impl Streamer {
                         }
                     }
                     // Created by someone else in the meantime: use it.
-                    Err(e) if e.code() == Some("42710") => {}
+                    Err(e) if e.code() == Some(SqlState::DUPLICATE_OBJECT.code()) => {}
                     Err(e) => return Err(e),
                 },
             }
