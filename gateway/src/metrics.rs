@@ -270,9 +270,16 @@ impl Metrics {
         for (_, gauge, read) in &state.read_at_scrape {
             gauge.set(read());
         }
-        let mut out = self.scalars.handle().render();
+        let mut text = self.scalars.handle().render();
         for (_, recorder) in &state.families {
-            out.push_str(&recorder.handle().render());
+            text.push_str(&recorder.handle().render());
+        }
+        // The exporter separates families with a blank line; every line here is a comment
+        // or a sample, as before, for scrapers that read line by line.
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            out.push_str(line);
+            out.push('\n');
         }
         out
     }
