@@ -17,8 +17,12 @@ pub struct App {
     pub database_url: String,
     /// Realtime's shared state: live subscriptions, topics; the fan-out delivers through it.
     pub realtime: Arc<crate::realtime::Realtime>,
-    /// Readiness flags for `GET /health` (the replication stream sets its own).
+    /// What `GET /health` reports beside the stream's own state: authorization trouble, a
+    /// lost slot, a replication setting that blocks commits.
     pub status: crate::status::Status,
+    /// The replication stream, once it has started (it may start late, when the database
+    /// was unreachable at first); `/health` reads its connection state.
+    pub replication: std::sync::OnceLock<crate::replication::ReplicationHandle>,
     /// Counters, gauges and histograms served at `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
     /// REST/RPC state shared by requests (the catalog cache).
@@ -88,6 +92,7 @@ impl App {
             database_url: database_url.to_string(),
             realtime: Arc::new(crate::realtime::Realtime::new()),
             status: crate::status::Status::default(),
+            replication: std::sync::OnceLock::new(),
             metrics,
             rest,
             auth,

@@ -111,6 +111,10 @@ pub struct ServeConfig {
         default_value = "*"
     )]
     pub cors_allow_origins: Vec<String>,
+    /// Seconds a shutdown waits for HTTP requests to finish and sockets to close (they are
+    /// told to) before it stops the replication stream anyway.
+    #[arg(long, env = "RIPPLE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
 
     /// Tables whose rows decide private channel access (what policies on
     /// `realtime.messages` read): a change to one makes every socket re-check its private

@@ -27,43 +27,65 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
 use crate::app::App;
+use crate::backoff::Backoff;
 use crate::metrics::{Counter, Histogram, Metrics, LATENCY_BUCKETS};
+use crate::shutdown::Drain;
 
 pub type Body = Full<Bytes>;
 
 /// How long `/health` waits for the database before calling it down.
 const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Accepts connections until `shutdown` resolves. An accept error (the open-files limit
-/// reached, a connection reset before it was taken) is logged and backed off, never the end
-/// of the server; connections past the limit are closed at once; a client that does not
-/// finish its request head in time, or idles between requests, is disconnected.
+/// Serves until `shutdown` resolves, then drains: requests in flight are answered, idle
+/// connections closed and sockets told to close, for at most `shutdown_grace_secs`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let drain = Drain::default();
+    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+    let accepted = accept(listener, app, shutdown, &drain).await;
+    if !drain.finish(grace).await {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "connections still open after the shutdown grace period; stopping anyway"
+        );
+    }
+    accepted
+}
+
+/// Accepts connections until `shutdown` resolves. An accept error (the open-files limit
+/// reached, a connection reset before it was taken) is logged and backed off, never the end
+/// of the server; connections past the limit are closed at once; a client that does not
+/// finish its request head in time, or idles between requests, is disconnected.
+async fn accept(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    drain: &Drain,
+) -> std::io::Result<()> {
     let router = router(app.clone());
     let limits = ConnectionLimits::new(&app);
     tokio::pin!(shutdown);
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
+                    backoff.reset();
                     accepted
                 }
                 Err(error) => {
                     // EMFILE/ENFILE/ENOBUFS: connections close over time (timeouts below),
                     // so waiting frees descriptors; ECONNABORTED and the like are one
                     // client's problem.
-                    tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "accepting a connection failed; backing off");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %error, backoff_ms = delay.as_millis() as u64, "accepting a connection failed; backing off");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                         () = &mut shutdown => return Ok(()),
                     }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
@@ -78,13 +100,17 @@ pub async fn serve(
         let router = router.clone();
         let head_timeout = limits.header_read_timeout;
         let permit = ConnectionPermit(Arc::new(permit));
+        let mut stop = drain.watcher();
         tokio::spawn(async move {
+            let socket_stop = stop.clone();
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 // The auth service's rate limits count attempts per client address.
                 req.extensions_mut()
                     .insert(crate::auth::ClientAddr(peer.ip()));
-                // The realtime upgrade takes it along, so a WebSocket counts until it closes.
+                // The realtime upgrade takes these along, so a WebSocket counts until it
+                // closes and closes when the server shuts down.
                 req.extensions_mut().insert(permit.clone());
+                req.extensions_mut().insert(socket_stop.clone());
                 router.clone().oneshot(req)
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -100,10 +126,17 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .keep_alive_interval(head_timeout)
                 .keep_alive_timeout(head_timeout);
-            if let Err(error) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await
-            {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                // The request in flight is answered; an idle connection closes now.
+                () = stop.requested() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(error = %error, "http connection ended with an error");
             }
         });
@@ -489,7 +522,11 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
     .flatten()
     .is_some();
     let replication_problem = app.status.replication_problem();
-    let replication = app.status.replication_up() && replication_problem.is_none();
+    let streaming = app
+        .replication
+        .get()
+        .is_some_and(crate::replication::ReplicationHandle::is_up);
+    let replication = streaming && replication_problem.is_none();
     let authorization = app.status.authorization_problem();
     let up = |b: bool| if b { "up" } else { "down" };
     let mut down = Vec::new();

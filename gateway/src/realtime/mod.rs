@@ -252,6 +252,7 @@ pub async fn upgrade<B: Send + 'static>(mut req: Request<B>, app: Arc<App>) -> R
     let connection = req
         .extensions_mut()
         .remove::<crate::http::ConnectionPermit>();
+    let stop = req.extensions_mut().remove::<crate::shutdown::Shutdown>();
     tokio::spawn(async move {
         let _slot = slot;
         let _connection = connection;
@@ -268,7 +269,7 @@ pub async fn upgrade<B: Send + 'static>(mut req: Request<B>, app: Arc<App>) -> R
                     Some(config),
                 )
                 .await;
-                socket::run(ws, app, vsn, claims, key).await;
+                socket::run(ws, app, vsn, claims, key, stop).await;
             }
             Err(error) => tracing::debug!(error = %error, "websocket upgrade failed"),
         }

@@ -61,6 +61,8 @@ struct Channel {
 /// Why the loop ended.
 enum End {
     ClientClosed,
+    /// The server is shutting down: the client is told to go elsewhere (or come back).
+    Shutdown,
     Idle,
     Overflow,
     Error(WsError),
@@ -86,6 +88,7 @@ pub(super) async fn run(
     vsn: Vsn,
     _apikey: Claims,
     apikey_token: String,
+    mut stop: Option<crate::shutdown::Shutdown>,
 ) {
     let hub = app.realtime.clone();
     let (handle, mut rx) = SocketHandle::new(
@@ -145,6 +148,7 @@ pub(super) async fn run(
                 }
             }
             () = tokio::time::sleep_until(last_heard + idle) => break End::Idle,
+            () = shutdown_requested(&mut stop) => break End::Shutdown,
             () = sleep_until_opt(expiry) => s.expire_channels(),
             Ok(()) = notices.changed() => {
                 let now = *notices.borrow_and_update();
@@ -159,6 +163,13 @@ pub(super) async fn run(
         }
     };
     s.finish(&mut ws, end).await;
+}
+
+async fn shutdown_requested(stop: &mut Option<crate::shutdown::Shutdown>) {
+    match stop {
+        Some(stop) => stop.requested().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -1087,6 +1098,17 @@ impl Session {
                     .await
                 };
                 let _ = tokio::time::timeout(OVERFLOW_NOTICE_TIMEOUT, goodbye).await;
+            }
+            End::Shutdown => {
+                tracing::debug!(socket = id, "closing for shutdown");
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Away,
+                        reason: "server shutting down".into(),
+                    })),
+                )
+                .await;
             }
             End::Idle => {
                 tracing::debug!(socket = id, "closing a silent socket");

@@ -2,6 +2,7 @@
 //! the source.
 
 use std::fmt;
+
 use tokio_postgres::error::SqlState;
 
 use crate::decode::DecodeError;

@@ -7,16 +7,17 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::error::SqlState;
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::assemble::Assembler;
 use super::connection::{ConnectParams, ReplicationConnection};
 use super::error::ReplicationError;
 use super::{setup, ReplicationConfig, StreamState};
+use crate::backoff::Backoff;
 use crate::change::{format_lsn, Lsn, Transaction};
 use crate::decode::{self, PgOutput, WalFrame};
 
@@ -223,15 +224,15 @@ impl Streamer {
             };
             drop(conn);
             tracing::warn!(error = %error_chain(&error), "replication connection lost; reconnecting");
-            let mut attempt: u32 = 0;
+            let mut backoff = reconnect_backoff(self.config.max_backoff);
             let mut last_error = error;
             conn = loop {
-                attempt += 1;
+                let delay = backoff.next_delay();
+                let attempt = backoff.attempt();
                 self.shared.state.send_replace(StreamState::Reconnecting {
                     attempt,
                     error: error_chain(&last_error),
                 });
-                let delay = backoff(attempt, self.config.max_backoff);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stopped(&mut shutdown) => {
@@ -247,7 +248,7 @@ impl Streamer {
                     }
                 }
             };
-            tracing::info!(attempt, "replication reconnected");
+            tracing::info!(attempt = backoff.attempt(), "replication reconnected");
         }
         self.shared.state.send_replace(StreamState::Stopped);
     }
@@ -453,9 +454,8 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn backoff(attempt: u32, max: Duration) -> Duration {
-    let ms = 100u64.saturating_mul(1 << attempt.min(16).saturating_sub(1));
-    Duration::from_millis(ms).min(max)
+fn reconnect_backoff(max: Duration) -> Backoff {
+    Backoff::new(Duration::from_millis(100), max)
 }
 
 /// An error and its causes on one line, for logs and the health state.
@@ -477,9 +477,11 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let max = Duration::from_secs(5);
-        assert_eq!(backoff(1, max), Duration::from_millis(100));
-        assert_eq!(backoff(2, max), Duration::from_millis(200));
-        assert_eq!(backoff(4, max), Duration::from_millis(800));
-        assert_eq!(backoff(30, max), max);
+        let mut b = reconnect_backoff(max);
+        let waits: Vec<Duration> = (0..30).map(|_| b.next_delay()).collect();
+        assert_eq!(waits[0], Duration::from_millis(100));
+        assert_eq!(waits[1], Duration::from_millis(200));
+        assert_eq!(waits[3], Duration::from_millis(800));
+        assert_eq!(waits[29], max);
     }
 }
