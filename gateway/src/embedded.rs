@@ -1,5 +1,5 @@
 //! An embedded PostgreSQL cluster: `ripple dev` runs one when no database URL is given, and
-//! the test harness runs a throwaway one per test binary.
+//! the test harness runs a throwaway one per test run.
 //!
 //! We drive the stock binaries (`initdb`, `pg_ctl`) rather than bundling a server: every
 //! platform already packages PostgreSQL, and a cluster made this way is an ordinary one a DBA

@@ -15,7 +15,7 @@
 //! Registering the same name and labels twice returns the same handle.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metrics::{Key, Label, Metadata, Recorder as _};
@@ -30,28 +30,38 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// exporter keeps raw samples until then; a scrape folds them too).
 const HISTOGRAM_FOLD_EVERY: u64 = 4096;
 
-pub struct Counter(metrics::Counter);
+/// A plain atomic, so the hot path is one add; its value is handed to the exporter at
+/// scrape time. (A default one, never registered, counts without being served.)
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
 
 impl Counter {
     pub fn inc(&self) {
         self.add(1);
     }
     pub fn add(&self, n: u64) {
-        self.0.increment(n);
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
-pub struct Gauge(metrics::Gauge);
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
 
 impl Gauge {
     pub fn set(&self, v: i64) {
-        self.0.set(v as f64);
+        self.0.store(v, Ordering::Relaxed);
     }
     pub fn inc(&self) {
-        self.0.increment(1.0);
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
     pub fn dec(&self) {
-        self.0.decrement(1.0);
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -83,8 +93,9 @@ type SeriesId = (String, Vec<(String, String)>);
 type ReadFn = Box<dyn Fn() -> f64 + Send + Sync>;
 
 /// Every family registered here, rendered by `metrics-exporter-prometheus`. Counters and
-/// gauges share one recorder; each histogram family has its own, built with that family's
-/// buckets (the exporter fixes buckets per recorder when it is built).
+/// gauges are our atomics, handed to one recorder at scrape time; each histogram family
+/// records into a recorder of its own, built with that family's buckets (the exporter fixes
+/// buckets per recorder when it is built).
 pub struct Metrics {
     scalars: PrometheusRecorder,
     state: Mutex<State>,
@@ -93,8 +104,8 @@ pub struct Metrics {
 #[derive(Default)]
 struct State {
     /// Handles already given out, by (name, labels): registering again returns them.
-    counters: HashMap<SeriesId, Arc<Counter>>,
-    gauges: HashMap<SeriesId, Arc<Gauge>>,
+    counters: HashMap<SeriesId, (Arc<Counter>, metrics::Counter)>,
+    gauges: HashMap<SeriesId, (Arc<Gauge>, metrics::Gauge)>,
     histograms: HashMap<SeriesId, Arc<Histogram>>,
     /// One recorder per histogram family, in registration order.
     families: Vec<(String, PrometheusRecorder)>,
@@ -156,11 +167,12 @@ impl Metrics {
                     None,
                     help.to_string().into(),
                 );
-                Arc::new(Counter(
-                    self.scalars
-                        .register_counter(&key(name, labels), &metadata()),
-                ))
+                let exported = self
+                    .scalars
+                    .register_counter(&key(name, labels), &metadata());
+                (Arc::default(), exported)
             })
+            .0
             .clone()
     }
 
@@ -169,7 +181,8 @@ impl Metrics {
         state
             .gauges
             .entry(series(name, labels))
-            .or_insert_with(|| Arc::new(Gauge(self.register_gauge(name, help, labels))))
+            .or_insert_with(|| (Arc::default(), self.register_gauge(name, help, labels)))
+            .0
             .clone()
     }
 
@@ -267,6 +280,12 @@ impl Metrics {
     /// Everything registered, in Prometheus' text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let state = self.lock();
+        for (counter, exported) in state.counters.values() {
+            exported.absolute(counter.get());
+        }
+        for (gauge, exported) in state.gauges.values() {
+            exported.set(gauge.get() as f64);
+        }
         for (_, gauge, read) in &state.read_at_scrape {
             gauge.set(read());
         }

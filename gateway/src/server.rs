@@ -16,11 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::authorize::RlsAuthorizer;
+use crate::authorize::{Authorizer, RlsAuthorizer};
 use crate::backoff::Backoff;
 use crate::change::Transaction;
 use crate::config::ServeConfig;
-use crate::realtime::fanout::{self, Authorizer};
+use crate::realtime::fanout;
 use crate::realtime::resume::{ReplayRequest, Window, WindowLimits};
 use crate::replication::{self, ReplicationConfig, ReplicationHandle};
 
@@ -69,6 +69,22 @@ pub async fn run_with(
     // The migrations create the publication with the chat tables; a missing one is a
     // misconfiguration we create empty rather than refuse to start over.
     repl_config.create_publication = true;
+    repl_config.spill = replication::SpillConfig {
+        memory_budget: app.config.streamed_memory_bytes,
+        dir: app.config.spill_dir.clone(),
+        metrics: replication::SpillMetrics {
+            bytes: app.metrics.counter(
+                "ripple_replication_spilled_bytes_total",
+                "Bytes of streamed transactions written to spill files (beyond the memory budget).",
+                &[],
+            ),
+            transactions: app.metrics.counter(
+                "ripple_replication_spilled_transactions_total",
+                "Streamed transactions that went beyond the memory budget into a spill file.",
+                &[],
+            ),
+        },
+    };
     let authorizer = make_authorizer(&app);
     // Configuration errors (a wrong password, wal_level, a role without REPLICATION) stop
     // start-up with their message. A database that is merely unreachable is retried in the
@@ -318,7 +334,7 @@ async fn pump(
                         "transactions cannot be authorized right now and are being retried; see the log"
                             .into(),
                     ));
-                    if is_not_visible(&error) {
+                    if error.is_not_visible() {
                         check_standby(&app, &standby_name).await;
                     }
                     backoff.wait().await;
@@ -369,12 +385,6 @@ fn standby_application_name(database_url: &str) -> String {
 /// How often (in pump ticks of one second) the pump checks that Ripple is not a
 /// synchronous standby.
 const STANDBY_CHECK_TICKS: u64 = 2;
-
-fn is_not_visible(error: &fanout::AuthorizeError) -> bool {
-    std::error::Error::source(error)
-        .and_then(|e| e.downcast_ref::<crate::authorize::AuthorizeError>())
-        .is_some_and(crate::authorize::AuthorizeError::is_not_visible)
-}
 
 /// Ripple must not be a synchronous standby: a commit would wait for Ripple to confirm it,
 /// and Ripple confirms a transaction only after judging it visible, and then only as far

@@ -1,6 +1,6 @@
 // Sign-up, sign-in and tokens through the real @supabase/supabase-js against Ripple's auth
 // service (/auth/v1), then REST, RPC and realtime as the signed-in user.
-// Run by tests/tests/supabase_js_auth.rs, which passes RIPPLE_URL and RIPPLE_ANON_KEY, the
+// Run by tests/tests/it/supabase_js_auth.rs, which passes RIPPLE_URL and RIPPLE_ANON_KEY, the
 // per-email rate limit (RATE_PER_EMAIL attempts per RATE_WINDOW_MS), and for the JWKS test a
 // JWKS file's private keys (JWKS_RSA_PEM with kid JWKS_RSA_KID, JWKS_ED_PEM with JWKS_ED_KID).
 import { test, after } from 'node:test'

@@ -1,5 +1,5 @@
 // A refresh keeps a channel alive past its first token's expiry; without one, Ripple closes
-// the channel when the token expires. Run by tests/tests/supabase_js_auth.rs against a
+// the channel when the token expires. Run by tests/tests/it/supabase_js_auth.rs against a
 // gateway whose access tokens live ACCESS_TTL_SECS seconds (RIPPLE_URL, RIPPLE_ANON_KEY).
 import { test, after } from 'node:test'
 import { randomUUID } from 'node:crypto'

@@ -1,5 +1,5 @@
 // The web chat app (web/) in real Chromium, driven by playwright-core, against a real
-// Ripple and PostgreSQL (started by tests/tests/browser_app.rs). Everything goes through
+// Ripple and PostgreSQL (started by tests/tests/it/browser_app.rs). Everything goes through
 // the app's stable hooks (data-testid), as a person would: sign up, find someone, chat.
 //
 // Alice uses a desktop-sized window, Bob a phone-sized one, Carol is the outsider.

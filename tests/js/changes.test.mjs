@@ -1,7 +1,7 @@
 // postgres_changes through the real @supabase/supabase-js, end to end: writes go through
 // Ripple's REST/RPC, come back through the replication stream, and reach only the
 // subscribers the database's RLS lets see them.
-// Run by tests/tests/supabase_js_changes.rs, which passes RIPPLE_URL, RIPPLE_ANON_KEY,
+// Run by tests/tests/it/supabase_js_changes.rs, which passes RIPPLE_URL, RIPPLE_ANON_KEY,
 // TOKEN_A, TOKEN_B, TOKEN_C (A and B share CONVERSATION_ID; C is an outsider with its own
 // conversation OTHER_CONVERSATION_ID with D), and USER_B with RIPPLE_JWT_SECRET so the
 // expiry test can mint B's short-lived tokens when it needs them.

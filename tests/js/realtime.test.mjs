@@ -1,5 +1,5 @@
 // Ripple's realtime socket driven by the real @supabase/supabase-js from npm, unchanged.
-// Run by tests/tests/supabase_js_realtime.rs, which starts PostgreSQL and Ripple and passes:
+// Run by tests/tests/it/supabase_js_realtime.rs, which starts PostgreSQL and Ripple and passes:
 //   RIPPLE_URL, RIPPLE_ANON_KEY, TOKEN_A, TOKEN_B, TOKEN_C (A and B share CONVERSATION_ID,
 //   C is an outsider).
 import { test, after } from 'node:test'

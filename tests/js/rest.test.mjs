@@ -1,5 +1,5 @@
 // The chat flow entirely through the real @supabase/supabase-js, pointed at Ripple.
-// Run by tests/tests/supabase_js_rest.rs, which makes a fresh database, three users and a
+// Run by tests/tests/it/supabase_js_rest.rs, which makes a fresh database, three users and a
 // gateway, and passes them in the environment:
 //   RIPPLE_URL, RIPPLE_ANON_KEY, RIPPLE_DATABASE_URL (superuser, for test setup only),
 //   ALICE_ID/ALICE_TOKEN, BOB_ID/BOB_TOKEN, EVE_ID/EVE_TOKEN (Eve is in no conversation).
@@ -14,7 +14,7 @@ import ws from 'ws';
 
 const env = (name) => {
   const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set: run this through cargo test --test supabase_js_rest`);
+  if (!v) throw new Error(`${name} is not set: run this through cargo test -p ripple-tests --test it supabase_js_rest::`);
   return v;
 };
 

@@ -1,5 +1,5 @@
 // PostgREST/Supabase parity through the real @supabase/supabase-js, pointed at Ripple.
-// Run by tests/tests/supabase_js_rest_parity.rs, which makes a fresh database, three users
+// Run by tests/tests/it/supabase_js_rest_parity.rs, which makes a fresh database, three users
 // and a gateway, and passes them in the environment:
 //   RIPPLE_URL, RIPPLE_ANON_KEY, RIPPLE_DATABASE_URL (superuser, for test setup and for
 //   checking what was really committed), ALICE_ID/ALICE_TOKEN, BOB_ID/BOB_TOKEN,
@@ -15,7 +15,7 @@ import ws from 'ws';
 
 const env = (name) => {
   const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set: run this through cargo test --test supabase_js_rest_parity`);
+  if (!v) throw new Error(`${name} is not set: run this through cargo test -p ripple-tests --test it supabase_js_rest_parity::`);
   return v;
 };
 

@@ -2,7 +2,7 @@
 // one mutable `resume` object in its bindings and keeps it current from the `system`
 // position messages; when the connection drops, supabase-js reconnects and rejoins by
 // itself, sending the latest position, and Ripple replays exactly what was missed.
-// Run by tests/tests/supabase_js_resume.rs (RIPPLE_URL, RIPPLE_ANON_KEY, TOKEN_A, TOKEN_B,
+// Run by tests/tests/it/supabase_js_resume.rs (RIPPLE_URL, RIPPLE_ANON_KEY, TOKEN_A, TOKEN_B,
 // TOKEN_C, CONVERSATION_ID shared by A and B; C is an outsider).
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'

@@ -8,7 +8,7 @@
 // trigger updates), the next two with the member's own conversation_members row, and
 // `offset` (other members' deleted messages after the read point) is refreshed from
 // list_conversations() only when a deletion happens or the read point moves.
-// Run by tests/tests/supabase_js_unread.rs, which passes RIPPLE_URL, RIPPLE_ANON_KEY,
+// Run by tests/tests/it/supabase_js_unread.rs, which passes RIPPLE_URL, RIPPLE_ANON_KEY,
 // TOKEN_A (owner of GROUP_ID), TOKEN_B (member, USER_B), TOKEN_C (outsider, in
 // OTHER_CONVERSATION_ID only) and USER_E (a user A adds to the group).
 import { test, after } from 'node:test'

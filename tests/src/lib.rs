@@ -1,6 +1,8 @@
-//! Test harness: one throwaway PostgreSQL cluster per test binary (initdb in a temporary
+//! Test harness: one throwaway PostgreSQL cluster per test run (initdb in a temporary
 //! folder, `wal_level=logical`, a free loopback port, removed when the process exits), and
 //! a fresh database per test, cloned from a migrated template and dropped afterwards.
+//! Tests that change the whole cluster (restart it, `ALTER SYSTEM`, `pg_hba.conf`) take one
+//! of their own with [`own_cluster`], so they cannot disturb the tests running beside them.
 //!
 //! ```no_run
 //! # async fn t() {
@@ -16,7 +18,7 @@ pub mod v4_reference;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ripple::embedded::{Cluster, ClusterOptions, PgBinaries};
 use tokio_postgres::types::ToSql;
@@ -33,9 +35,10 @@ pub struct TestCluster {
 }
 
 static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+static OWN_CLUSTERS: Mutex<Vec<(&'static str, &'static TestCluster)>> = Mutex::new(Vec::new());
 static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// The cluster of this test binary, started (and the template migrated) on first use.
+/// The cluster every test shares, started (and the template migrated) on first use.
 pub fn cluster() -> &'static TestCluster {
     CLUSTER.get_or_init(|| {
         // Runs on a plain thread: callers are usually inside a tokio runtime already.
@@ -43,6 +46,36 @@ pub fn cluster() -> &'static TestCluster {
             .join()
             .expect("starting the test cluster panicked")
     })
+}
+
+/// A cluster for the tests that use this `name` only, started on first use: for tests that
+/// stop and start it, change `ALTER SYSTEM` settings or reload `pg_hba.conf`, which would
+/// break (or stall, in the case of a paused synchronous standby) every other test on the
+/// shared cluster.
+pub fn own_cluster(name: &'static str) -> &'static TestCluster {
+    let mut clusters = OWN_CLUSTERS.lock().expect("own clusters lock");
+    if let Some((_, c)) = clusters.iter().find(|(n, _)| *n == name) {
+        return c;
+    }
+    let started = std::thread::spawn(start_cluster)
+        .join()
+        .expect("starting a test cluster panicked");
+    // Lives until the process exits, like the shared one (the reaper removes its folder).
+    let c: &'static TestCluster = Box::leak(Box::new(started));
+    clusters.push((name, c));
+    c
+}
+
+impl TestCluster {
+    /// A fresh, migrated chat database in this cluster.
+    pub async fn fresh_db(&'static self) -> TestDb {
+        new_db(self, Some(TEMPLATE)).await
+    }
+
+    /// A fresh empty database (template0) in this cluster.
+    pub async fn empty_db(&'static self) -> TestDb {
+        new_db(self, None).await
+    }
 }
 
 fn start_cluster() -> TestCluster {
@@ -102,23 +135,24 @@ fn set_mode(path: &std::path::Path, mode: u32) {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The `postgres` database of its cluster (where it is dropped from).
+    admin_url: String,
     /// Superuser connection (the table owner: RLS does not apply).
     pub client: Client,
 }
 
 /// A fresh, migrated chat database.
 pub async fn fresh_db() -> TestDb {
-    new_db(Some(TEMPLATE)).await
+    cluster().fresh_db().await
 }
 
 /// A fresh database with nothing in it (template0): for replication tests of arbitrary
 /// tables and types.
 pub async fn empty_db() -> TestDb {
-    new_db(None).await
+    cluster().empty_db().await
 }
 
-async fn new_db(template: Option<&str>) -> TestDb {
-    let c = cluster();
+async fn new_db(c: &'static TestCluster, template: Option<&str>) -> TestDb {
     let name = format!(
         "t_{}_{}",
         DB_COUNTER.fetch_add(1, Ordering::Relaxed),
@@ -146,13 +180,18 @@ async fn new_db(template: Option<&str>) -> TestDb {
     }
     let url = c.cluster.url(&name);
     let client = ripple::db::connect(&url).await.expect("connect test db");
-    TestDb { name, url, client }
+    TestDb {
+        name,
+        url,
+        admin_url: c.cluster.url("postgres"),
+        client,
+    }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let admin_url = cluster().cluster.url("postgres");
+        let admin_url = self.admin_url.clone();
         // Drop runs outside async; use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -475,6 +514,11 @@ pub fn spawn_ripple_serve(db: &TestDb, port: u16, application_name: Option<&str>
 pub struct RippleServe(std::process::Child);
 
 impl RippleServe {
+    /// The server's process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// `kill -9`, and waits for it.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

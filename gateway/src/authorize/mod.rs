@@ -1,5 +1,10 @@
 //! Which subscribers may see a change: asked of the database's own row-level security.
 //!
+//! `contract` is the one interface the rest of Ripple uses (`Authorizer`, `Identity`,
+//! `Check`, `Verdict`); `RlsAuthorizer` below implements it, and `live_row` is the
+//! per-subscriber live-row check Supabase Realtime does (the benchmark's reference and a
+//! real authorizer for tests of the fan-out).
+//!
 //! Supabase Realtime re-reads the live row once per subscriber per change. We instead:
 //! - judge the row *as the change carries it* (the new row for INSERT/UPDATE, the old row
 //!   for DELETE), so a row updated or deleted right after its insert is still judged as it
@@ -11,6 +16,8 @@
 //!   stream shows a policy, grant or table change (`ripple.security_changes`).
 
 mod cache;
+mod contract;
+mod live_row;
 mod plan;
 
 use std::borrow::Cow;
@@ -25,60 +32,11 @@ use tokio_postgres::Row;
 
 use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
 pub use cache::{CacheStats, VerdictCache, VerdictKey};
+pub use contract::{
+    AuthorizeError, AuthorizeFuture, Authorizer, Check, ColumnAccess, Identity, Verdict,
+};
+pub use live_row::LiveRowAuthorizer;
 pub use plan::{CacheSpec, CheckPlan, Decision};
-
-/// A distinct identity to authorize for: the role a query runs as and the claims it sees.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Identity {
-    pub role: String,
-    /// The claims as JSON text (what `request.jwt.claims` holds).
-    pub claims: String,
-}
-
-impl Identity {
-    /// Role and claims in one string (a cache key).
-    pub fn key(&self) -> String {
-        format!("{}\u{0}{}", self.role, self.claims)
-    }
-}
-
-/// The answer for one (change, identity) question.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub visible: bool,
-    /// Columns the identity's role may select; the rest are removed before delivery.
-    pub columns: Arc<HashSet<String>>,
-}
-
-impl Verdict {
-    fn hidden() -> Self {
-        Self {
-            visible: false,
-            columns: Arc::new(HashSet::new()),
-        }
-    }
-}
-
-/// Why a batch could not be answered. None of these is a verdict: the caller retries the
-/// whole transaction (on a fresh connection) and confirms nothing until it is answered.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthorizeError {
-    #[error("no database connection for authorization")]
-    Pool(#[source] deadpool_postgres::PoolError),
-    #[error("authorization query failed")]
-    Db(#[source] tokio_postgres::Error),
-    /// The transaction was streamed but other sessions still do not see it (its commit is
-    /// waiting, for example for a synchronous standby). Judging it now would judge the
-    /// state before it.
-    #[error("transaction {xid} is not yet visible to other sessions after {waited:?}")]
-    NotVisible { xid: u32, waited: Duration },
-}
-
-impl AuthorizeError {
-    pub fn is_not_visible(&self) -> bool {
-        matches!(self, AuthorizeError::NotVisible { .. })
-    }
-}
 
 /// Is this error the policy's own answer for these claims (a policy that raises, a claim
 /// that does not cast), which hides the rows, rather than a failure to ask at all (a lost
@@ -96,18 +54,25 @@ fn is_verdict(client: &tokio_postgres::Client, e: &tokio_postgres::Error) -> boo
     !matches!(&code.code()[..2], "08" | "40" | "53" | "57" | "58" | "XX")
 }
 
-/// Is the transaction with this 32-bit xid (as BEGIN carries it) visible to a snapshot
-/// taken now? The xid is widened to xid8 with the epoch of the current snapshot's xmax: a
-/// committed xid is below xmax, so one at or above xmax's low half is from the epoch before.
-/// In READ COMMITTED each statement takes a newer snapshot, so when this says yes, the
-/// checks pipelined after it see the transaction too.
-const VISIBLE_SQL: &str = "select pg_visible_in_snapshot(
-        ((greatest(e.hi - case when $1::int8 >= e.lo then 1 else 0 end, 0) << 32) | $1::int8)
+/// Are the transactions with these 32-bit xids (as BEGIN carries them) all visible to a
+/// snapshot taken now? Each xid is widened to xid8 with the epoch of the current snapshot's
+/// xmax: a committed xid is below xmax, so one at or above xmax's low half is from the epoch
+/// before. In READ COMMITTED each statement takes a newer snapshot, so when this says yes,
+/// the checks pipelined after it see the transactions too. (Commits become visible in
+/// their own order, not always the stream's: one waiting for a synchronous standby stays
+/// invisible while a later one is seen, so every xid of a batch is asked about.)
+const VISIBLE_SQL: &str = "select coalesce(bool_and(pg_visible_in_snapshot(
+        ((greatest(e.hi - case when t.x >= e.lo then 1 else 0 end, 0) << 32) | t.x)
             ::text::xid8,
-        e.snap)
+        e.snap)), true)
    from (select s.snap, x >> 32 as hi, x & 4294967295 as lo
            from (select pg_current_snapshot() as snap) s,
-                lateral (select pg_snapshot_xmax(s.snap)::text::int8 as x) m) e";
+                lateral (select pg_snapshot_xmax(s.snap)::text::int8 as x) m) e,
+        unnest($1::int8[]) as t(x)";
+
+/// Xids below this are not transactions of the stream (a batch assembled for a replay, or
+/// by a test, carries 0): always visible.
+const FIRST_NORMAL_XID: u32 = 3;
 
 /// How long a streamed transaction may stay invisible before the batch gives up (and is
 /// retried by the caller, which also checks whether Ripple itself is the standby the
@@ -120,6 +85,23 @@ const PLAN_TTL: Duration = Duration::from_secs(30);
 
 /// The schema and table whose changes mean "policies or grants changed".
 pub const SECURITY_FEED: (&str, &str) = ("ripple", "security_changes");
+
+/// One ask's answer inside a batch (a [`Verdict`] once the batch is done).
+#[derive(Clone)]
+struct Answer {
+    visible: bool,
+    /// Columns the identity's role may select; the rest are removed before delivery.
+    columns: Arc<HashSet<String>>,
+}
+
+impl Answer {
+    fn hidden() -> Self {
+        Self {
+            visible: false,
+            columns: Arc::new(HashSet::new()),
+        }
+    }
+}
 
 struct CachedPlan {
     plan: CheckPlan,
@@ -333,18 +315,18 @@ impl RlsAuthorizer {
     }
 
     /// Answers `asks`, each a (change index, identity index), in one round trip when the
-    /// plans are cached. Returns one verdict per ask, in order. Fails closed: a check that
-    /// errors (a policy raising for some claims, say) makes its rows invisible. With
-    /// `visible_xid`, the checks run only once that transaction is visible to them (so a
-    /// policy reading other tables sees the state the transaction left).
-    pub async fn authorize(
+    /// plans are cached. Returns one answer per ask, in order. Fails closed: a check that
+    /// errors (a policy raising for some claims, say) makes its rows invisible. The checks
+    /// run only once the transactions `xids` are visible to them (so a policy reading other
+    /// tables sees the state they left).
+    async fn judge(
         &self,
         changes: &[&RowChange],
-        identities: &[Identity],
+        identities: &[&Identity],
         asks: &[(usize, usize)],
-        visible_xid: Option<u32>,
-    ) -> Result<Vec<Verdict>, AuthorizeError> {
-        let mut verdicts = vec![Verdict::hidden(); asks.len()];
+        xids: &[u32],
+    ) -> Result<Vec<Answer>, AuthorizeError> {
+        let mut verdicts = vec![Answer::hidden(); asks.len()];
         if asks.is_empty() {
             return Ok(verdicts);
         }
@@ -408,7 +390,7 @@ impl RlsAuthorizer {
         }
         let mut checks: Vec<Check> = Vec::new();
         for (&ident_idx, tables) in &by_identity {
-            let role = &identities[ident_idx].role;
+            let role = identities[ident_idx].role();
             for (&oid, table_asks) in tables {
                 let cached = self
                     .plan(client, oid, role)
@@ -419,7 +401,7 @@ impl RlsAuthorizer {
                     Decision::Never => {}
                     Decision::Always => {
                         for &a in table_asks {
-                            verdicts[a] = Verdict {
+                            verdicts[a] = Answer {
                                 visible: true,
                                 columns: plan.columns.clone(),
                             };
@@ -440,7 +422,7 @@ impl RlsAuthorizer {
                             for &a in table_asks {
                                 let row = judged[asks[a].0].as_ref().expect("judged rows only");
                                 let key =
-                                    VerdictKey::new(oid, identity.clone(), &spec.columns, row);
+                                    VerdictKey::new(oid, identity.to_string(), &spec.columns, row);
                                 match cache.get(&key) {
                                     Some(visible) => {
                                         tracing::debug!(table = oid, visible, "verdict cache hit");
@@ -494,16 +476,20 @@ impl RlsAuthorizer {
             );
         }
 
-        let visible_stmt = match visible_xid {
-            Some(_) => Some(
+        let xids: Vec<i64> = xids
+            .iter()
+            .filter(|&&x| x >= FIRST_NORMAL_XID)
+            .map(|&x| i64::from(x))
+            .collect();
+        let visible_stmt = match xids.is_empty() {
+            false => Some(
                 pooled
                     .prepare_cached(VISIBLE_SQL)
                     .await
                     .map_err(AuthorizeError::Db)?,
             ),
-            None => None,
+            true => None,
         };
-        let xid = visible_xid.map(i64::from);
 
         // Fast path: one read-only transaction, every statement pipelined. Retried (after a
         // short wait) while the transaction being judged is not visible yet.
@@ -518,8 +504,9 @@ impl RlsAuthorizer {
                     .map(|()| Vec::new())
             }));
             let visible_slot = futs.len();
-            if let (Some(stmt), Some(xid)) = (&visible_stmt, &xid) {
-                futs.push(Box::pin(async move { client.query(stmt, &[xid]).await }));
+            if let Some(stmt) = &visible_stmt {
+                let xids = &xids;
+                futs.push(Box::pin(async move { client.query(stmt, &[xids]).await }));
             }
             let mut result_slots = Vec::new();
             let mut last_ident = None;
@@ -528,7 +515,9 @@ impl RlsAuthorizer {
                     let id = &identities[c.ident];
                     let set_claims = &set_claims;
                     futs.push(Box::pin(async move {
-                        client.query(set_claims, &[&id.role, &id.claims]).await
+                        client
+                            .query(set_claims, &[&id.role(), &id.claims_json()])
+                            .await
                     }));
                     last_ident = Some(c.ident);
                 }
@@ -565,7 +554,7 @@ impl RlsAuthorizer {
                     let waited = wait_started.elapsed();
                     if waited >= VISIBILITY_WAIT {
                         return Err(AuthorizeError::NotVisible {
-                            xid: visible_xid.unwrap_or_default(),
+                            xid: xids.last().map_or(0, |&x| x as u32),
                             waited,
                         });
                     }
@@ -599,7 +588,9 @@ impl RlsAuthorizer {
                     let id = &identities[c.ident];
                     let r = async {
                         client.batch_execute("begin transaction read only").await?;
-                        client.query(&set_claims, &[&id.role, &id.claims]).await?;
+                        client
+                            .query(&set_claims, &[&id.role(), &id.claims_json()])
+                            .await?;
                         let rows = client.query(&statements[i], &[&c.rows]).await;
                         client.batch_execute("rollback").await?;
                         rows
@@ -612,7 +603,7 @@ impl RlsAuthorizer {
                         }
                         Err(error) => {
                             let _ = client.batch_execute("rollback").await;
-                            tracing::warn!(error = %error, role = %id.role, "authorization check failed; rows hidden");
+                            tracing::warn!(error = %error, role = %id.role(), "authorization check failed; rows hidden");
                             out.push(None);
                         }
                     }
@@ -649,53 +640,47 @@ impl RlsAuthorizer {
     }
 }
 
-/// The fan-out's view: one call per transaction, answered with one batch.
-impl crate::realtime::fanout::Authorizer for RlsAuthorizer {
+/// The fan-out's questions, answered in one batch: identities are deduplicated across the
+/// whole batch, so each is set once per round trip.
+impl Authorizer for RlsAuthorizer {
     fn authorize<'a>(
         &'a self,
-        tx: &'a Transaction,
-        checks: &'a [crate::realtime::fanout::Check],
-    ) -> crate::realtime::fanout::AuthorizeFuture<'a> {
-        use crate::realtime::fanout::{AuthorizeError as FanoutError, ColumnAccess};
+        txs: &'a [&'a Transaction],
+        checks: &'a [Check],
+    ) -> AuthorizeFuture<'a> {
         Box::pin(async move {
-            let changes: Vec<&RowChange> = checks.iter().map(|c| &tx.changes[c.change]).collect();
-            let mut identities: Vec<Identity> = Vec::new();
+            let changes: Vec<&RowChange> = checks
+                .iter()
+                .map(|c| &txs[c.tx].changes[c.change])
+                .collect();
+            let mut identities: Vec<&Identity> = Vec::new();
             let mut index: HashMap<&str, usize> = HashMap::new();
             let mut asks = Vec::new();
             for (ci, check) in checks.iter().enumerate() {
-                for cs in &check.claim_sets {
-                    let id = *index.entry(cs.key()).or_insert_with(|| {
-                        identities.push(Identity {
-                            role: cs.role.clone(),
-                            claims: cs.claims.to_string(),
-                        });
+                for id in &check.identities {
+                    let slot = *index.entry(id.key()).or_insert_with(|| {
+                        identities.push(id);
                         identities.len() - 1
                     });
-                    asks.push((ci, id));
+                    asks.push((ci, slot));
                 }
             }
-            let verdicts = self
-                .authorize(&changes, &identities, &asks, Some(tx.xid))
-                .await
-                .map_err(FanoutError::new)?;
-            let mut out: Vec<Vec<crate::realtime::fanout::Verdict>> =
-                Vec::with_capacity(checks.len());
-            let mut it = verdicts.into_iter();
-            for check in checks {
-                out.push(
+            let xids: Vec<u32> = txs.iter().map(|t| t.xid).collect();
+            let answers = self.judge(&changes, &identities, &asks, &xids).await?;
+            let mut answers = answers.into_iter();
+            Ok(checks
+                .iter()
+                .map(|check| {
                     check
-                        .claim_sets
+                        .identities
                         .iter()
-                        .map(|_| match it.next() {
-                            Some(v) if v.visible => crate::realtime::fanout::Verdict::Visible(
-                                ColumnAccess::Only(v.columns),
-                            ),
-                            _ => crate::realtime::fanout::Verdict::Hidden,
+                        .map(|_| match answers.next() {
+                            Some(a) if a.visible => Verdict::Visible(ColumnAccess::Only(a.columns)),
+                            _ => Verdict::Hidden,
                         })
-                        .collect(),
-                );
-            }
-            Ok(out)
+                        .collect()
+                })
+                .collect())
         })
     }
 

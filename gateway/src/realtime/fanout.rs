@@ -1,7 +1,7 @@
 //! From a committed transaction to the channels allowed to see it.
 //!
 //! 1. The registry names the candidate subscriptions of each change (table, event, filters).
-//! 2. Candidates are grouped by their distinct claim sets, so each (change, claim set) pair is
+//! 2. Candidates are grouped by their distinct identities, so each (change, identity) pair is
 //!    asked about once, and the whole transaction goes to the [`Authorizer`] in one call
 //!    (one database round trip for an authorizer that batches).
 //! 3. Each visible change is shaped as Supabase sends it, without the columns the role may
@@ -10,88 +10,25 @@
 //! A DELETE is only ever judged on its old row; a table whose deletes do not carry the full
 //! old row (REPLICA IDENTITY not FULL) cannot have them judged, so they reach no one.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::protocol::ServerMessage;
-use super::registry::{ChannelRef, ClaimSet, Subscription};
+use super::registry::{ChannelRef, Subscription};
 use super::resume::{Position, ReplayRequest, TooOld, Window};
 use super::socket_handle::{Outbound, Push};
 use super::Realtime;
+use crate::authorize::{AuthorizeError, Authorizer, Check, ColumnAccess, Identity, Verdict};
 use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
-
-/// The columns of a table a role may select.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColumnAccess {
-    All,
-    Only(Arc<HashSet<String>>),
-}
-
-impl ColumnAccess {
-    pub fn allows(&self, column: &str) -> bool {
-        match self {
-            ColumnAccess::All => true,
-            ColumnAccess::Only(set) => set.contains(column),
-        }
-    }
-}
-
-/// The database's answer for one change and one claim set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// RLS (or table privileges) hide the row from this role and claims.
-    Hidden,
-    Visible(ColumnAccess),
-}
-
-/// One change of the transaction and the distinct claim sets of its candidate subscribers.
-#[derive(Debug)]
-pub struct Check {
-    /// Index into `Transaction::changes`.
-    pub change: usize,
-    pub claim_sets: Vec<Arc<ClaimSet>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("authorization check failed")]
-pub struct AuthorizeError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
-
-impl AuthorizeError {
-    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self(Box::new(e))
-    }
-}
-
-pub type AuthorizeFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<Vec<Verdict>>, AuthorizeError>> + Send + 'a>>;
-
-/// Decides, for a whole transaction at once, which claim sets may see which changes.
-///
-/// `checks` lists only the changes that have candidates; `checks[i].claim_sets` are distinct.
-/// The answer is parallel to it: `verdicts[i][j]` is the verdict for
-/// `tx.changes[checks[i].change]` under `checks[i].claim_sets[j]`. For INSERT and UPDATE the
-/// row to judge is `record`; for DELETE it is `old_record` (always the full old row: the
-/// fan-out never asks about deletes it cannot judge). A shorter answer than asked counts as
-/// Hidden for what is missing; an error hides the whole transaction (fail closed).
-pub trait Authorizer: Send + Sync {
-    fn authorize<'a>(&'a self, tx: &'a Transaction, checks: &'a [Check]) -> AuthorizeFuture<'a>;
-
-    /// Sees every transaction, in commit order, before any of its changes are authorized
-    /// (whether or not they have candidates): an authorizer that caches what it read from
-    /// the catalog drops it here when the stream shows a policy or grant change.
-    fn observe(&self, _tx: &Transaction) {}
-}
 
 /// What one `deliver` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DeliveryReport {
     /// (change, channel) pairs that matched by table, event and filter.
     pub candidates: usize,
-    /// (change, claim set) pairs asked of the authorizer.
+    /// (change, identity) pairs asked of the authorizer.
     pub checks: usize,
     /// Messages queued to channels.
     pub delivered: usize,
@@ -107,7 +44,7 @@ pub struct DeliveryReport {
 struct Target {
     channel: Arc<ChannelRef>,
     ids: Vec<u32>,
-    claim_index: usize,
+    identity_index: usize,
 }
 
 /// Fans a committed transaction out to the subscriptions allowed to see it, in commit order.
@@ -136,8 +73,8 @@ pub async fn deliver(
         }
         let mut by_channel: Vec<Target> = Vec::new();
         let mut channel_slot: HashMap<u64, usize> = HashMap::new();
-        let mut claim_sets: Vec<Arc<ClaimSet>> = Vec::new();
-        let mut claim_slot: HashMap<String, usize> = HashMap::new();
+        let mut identities: Vec<Arc<Identity>> = Vec::new();
+        let mut identity_slot: HashMap<Arc<Identity>, usize> = HashMap::new();
         let position = Position::of(tx, i);
         for sub in subs {
             // A channel waiting for its replay gets this from the replay instead.
@@ -145,18 +82,15 @@ pub async fn deliver(
                 continue;
             }
             let slot = *channel_slot.entry(sub.channel.key).or_insert_with(|| {
-                let claims = sub.channel.claims();
-                let claim_index =
-                    *claim_slot
-                        .entry(claims.key().to_string())
-                        .or_insert_with(|| {
-                            claim_sets.push(claims.clone());
-                            claim_sets.len() - 1
-                        });
+                let identity = sub.channel.identity();
+                let identity_index = *identity_slot.entry(identity.clone()).or_insert_with(|| {
+                    identities.push(identity);
+                    identities.len() - 1
+                });
                 by_channel.push(Target {
                     channel: sub.channel.clone(),
                     ids: Vec::new(),
-                    claim_index,
+                    identity_index,
                 });
                 by_channel.len() - 1
             });
@@ -166,17 +100,18 @@ pub async fn deliver(
             continue;
         }
         report.candidates += by_channel.len();
-        report.checks += claim_sets.len();
+        report.checks += identities.len();
         checks.push(Check {
+            tx: 0,
             change: i,
-            claim_sets,
+            identities,
         });
         targets.push(by_channel);
     }
     if checks.is_empty() {
         return Ok(report);
     }
-    let verdicts = authorizer.authorize(tx, &checks).await?;
+    let verdicts = authorizer.authorize(&[tx], &checks).await?;
     let commit_timestamp = tx.commit_timestamp();
     for ((check, channels), verdicts) in checks
         .iter()
@@ -192,7 +127,7 @@ pub async fn deliver(
         let mut shaped: HashMap<usize, Arc<str>> = HashMap::new();
         for target in channels {
             let verdict = verdicts
-                .get(target.claim_index)
+                .get(target.identity_index)
                 .cloned()
                 .unwrap_or(Verdict::Hidden);
             let access = match verdict {
@@ -356,23 +291,21 @@ pub async fn replay(
     }
     report.candidates = picked.len();
     if !picked.is_empty() {
-        let batch = Transaction {
-            xid: 0,
-            commit_lsn: picked.last().map(|(t, _, _)| t.commit_lsn).unwrap_or(0),
-            commit_time_micros: 0,
-            changes: picked
-                .iter()
-                .map(|(t, i, _)| t.changes[*i].clone())
-                .collect(),
-        };
-        let claims = req.channel.claims();
-        let checks: Vec<Check> = (0..picked.len())
-            .map(|change| Check {
-                change,
-                claim_sets: vec![claims.clone()],
-            })
-            .collect();
-        let verdicts = authorizer.authorize(&batch, &checks).await?;
+        // The transactions the picked changes come from, each once, in commit order.
+        let mut txs: Vec<&Transaction> = Vec::new();
+        let mut checks: Vec<Check> = Vec::with_capacity(picked.len());
+        let identity = req.channel.identity();
+        for (tx, index, _) in &picked {
+            if !txs.last().is_some_and(|t| std::ptr::eq(*t, tx.as_ref())) {
+                txs.push(tx);
+            }
+            checks.push(Check {
+                tx: txs.len() - 1,
+                change: *index,
+                identities: vec![identity.clone()],
+            });
+        }
+        let verdicts = authorizer.authorize(&txs, &checks).await?;
         let mut delivery = DeliveryReport::default();
         for ((tx, index, ids), verdict) in picked
             .iter()

@@ -11,8 +11,8 @@
 //! fanout::deliver (a committed transaction -> authorizer -> the channels allowed to see it)
 //! ```
 //!
-//! `protocol` and `filter` are pure (no I/O). `reference_authorizer` is the per-subscriber
-//! live-row check, for tests and as the benchmark's reference.
+//! `protocol` and `filter` are pure (no I/O). Who may see what is `crate::authorize`'s
+//! contract (`Authorizer`, `Identity`, `Verdict`); this module only asks it.
 //!
 //! Wiring (`crate::server`): `App::new` creates `app.realtime`. The pump calls, for each
 //! committed transaction in commit order, `fanout::deliver(&app.realtime, &tx, &authorizer)`
@@ -27,7 +27,6 @@ pub mod join;
 pub mod private;
 pub mod protocol;
 pub mod rate;
-pub mod reference_authorizer;
 pub mod registry;
 pub mod resume;
 mod socket;
@@ -47,8 +46,8 @@ use crate::app::App;
 use crate::auth::{AuthError, Claims};
 use crate::http::{json, Body};
 
-pub use fanout::{deliver, Authorizer, Check, ColumnAccess, DeliveryReport, Verdict};
-pub use registry::{ClaimSet, Registry};
+pub use fanout::{deliver, DeliveryReport};
+pub use registry::Registry;
 
 /// The shared realtime state: held by `App`, used by every socket task and by the fan-out.
 #[derive(Default)]

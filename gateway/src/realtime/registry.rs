@@ -13,37 +13,8 @@ use serde_json::{Map, Value};
 use super::filter::{self, Condition, ValueKind};
 use super::resume::{ChannelResume, ResumeRequest};
 use super::socket_handle::SocketHandle;
+use crate::authorize::Identity;
 use crate::change::{ChangeKind, RowChange};
-
-/// The role and claims a subscriber's changes are authorized as. Two subscribers with the
-/// same role and claims share one check.
-#[derive(Debug)]
-pub struct ClaimSet {
-    pub role: String,
-    /// Every claim of the token, as `request.jwt.claims` sees them.
-    pub claims: Value,
-    /// Identity for deduplication: role and the claims' JSON text.
-    key: String,
-}
-
-impl ClaimSet {
-    pub fn new(role: impl Into<String>, claims: Value) -> Self {
-        let role = role.into();
-        let key = format!("{role}\u{0}{claims}");
-        Self { role, claims, key }
-    }
-
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-}
-
-impl PartialEq for ClaimSet {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for ClaimSet {}
 
 /// A joined channel, as the fan-out sees it: where to send, and as whom.
 #[derive(Debug)]
@@ -53,7 +24,8 @@ pub struct ChannelRef {
     pub socket: SocketHandle,
     /// `realtime:<name>`.
     pub topic: Arc<str>,
-    claims: RwLock<Arc<ClaimSet>>,
+    /// Whom its changes are authorized as (replaced when the client refreshes its token).
+    identity: RwLock<Arc<Identity>>,
     /// Set when the channel asked for positions (and perhaps a replay) at join.
     pub resume: Option<Resumable>,
 }
@@ -67,12 +39,12 @@ pub struct Resumable {
 }
 
 impl ChannelRef {
-    pub fn new(key: u64, socket: SocketHandle, topic: Arc<str>, claims: Arc<ClaimSet>) -> Self {
+    pub fn new(key: u64, socket: SocketHandle, topic: Arc<str>, identity: Arc<Identity>) -> Self {
         Self {
             key,
             socket,
             topic,
-            claims: RwLock::new(claims),
+            identity: RwLock::new(identity),
             resume: None,
         }
     }
@@ -92,16 +64,16 @@ impl ChannelRef {
         self.resume.as_ref().is_none_or(|r| r.state.wants(p))
     }
 
-    pub fn claims(&self) -> Arc<ClaimSet> {
-        self.claims
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
     /// A refreshed token: later changes are authorized with these claims.
-    pub fn set_claims(&self, claims: Arc<ClaimSet>) {
-        *self.claims.write().unwrap_or_else(|e| e.into_inner()) = claims;
+    pub fn set_identity(&self, identity: Arc<Identity>) {
+        *self.identity.write().unwrap_or_else(|e| e.into_inner()) = identity;
     }
 }
 
@@ -420,7 +392,7 @@ mod tests {
             key,
             socket,
             "realtime:t".into(),
-            Arc::new(ClaimSet::new("authenticated", json!({}))),
+            Arc::new(Identity::new("authenticated", &json!({}))),
         ))
     }
 
@@ -553,14 +525,16 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_token_changes_the_claims_used_for_later_changes() {
+    fn a_changed_token_changes_the_identity_used_for_later_changes() {
         let ch = channel(1);
-        assert_eq!(ch.claims().role, "authenticated");
-        ch.set_claims(Arc::new(ClaimSet::new("anon", json!({"role": "anon"}))));
-        assert_eq!(ch.claims().role, "anon");
-        let a = ClaimSet::new("r", json!({"sub": "1"}));
-        let b = ClaimSet::new("r", json!({"sub": "1"}));
+        assert_eq!(ch.identity().role(), "authenticated");
+        ch.set_identity(Arc::new(Identity::new("anon", &json!({"role": "anon"}))));
+        assert_eq!(ch.identity().role(), "anon");
+        assert_eq!(ch.identity().claims_json(), r#"{"role":"anon"}"#);
+        let a = Identity::new("r", &json!({"sub": "1"}));
+        let b = Identity::new("r", &json!({"sub": "1"}));
         assert_eq!(a, b);
-        assert_ne!(a, ClaimSet::new("r", json!({"sub": "2"})));
+        assert_ne!(a, Identity::new("r", &json!({"sub": "2"})));
+        assert_ne!(a, Identity::new("s", &json!({"sub": "1"})));
     }
 }

@@ -19,13 +19,14 @@ use tokio_tungstenite::WebSocketStream;
 use super::join::{self, JoinConfig, ResolveError};
 use super::private::{self, TopicAccess};
 use super::protocol::{self, BroadcastBody, BroadcastOut, Frame, Inbound, ServerMessage, Vsn};
-use super::registry::{ChannelRef, ClaimSet, Subscription};
+use super::registry::{ChannelRef, Subscription};
 use super::resume::{ReplayRequest, ResumeRequest};
 use super::socket_handle::{Outbound, SocketHandle};
 use super::topics::{Member, Sent, TopicKey};
 use super::Realtime;
 use crate::app::App;
 use crate::auth::{AuthError, Claims};
+use crate::authorize::Identity;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -517,8 +518,8 @@ impl Session {
         let key = self.hub.next_id();
         let topic: Arc<str> = m.topic.as_str().into();
         let join_ref: Option<Arc<str>> = m.join_ref.as_deref().map(Arc::from);
-        let claim_set = Arc::new(ClaimSet::new(claims.role.clone(), claims.raw.clone()));
-        let mut channel_ref = ChannelRef::new(key, self.handle.clone(), topic.clone(), claim_set);
+        let identity = Arc::new(Identity::new(&claims.role, &claims.raw));
+        let mut channel_ref = ChannelRef::new(key, self.handle.clone(), topic.clone(), identity);
         if let Some(request) = resume {
             channel_ref = channel_ref.resumable(join_ref.clone(), request);
         }
@@ -741,10 +742,8 @@ impl Session {
             }
         }
         if let Some(ch) = self.channels.get_mut(&m.topic) {
-            ch.channel.set_claims(Arc::new(ClaimSet::new(
-                claims.role.clone(),
-                claims.raw.clone(),
-            )));
+            ch.channel
+                .set_identity(Arc::new(Identity::new(&claims.role, &claims.raw)));
             ch.claims = claims.clone();
             ch.token = token;
             ch.write_access = None;
@@ -821,7 +820,9 @@ impl Session {
                 ch.filter_columns.clone(),
             );
             if private {
-                match private::read_access(&self.app.pool, &sub_topic, &claims).await {
+                // On the pipeline's own connections: a revocation must not wait behind
+                // REST requests (forty slow RPCs on the shared pool delayed it by seconds).
+                match private::read_access(&self.app.authorize_pool, &sub_topic, &claims).await {
                     Ok(a) if a.any() => {}
                     Ok(_) => {
                         self.shutdown_channel(
@@ -855,7 +856,8 @@ impl Session {
         if columns.is_empty() {
             return None;
         }
-        let client = match self.app.pool.get().await {
+        // The pipeline's connections, as for the private channel re-check above.
+        let client = match self.app.authorize_pool.get().await {
             Ok(c) => c,
             Err(error) => {
                 tracing::warn!(error = %error, "filter column re-check failed");
@@ -896,7 +898,10 @@ impl Session {
             return Some(a);
         }
         let (sub_topic, claims) = (ch.sub_topic.clone(), ch.claims.clone());
-        match private::write_access(&self.app.pool, &sub_topic, &claims).await {
+        // Asked again after every re-check (which clears it): on the pipeline's
+        // connections too, so a removed member's next broadcast is refused without
+        // waiting for REST.
+        match private::write_access(&self.app.authorize_pool, &sub_topic, &claims).await {
             Ok(a) => {
                 if let Some(ch) = self.channels.get_mut(topic) {
                     ch.write_access = Some(a);

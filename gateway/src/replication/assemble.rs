@@ -1,8 +1,9 @@
 //! Decoded pgoutput messages -> committed [`Transaction`]s with JSON rows. Keeps the
-//! relations the stream has described (and follows them as they change), buffers a
-//! transaction until its commit, and buffers streamed (protocol 2) transactions by xid
-//! until they commit or abort. No I/O: type names the server did not describe are asked
-//! of the catalog by the caller, between messages.
+//! relations the stream has described (and follows them as they change) and buffers a
+//! transaction until its commit. Streamed (protocol 2) transactions are the caller's to
+//! keep until they commit (see `spool`: raw, within a memory budget) and to replay here
+//! then, between a Begin and a Commit. No I/O: type names the server did not describe are
+//! asked of the catalog by the caller, between messages.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub enum AssembleError {
     UnknownRelation(u32),
     #[error("{0} outside a transaction")]
     OutsideTransaction(&'static str),
+    #[error("{0} of a streamed transaction given to the assembler before its commit")]
+    Streamed(&'static str),
     #[error("tuple has {got} column(s), relation {relation} has {want}")]
     ColumnCount {
         relation: u32,
@@ -54,8 +57,7 @@ pub struct Assembler {
     catalog: HashMap<u32, CatalogType>,
     types: HashMap<u32, TypeInfo>,
     current: Option<Pending>,
-    /// Streamed transactions by top-level xid: (subtransaction xid, change).
-    streams: HashMap<u32, Vec<(u32, RowChange)>>,
+    /// The transaction whose streamed block is open.
     stream_block: Option<u32>,
 }
 
@@ -69,9 +71,14 @@ impl Assembler {
         self.stream_block.is_some()
     }
 
-    /// No transaction has begun and not yet ended.
+    /// The transaction whose streamed block is open.
+    pub fn stream_xid(&self) -> Option<u32> {
+        self.stream_block
+    }
+
+    /// No transaction has begun and not yet ended (streamed ones are the caller's).
     pub fn idle(&self) -> bool {
-        self.current.is_none() && self.streams.is_empty()
+        self.current.is_none()
     }
 
     /// A new session re-sends relations and restarts open transactions; forget them.
@@ -79,7 +86,6 @@ impl Assembler {
     pub fn reset_session(&mut self) {
         self.relations.clear();
         self.current = None;
-        self.streams.clear();
         self.stream_block = None;
     }
 
@@ -214,48 +220,28 @@ impl Assembler {
                     self.push(t.xid, change)?;
                 }
             }
-            PgOutput::StreamStart(s) => {
-                self.stream_block = Some(s.xid);
-                self.streams.entry(s.xid).or_default();
-            }
+            PgOutput::StreamStart(s) => self.stream_block = Some(s.xid),
             PgOutput::StreamStop => self.stream_block = None,
-            PgOutput::StreamCommit(c) => {
-                let changes = self.streams.remove(&c.xid).unwrap_or_default();
-                return Ok(Some(Transaction {
-                    xid: c.xid,
-                    commit_lsn: c.end_lsn,
-                    commit_time_micros: c.commit_time_micros,
-                    changes: changes.into_iter().map(|(_, ch)| ch).collect(),
-                }));
-            }
-            PgOutput::StreamAbort(a) => {
-                if a.xid == a.subxid {
-                    self.streams.remove(&a.xid);
-                } else if let Some(changes) = self.streams.get_mut(&a.xid) {
-                    changes.retain(|(sub, _)| *sub != a.subxid);
-                }
-            }
+            PgOutput::StreamCommit(_) => return Err(AssembleError::Streamed("Stream Commit")),
+            PgOutput::StreamAbort(_) => return Err(AssembleError::Streamed("Stream Abort")),
             // Type names come from the catalog; origins and logical messages carry no rows.
             PgOutput::Type(_) | PgOutput::Origin(_) | PgOutput::Message(_) => {}
         }
         Ok(None)
     }
 
-    fn push(&mut self, xid: Option<u32>, change: RowChange) -> Result<(), AssembleError> {
-        match (self.stream_block, xid) {
-            (Some(top), Some(sub)) => {
-                self.streams.entry(top).or_default().push((sub, change));
-                Ok(())
-            }
-            _ => {
-                let p = self
-                    .current
-                    .as_mut()
-                    .ok_or(AssembleError::OutsideTransaction("row change"))?;
-                p.changes.push(change);
-                Ok(())
-            }
+    /// `_xid` is the (sub)transaction a streamed change belongs to: by the time it gets
+    /// here its transaction committed and is replayed whole.
+    fn push(&mut self, _xid: Option<u32>, change: RowChange) -> Result<(), AssembleError> {
+        if self.stream_block.is_some() {
+            return Err(AssembleError::Streamed("row change"));
         }
+        let p = self
+            .current
+            .as_mut()
+            .ok_or(AssembleError::OutsideTransaction("row change"))?;
+        p.changes.push(change);
+        Ok(())
     }
 
     fn row_change(
@@ -557,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn streamed_transactions_commit_whole_and_aborted_subtransactions_vanish() {
+    fn a_streamed_transaction_is_replayed_at_its_commit_and_refused_before() {
         let mut a = Assembler::new();
         a.apply(rel(b'd')).unwrap();
         let ins = |xid, id: &'static [u8]| {
@@ -572,59 +558,42 @@ mod tests {
             first_segment: true,
         }))
         .unwrap();
-        assert!(a.in_stream_block());
-        a.apply(ins(500, b"1")).unwrap();
-        a.apply(ins(501, b"2")).unwrap();
+        assert_eq!(a.stream_xid(), Some(500));
+        // Inside the block, changes are the caller's to keep until the commit.
+        assert!(matches!(
+            a.apply(ins(500, b"1")),
+            Err(AssembleError::Streamed(_))
+        ));
         a.apply(PgOutput::StreamStop).unwrap();
         assert!(!a.in_stream_block());
-        assert!(!a.idle());
+        assert!(a.idle(), "nothing is held here");
         // A regular transaction may commit between stream blocks.
         a.apply(begin(600)).unwrap();
-        let t = a.apply(commit(70)).unwrap().unwrap();
-        assert_eq!(t.xid, 600);
-        a.apply(PgOutput::StreamStart(StreamStart {
+        assert_eq!(a.apply(commit(70)).unwrap().unwrap().xid, 600);
+        let stream_commit = PgOutput::StreamCommit(StreamCommit {
             xid: 500,
-            first_segment: false,
-        }))
-        .unwrap();
+            flags: 0,
+            commit_lsn: 90,
+            end_lsn: 99,
+            commit_time_micros: 1,
+        });
+        assert!(matches!(
+            a.apply(stream_commit),
+            Err(AssembleError::Streamed(_))
+        ));
+        // The caller's replay: the kept changes between a Begin and a Commit, as parsed
+        // inside the block (with their subtransaction xids).
+        a.apply(begin(500)).unwrap();
+        a.apply(ins(500, b"1")).unwrap();
         a.apply(ins(502, b"3")).unwrap();
-        a.apply(PgOutput::StreamStop).unwrap();
-        a.apply(PgOutput::StreamAbort(StreamAbort {
-            xid: 500,
-            subxid: 501,
-        }))
-        .unwrap();
-        let t = a
-            .apply(PgOutput::StreamCommit(StreamCommit {
-                xid: 500,
-                flags: 0,
-                commit_lsn: 90,
-                end_lsn: 99,
-                commit_time_micros: 1,
-            }))
-            .unwrap()
-            .unwrap();
+        let t = a.apply(commit(99)).unwrap().unwrap();
         let ids: Vec<String> = t
             .changes
             .iter()
             .map(|c| c.record.as_ref().unwrap()["id"].to_string())
             .collect();
         assert_eq!(ids, vec!["1", "3"]);
-        assert_eq!(t.commit_lsn, 99);
-        assert!(a.idle());
-
-        a.apply(PgOutput::StreamStart(StreamStart {
-            xid: 700,
-            first_segment: true,
-        }))
-        .unwrap();
-        a.apply(ins(700, b"4")).unwrap();
-        a.apply(PgOutput::StreamStop).unwrap();
-        a.apply(PgOutput::StreamAbort(StreamAbort {
-            xid: 700,
-            subxid: 700,
-        }))
-        .unwrap();
+        assert_eq!((t.xid, t.commit_lsn), (500, 99));
         assert!(a.idle());
     }
 

@@ -4,6 +4,8 @@
 //! ```text
 //! connection (socket, auth, framing) -> stream (one task: frames, status, reconnect)
 //!   -> decode (pgoutput bytes -> messages) -> assemble (messages -> Transactions)
+//!      (streamed transactions wait in spool, raw and within a memory budget, until they
+//!      commit, then go through assemble)
 //!   -> mpsc::Receiver<Arc<Transaction>> (the consumer), which confirms what it processed
 //! ```
 //!
@@ -37,6 +39,7 @@ mod assemble;
 mod connection;
 mod error;
 mod setup;
+mod spool;
 mod stream;
 
 use std::sync::atomic::Ordering;
@@ -50,6 +53,7 @@ use tokio_postgres::error::SqlState;
 pub use assemble::{AssembleError, Assembler};
 pub use connection::{ConnectParams, Target};
 pub use error::{ReplicationError, ServerError};
+pub use spool::{SpillConfig, SpillMetrics};
 
 use crate::backoff::Backoff;
 use crate::change::{Lsn, Transaction};
@@ -81,6 +85,9 @@ pub struct ReplicationConfig {
     pub status_interval: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Streamed transactions in progress: how much of them memory holds before the rest
+    /// goes to a file, and where.
+    pub spill: SpillConfig,
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -108,6 +115,7 @@ impl ReplicationConfig {
             channel_capacity: 1024,
             status_interval: Duration::from_millis(250),
             max_backoff: Duration::from_secs(5),
+            spill: SpillConfig::default(),
         }
     }
 }

@@ -147,11 +147,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     let (users, convs) = setup(&db, args).await;
     let per = args.subscribers / args.conversations;
     let make: ripple::server::MakeAuthorizer = if reference {
-        Box::new(|app| {
-            Arc::new(
-                ripple::realtime::reference_authorizer::LiveRowAuthorizer::new(app.pool.clone()),
-            )
-        })
+        Box::new(|app| Arc::new(ripple::authorize::LiveRowAuthorizer::new(app.pool.clone())))
     } else {
         Box::new(ripple::server::default_authorizer)
     };

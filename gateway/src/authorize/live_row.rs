@@ -1,4 +1,4 @@
-//! The reference authorizer: one live-row check per subscriber's claim set per change, the
+//! The reference authorizer: one live-row check per subscriber's identity per change, the
 //! way Supabase Realtime authorizes `postgres_changes`. It is correct for what it checks and
 //! deliberately naive about cost (a transaction and a query per pair), which makes it the
 //! benchmark's "per-subscriber live-row check" and a real (never mocked) authorizer for
@@ -18,8 +18,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::fanout::{AuthorizeError, AuthorizeFuture, Authorizer, Check, ColumnAccess, Verdict};
-use super::registry::ClaimSet;
+use super::{AuthorizeError, AuthorizeFuture, Authorizer, Check, ColumnAccess, Identity, Verdict};
 use crate::change::{ChangeKind, RelationInfo, RowChange, Transaction};
 
 pub struct LiveRowAuthorizer {
@@ -38,27 +37,19 @@ fn qualified(rel: &RelationInfo) -> String {
     format!("{}.{}", ident(&rel.schema), ident(&rel.name))
 }
 
-#[derive(Debug, thiserror::Error)]
-enum CheckError {
-    #[error("no database connection")]
-    Pool(#[source] deadpool_postgres::PoolError),
-    #[error("database error during a live-row check")]
-    Db(#[source] tokio_postgres::Error),
-}
-
 impl Authorizer for LiveRowAuthorizer {
-    fn authorize<'a>(&'a self, tx: &'a Transaction, checks: &'a [Check]) -> AuthorizeFuture<'a> {
+    fn authorize<'a>(
+        &'a self,
+        txs: &'a [&'a Transaction],
+        checks: &'a [Check],
+    ) -> AuthorizeFuture<'a> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(checks.len());
             for check in checks {
-                let change = &tx.changes[check.change];
-                let mut verdicts = Vec::with_capacity(check.claim_sets.len());
-                for claims in &check.claim_sets {
-                    verdicts.push(
-                        self.check_one(change, claims)
-                            .await
-                            .map_err(AuthorizeError::new)?,
-                    );
+                let change = &txs[check.tx].changes[check.change];
+                let mut verdicts = Vec::with_capacity(check.identities.len());
+                for identity in &check.identities {
+                    verdicts.push(self.check_one(change, identity).await?);
                 }
                 out.push(verdicts);
             }
@@ -71,12 +62,12 @@ impl LiveRowAuthorizer {
     async fn check_one(
         &self,
         change: &RowChange,
-        claims: &ClaimSet,
-    ) -> Result<Verdict, CheckError> {
+        identity: &Identity,
+    ) -> Result<Verdict, AuthorizeError> {
         let rel = &change.relation;
         let table = qualified(rel);
-        let mut conn = self.pool.get().await.map_err(CheckError::Pool)?;
-        let tx = conn.transaction().await.map_err(CheckError::Db)?;
+        let mut conn = self.pool.get().await.map_err(AuthorizeError::Pool)?;
+        let tx = conn.transaction().await.map_err(AuthorizeError::Db)?;
         let pk: Vec<String> = tx
             .query(
                 "select a.attname::text
@@ -87,7 +78,7 @@ impl LiveRowAuthorizer {
                 &[&table],
             )
             .await
-            .map_err(CheckError::Db)?
+            .map_err(AuthorizeError::Db)?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -130,11 +121,17 @@ impl LiveRowAuthorizer {
                 return Ok(Verdict::Hidden);
             }
         }
-        match crate::db::set_request_claims(&*tx, &claims.role, &claims.claims).await {
-            Ok(()) => {}
+        let claims = tx
+            .execute(
+                crate::db::SET_REQUEST_CLAIMS_SQL,
+                &[&identity.role(), &identity.claims_json()],
+            )
+            .await;
+        match claims {
+            Ok(_) => {}
             // A role the database does not know sees nothing.
             Err(e) if e.as_db_error().is_some() => return Ok(Verdict::Hidden),
-            Err(e) => return Err(CheckError::Db(e)),
+            Err(e) => return Err(AuthorizeError::Db(e)),
         }
         let keys = pk.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
         let sql = format!(
@@ -164,7 +161,7 @@ impl LiveRowAuthorizer {
             // Refused by the database (no privilege on the key columns, a policy that
             // raises): hidden, not a failure of the whole transaction.
             Err(e) if e.as_db_error().is_some() => Ok(Verdict::Hidden),
-            Err(e) => Err(CheckError::Db(e)),
+            Err(e) => Err(AuthorizeError::Db(e)),
         }
     }
 }

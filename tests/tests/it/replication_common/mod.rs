@@ -1,4 +1,4 @@
-//! Helpers shared by the replication test binaries.
+//! Helpers shared by the replication test modules.
 #![allow(dead_code)]
 
 use std::sync::Arc;

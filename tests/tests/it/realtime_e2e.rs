@@ -1,7 +1,7 @@
 //! The whole pipeline: a commit in PostgreSQL -> the replication stream -> RLS -> the
 //! subscribers' sockets. Real database, real gateway, real WebSocket clients.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

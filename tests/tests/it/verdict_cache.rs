@@ -2,7 +2,7 @@
 //! shows a change to a table it was read from, a policy change applies to the next change,
 //! and an answer read from a table outside the publication is never cached.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

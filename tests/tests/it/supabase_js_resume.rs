@@ -1,14 +1,14 @@
-//! Runs `tests/js/realtime.test.mjs` (node's test runner, the real `@supabase/supabase-js`
-//! from npm) against a real Ripple and PostgreSQL, and fails with node's output when it
-//! fails.
+//! Resume with the real `@supabase/supabase-js`: runs `tests/js/resume.test.mjs`, which
+//! drops a subscriber's connection mid-conversation and checks that supabase-js, rejoining
+//! by itself with the README's `resume` recipe, gets every missed change once, in order.
 
-mod support;
+use crate::support;
 
 use ripple_tests::node::run_node_tests;
 use ripple_tests::{fresh_db, spawn_gateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supabase_js_realtime_typing_on_a_private_channel_and_presence() {
+async fn supabase_js_resumes_after_a_dropped_connection() {
     let db = fresh_db().await;
     let gw = spawn_gateway(&db).await;
     let a = db.create_user("Alice").await;
@@ -23,5 +23,5 @@ async fn supabase_js_realtime_typing_on_a_private_channel_and_presence() {
         ("TOKEN_C", gw.token_for(c, 3600)),
         ("CONVERSATION_ID", conversation.to_string()),
     ];
-    run_node_tests("realtime.test.mjs", &env, 3).await;
+    run_node_tests("resume.test.mjs", &env, 1).await;
 }

@@ -9,8 +9,8 @@ use ripple_tests::{fresh_db, gateway_config, spawn_gateway_with};
 
 /// Small enough for the test to trip in a few attempts and wait out in a few seconds.
 /// The other issuer's private keys (test keys, generated for Ripple's tests only).
-const RSA_PEM: &str = include_str!("../../gateway/src/auth/testdata/rsa_private.pem");
-const ED_PEM: &str = include_str!("../../gateway/src/auth/testdata/ed25519_private.pem");
+const RSA_PEM: &str = include_str!("../../../gateway/src/auth/testdata/rsa_private.pem");
+const ED_PEM: &str = include_str!("../../../gateway/src/auth/testdata/ed25519_private.pem");
 const ISSUER: &str = "https://idp.example";
 
 const RATE_PER_EMAIL: u32 = 5;

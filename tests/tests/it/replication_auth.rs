@@ -1,14 +1,19 @@
 //! Authentication and server checks of the replication connection: MD5 and SCRAM-SHA-256
 //! both stream, and each way of being refused gets its own clear error.
 
-mod replication_common;
+use crate::replication_common;
 
 use std::time::Duration;
 
 use replication_common::*;
 use ripple::replication::{self, ReplicationConfig, ReplicationError};
-use ripple_tests::{cluster, empty_db, TestDb};
+use ripple_tests::TestDb;
 use tokio::sync::OnceCell;
+
+/// These tests rewrite `pg_hba.conf` and reload it, so they have a cluster of their own.
+fn cluster() -> &'static ripple_tests::TestCluster {
+    ripple_tests::own_cluster("replication_auth")
+}
 
 /// Roles and a pg_hba.conf that asks them for passwords (loopback TCP; the rest trusts).
 async fn auth_setup() {
@@ -69,7 +74,7 @@ async fn start_as(
 
 async fn db_with_table() -> TestDb {
     auth_setup().await;
-    let db = empty_db().await;
+    let db = cluster().empty_db().await;
     db.client
         .batch_execute("create table t (id int primary key)")
         .await

@@ -3,15 +3,15 @@
 //! to `realtime::deliver` with the reference live-row authorizer, which asks the database's
 //! own policies. Subscribers are real WebSocket clients.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ripple::authorize::LiveRowAuthorizer;
 use ripple::change::{
     ChangeKind, ColumnInfo, RelationInfo, ReplicaIdentity, RowChange, Transaction,
 };
-use ripple::realtime::reference_authorizer::LiveRowAuthorizer;
 use ripple_tests::{fresh_db, gateway_config, TestDb};
 use serde_json::{json, Map, Value};
 use support::{changes_payload, conversation, spawn_app, Client};

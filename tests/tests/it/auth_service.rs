@@ -4,7 +4,7 @@
 //! URL fetched again when keys rotate, and users managed by the DBA in SQL.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::Method;
@@ -82,20 +82,18 @@ async fn with_bearer(
     .await
 }
 
-/// Everything Ripple logs in this test binary, at every level.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("ripple=trace")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
-        buf
-    })
+/// A log subscriber that keeps everything Ripple logs, at every level, in a buffer. It is
+/// installed only on the threads of the one test that reads it (the other tests of the
+/// binary run beside it and log elsewhere).
+fn log_capture() -> (tracing::Dispatch, Arc<Mutex<Vec<u8>>>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("ripple=trace")
+        .with_ansi(false)
+        .with_writer(move || LogWriter(writer.clone()))
+        .finish();
+    (tracing::Dispatch::new(subscriber), buf)
 }
 
 struct LogWriter(Arc<Mutex<Vec<u8>>>);
@@ -110,9 +108,25 @@ impl Write for LogWriter {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_password_token_hash_or_email_reaches_the_logs() {
-    let logs = captured_logs();
+#[test]
+fn no_password_token_hash_or_email_reaches_the_logs() {
+    let (dispatch, logs) = log_capture();
+    let on_each_thread = dispatch.clone();
+    // Every thread of this test's runtime (workers and the blocking pool, where passwords
+    // are hashed) logs to the capture for its whole life.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            std::mem::forget(tracing::dispatcher::set_default(&on_each_thread))
+        })
+        .build()
+        .unwrap();
+    let _this_thread = tracing::dispatcher::set_default(&dispatch);
+    rt.block_on(logs_hold_no_secret(logs));
+}
+
+async fn logs_hold_no_secret(logs: Arc<Mutex<Vec<u8>>>) {
     let db = fresh_db().await;
     let mut config = gateway_config();
     config.auth.refresh_reuse_interval_secs = 0;
@@ -254,7 +268,7 @@ async fn ripple_signs_with_its_own_key_and_serves_its_jwks() {
     let key_path = dir.join("signing.pem");
     std::fs::write(
         &key_path,
-        include_str!("../../gateway/src/auth/testdata/ed25519_private.pem"),
+        include_str!("../../../gateway/src/auth/testdata/ed25519_private.pem"),
     )
     .unwrap();
     let mut config = gateway_config();
@@ -304,7 +318,7 @@ async fn ripple_signs_with_its_own_key_and_serves_its_jwks() {
     );
     // A token claiming Ripple's kid but signed by another key is refused.
     let other = SigningKey::from_pem(
-        include_str!("../../gateway/src/auth/testdata/ec_other_private.pem"),
+        include_str!("../../../gateway/src/auth/testdata/ec_other_private.pem"),
         Some("ripple-ed-1".into()),
     )
     .unwrap();
@@ -363,12 +377,12 @@ async fn a_jwks_url_is_fetched_and_fetched_again_when_keys_rotate() {
     let db = fresh_db().await;
     let user = db.create_user("Rotating").await;
     let old_key = SigningKey::from_pem(
-        include_str!("../../gateway/src/auth/testdata/ec_private.pem"),
+        include_str!("../../../gateway/src/auth/testdata/ec_private.pem"),
         Some("old".into()),
     )
     .unwrap();
     let new_key = SigningKey::from_pem(
-        include_str!("../../gateway/src/auth/testdata/rsa_private.pem"),
+        include_str!("../../../gateway/src/auth/testdata/rsa_private.pem"),
         Some("new".into()),
     )
     .unwrap();

@@ -2,7 +2,7 @@
 //! and database: handshake, both framings, heartbeats, bad input, joins, tokens, broadcast,
 //! presence, private channels, slow readers.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! missed that it may see. And a dead connection during a check is never taken for a
 //! verdict.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -8,18 +8,24 @@
 //! (the chat's `messages` policy) must then be judged on the state the transaction left,
 //! not the state before it.
 //!
-//! The tests change `synchronous_standby_names` for this binary's cluster, so they take
+//! The tests change `synchronous_standby_names` for their cluster, so they take
 //! turns.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ripple_tests::{cluster, fresh_db, spawn_gateway, TestDb};
+use ripple_tests::{spawn_gateway, TestDb};
 use serde_json::json;
 use support::{changes_payload, Client, Msg};
 use uuid::Uuid;
+
+/// These tests set `synchronous_standby_names` and pause the standby: every commit of the
+/// cluster waits meanwhile, so they have a cluster of their own.
+fn cluster() -> &'static ripple_tests::TestCluster {
+    ripple_tests::own_cluster("visibility")
+}
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -181,7 +187,7 @@ async fn commit_while_invisible(db: &TestDb, witness: &Witness, sql: String) {
 #[tokio::test]
 async fn a_member_removed_by_a_transaction_never_gets_its_changes_and_one_added_does() {
     let _turn = TURN.lock().await;
-    let db = fresh_db().await;
+    let db = cluster().fresh_db().await;
     let _reset = ResetSyncStandbys(db.url.clone());
     let gw = spawn_gateway(&db).await;
     let alice = db.create_user("Alice").await;
@@ -274,7 +280,7 @@ async fn a_member_removed_by_a_transaction_never_gets_its_changes_and_one_added_
 #[tokio::test]
 async fn ripple_as_its_own_synchronous_standby_is_reported_and_recovers() {
     let _turn = TURN.lock().await;
-    let db = fresh_db().await;
+    let db = cluster().fresh_db().await;
     let reset = ResetSyncStandbys(db.url.clone());
     let gw = spawn_gateway(&db).await;
     let alice = db.create_user("Alice").await;

@@ -1,7 +1,7 @@
 //! Losing the consumer or its connection mid-stream: whatever happens, every change arrives
 //! and none arrives twice.
 
-mod replication_common;
+use crate::replication_common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

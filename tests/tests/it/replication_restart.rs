@@ -1,19 +1,23 @@
 //! PostgreSQL restarted mid-stream: the stream reconnects with backoff, resumes from the
-//! slot, and delivers every change exactly once. In a binary of its own because it stops
-//! the cluster the binary's tests share.
+//! slot, and delivers every change exactly once. On a cluster of its own, because it stops
+//! it.
 //!
 //! A fast shutdown waits for each logical walsender until its client has confirmed all
 //! WAL sent, so the consumer keeps processing (and confirming) while the server stops,
 //! as Ripple's own consumer does.
 
-mod replication_common;
+use crate::replication_common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use replication_common::*;
 use ripple::replication::{self, StreamState};
-use ripple_tests::{cluster, empty_db};
+
+/// This test stops and starts PostgreSQL, so it has a cluster of its own.
+fn cluster() -> &'static ripple_tests::TestCluster {
+    ripple_tests::own_cluster("replication_restart")
+}
 
 async fn insert_range(url: &str, from: i64, to: i64) {
     let c = ripple::db::connect(url).await.expect("connect");
@@ -36,7 +40,7 @@ async fn wait_until(ids: &Mutex<Vec<i64>>, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_stream_loses_and_repeats_nothing() {
-    let db = empty_db().await;
+    let db = cluster().empty_db().await;
     db.client
         .batch_execute("create table t (id int primary key)")
         .await
