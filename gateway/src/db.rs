@@ -15,6 +15,16 @@ pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// A pooled database call that failed: no connection could be had, or the statement
+/// failed. Callers that only need to log and retry share this one type.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("no database connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("the database call failed")]
+    Db(#[from] tokio_postgres::Error),
+}
+
 /// The text of [`SET_REQUEST_CLAIMS_SQL`], for statements that extend it with `concat!`
 /// (REST adds its statement timeout and search_path to the same round trip).
 macro_rules! set_request_claims_sql {

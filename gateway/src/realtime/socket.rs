@@ -1161,13 +1161,7 @@ impl Session {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum TouchError {
-    #[error("no database connection")]
-    Pool(#[source] deadpool_postgres::PoolError),
-    #[error("touch_last_seen failed")]
-    Db(#[source] tokio_postgres::Error),
-}
+type TouchError = crate::db::DbError;
 
 /// The user's last socket closed: record it, as the user, through the database's own
 /// function.
