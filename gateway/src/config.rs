@@ -115,6 +115,15 @@ pub struct ServeConfig {
     /// told to) before it stops the replication stream anyway.
     #[arg(long, env = "RIPPLE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// A function without arguments (`name` or `schema.name`) called as the user when their
+    /// last socket closes; empty for none. Not called (and not warned about) where the
+    /// database has no such function.
+    #[arg(
+        long,
+        env = "RIPPLE_LAST_SEEN_FUNCTION",
+        default_value = "public.touch_last_seen"
+    )]
+    pub last_seen_function: String,
 
     /// Tables whose rows decide private channel access (what policies on
     /// `realtime.messages` read): a change to one makes every socket re-check its private

@@ -24,6 +24,7 @@ pub mod db_broadcast;
 pub mod fanout;
 pub mod filter;
 pub mod join;
+pub mod last_seen;
 pub mod private;
 pub mod protocol;
 pub mod rate;

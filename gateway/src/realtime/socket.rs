@@ -2,6 +2,7 @@
 //! queue, in one select loop, and owns the socket's channels. Producers elsewhere (the
 //! fan-out, other sockets' broadcasts and presence) only ever `try_send` to the queue.
 
+use super::last_seen::LastSeenHook;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1148,34 +1149,18 @@ impl Session {
             self.close_channel(&t, false);
         }
         if let Some((sub, claims)) = self.user.take() {
-            if self.hub.user_disconnected(&sub) {
+            let last = self.hub.user_disconnected(&sub);
+            if let Some(hook) =
+                LastSeenHook::from_setting(&self.app.config.last_seen_function).filter(|_| last)
+            {
                 let pool = self.app.pool.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = touch_last_seen(&pool, &claims).await {
-                        tracing::warn!(error = %error, "could not record last_seen_at");
+                    if let Err(error) = hook.call(&pool, &claims).await {
+                        tracing::warn!(error = %error, "the last-seen function failed");
                     }
                 });
             }
         }
         tracing::debug!(socket = id, "socket closed");
     }
-}
-
-type TouchError = crate::db::DbError;
-
-/// The user's last socket closed: record it, as the user, through the database's own
-/// function.
-async fn touch_last_seen(
-    pool: &deadpool_postgres::Pool,
-    claims: &Claims,
-) -> Result<(), TouchError> {
-    let mut conn = pool.get().await.map_err(TouchError::Pool)?;
-    let tx = conn.transaction().await.map_err(TouchError::Db)?;
-    crate::db::set_request_claims(&*tx, &claims.role, &claims.raw)
-        .await
-        .map_err(TouchError::Db)?;
-    tx.execute("select public.touch_last_seen()", &[])
-        .await
-        .map_err(TouchError::Db)?;
-    tx.commit().await.map_err(TouchError::Db)
 }
