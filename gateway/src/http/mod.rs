@@ -5,6 +5,7 @@
 
 mod broadcast;
 pub mod rest;
+mod upgrade;
 mod web;
 
 use std::future::Future;
@@ -443,7 +444,7 @@ async fn fallback(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
 }
 
 async fn upgrade(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
-    crate::realtime::upgrade(req, app).await
+    upgrade::upgrade(req, app.sockets.clone()).await
 }
 
 async fn rest_request(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
