@@ -1039,7 +1039,10 @@ async fn memory_attacks_keep_the_server_under_its_rss_ceiling() {
     const CEILING_MIB: u64 = 256;
     const STREAMED_GROWTH_MIB: u64 = 100;
     const ROWS: i32 = 300_000;
-    let db = fresh_db().await;
+    // Its 300,000-row transaction stays open for seconds: on the shared cluster every
+    // replication slot other tests create meanwhile would wait for it to end (a new logical
+    // slot waits for the transactions running anywhere in the cluster).
+    let db = ripple_tests::own_cluster("hostile_memory").fresh_db().await;
     db.client
         .batch_execute(
             "create table public.bulk (id int primary key, body text);
