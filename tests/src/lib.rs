@@ -426,6 +426,22 @@ pub async fn spawn_gateway_using(
 }
 
 impl Gateway {
+    /// A handle on a `ripple serve` process at `addr` (see [`spawn_ripple_serve_with`]),
+    /// signing with the test secret as the in-process gateway does.
+    pub fn external(addr: std::net::SocketAddr) -> Gateway {
+        let verifier =
+            ripple::auth::JwtVerifier::new(&gateway_config().jwt_config().expect("jwt config"))
+                .expect("jwt verifier");
+        let anon_key = verifier.mint_for("anon", None, 3600).expect("anon key");
+        Gateway {
+            url: format!("http://{addr}"),
+            addr,
+            anon_key,
+            verifier,
+            stop: None,
+        }
+    }
+
     /// A user token (role authenticated) valid for `ttl_secs`.
     pub fn token_for(&self, user: Uuid, ttl_secs: i64) -> String {
         self.verifier
@@ -497,17 +513,59 @@ pub fn spawn_ripple_serve(db: &TestDb, port: u16, application_name: Option<&str>
         }
         None => db.url.clone(),
     };
+    spawn_ripple_serve_with(
+        &url,
+        &db.name,
+        port,
+        &[("RIPPLE_LOG", "ripple=error")],
+        std::process::Stdio::inherit(),
+    )
+}
+
+/// `ripple serve` of `database_url` on slot `slot`, with more settings in `env` (after the
+/// test secret), its log (stderr) going to `log`.
+pub fn spawn_ripple_serve_with(
+    database_url: &str,
+    slot: &str,
+    port: u16,
+    env: &[(&str, &str)],
+    log: std::process::Stdio,
+) -> RippleServe {
     std::process::Command::new(ripple_bin())
-        .args(["serve", "--database-url", &url, "--listen"])
+        .args(["serve", "--database-url", database_url, "--listen"])
         .arg(format!("127.0.0.1:{port}"))
-        .args(["--slot", &db.name])
+        .args(["--slot", slot])
         .env("RIPPLE_JWT_SECRET", JWT_SECRET)
-        .env("RIPPLE_LOG", "ripple=error")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(log)
         .spawn()
         .map(RippleServe)
         .expect("start ripple serve")
+}
+
+/// Waits up to `within` for `/health` at `addr` to answer 200 (a gateway just started, or
+/// one recovering); false if it never did.
+pub async fn wait_healthy(addr: std::net::SocketAddr, within: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let attempt = async {
+            let mut conn = http::Conn::connect(addr).await.ok()?;
+            conn.send(hyper::Method::GET, "/health", &[], None)
+                .await
+                .ok()
+                .map(|r| r.status)
+        };
+        let status = tokio::time::timeout(std::time::Duration::from_secs(3), attempt)
+            .await
+            .ok()
+            .flatten();
+        if status == Some(200) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// A `ripple serve` process, killed (-9) when dropped, so a failing test leaves none behind.

@@ -3,7 +3,6 @@
 //! per-address rate limit, what reaches the logs, Ripple's own signing key and JWKS, a JWKS
 //! URL fetched again when keys rotate, and users managed by the DBA in SQL.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,55 +81,28 @@ async fn with_bearer(
     .await
 }
 
-/// A log subscriber that keeps everything Ripple logs, at every level, in a buffer. It is
-/// installed only on the threads of the one test that reads it (the other tests of the
-/// binary run beside it and log elsewhere).
-fn log_capture() -> (tracing::Dispatch, Arc<Mutex<Vec<u8>>>) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("ripple=trace")
-        .with_ansi(false)
-        .with_writer(move || LogWriter(writer.clone()))
-        .finish();
-    (tracing::Dispatch::new(subscriber), buf)
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[test]
-fn no_password_token_hash_or_email_reaches_the_logs() {
-    let (dispatch, logs) = log_capture();
-    let on_each_thread = dispatch.clone();
-    // Every thread of this test's runtime (workers and the blocking pool, where passwords
-    // are hashed) logs to the capture for its whole life.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start(move || {
-            std::mem::forget(tracing::dispatcher::set_default(&on_each_thread))
-        })
-        .build()
-        .unwrap();
-    let _this_thread = tracing::dispatcher::set_default(&dispatch);
-    rt.block_on(logs_hold_no_secret(logs));
-}
-
-async fn logs_hold_no_secret(logs: Arc<Mutex<Vec<u8>>>) {
+/// `ripple serve` runs as its own process logging everything at every level to a file, as an
+/// operator's would (an in-process capture would also see the other tests running beside it).
+#[tokio::test]
+async fn no_password_token_hash_or_email_reaches_the_logs() {
     let db = fresh_db().await;
-    let mut config = gateway_config();
-    config.auth.refresh_reuse_interval_secs = 0;
-    let gw = spawn_gateway_with(&db, config).await;
+    let port = ripple_tests::free_low_port();
+    let log_path = ripple_tests::cluster()
+        .root
+        .join(format!("{}.log", db.name));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _serve = ripple_tests::spawn_ripple_serve_with(
+        &db.url,
+        &db.name,
+        port,
+        &[
+            ("RIPPLE_LOG", "ripple=trace"),
+            ("RIPPLE_AUTH_REFRESH_REUSE_INTERVAL_SECS", "0"),
+        ],
+        log.into(),
+    );
+    let gw = Gateway::external(format!("127.0.0.1:{port}").parse().unwrap());
+    assert!(ripple_tests::wait_healthy(gw.addr, Duration::from_secs(30)).await);
     let email = "Logged.Person@example.com";
     let up = sign_up(&gw, email).await;
     assert_eq!(up.status, 200, "{}", up.text());
@@ -173,7 +145,8 @@ async fn logs_hold_no_secret(logs: Arc<Mutex<Vec<u8>>>) {
         .unwrap()
         .get(0);
 
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
     assert!(
         text.contains("auth: user signed up"),
         "the capture works: {text}"

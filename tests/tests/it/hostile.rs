@@ -73,17 +73,6 @@ async fn health_status(addr: std::net::SocketAddr) -> Option<u16> {
         .flatten()
 }
 
-async fn wait_healthy(addr: std::net::SocketAddr, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if health_status(addr).await == Some(200) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 /// Item 1: a thousand connections that never finish their request head, against a process
 /// allowed only 400 open files. Before, the accept loop returned on its first EMFILE and
 /// the process exited; now the connections past the budget are closed at accept, the
@@ -95,7 +84,7 @@ async fn a_thousand_stalled_connections_neither_stop_the_server_nor_keep_others_
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = serve_with_fd_limit(&db, port, 400);
     assert!(
-        wait_healthy(addr, Duration::from_secs(30)).await,
+        ripple_tests::wait_healthy(addr, Duration::from_secs(30)).await,
         "ripple serve became healthy"
     );
 
@@ -121,7 +110,7 @@ async fn a_thousand_stalled_connections_neither_stop_the_server_nor_keep_others_
     // The stalled connections are held open by the attacker, yet a normal request gets an
     // answer once the head timeout (2 s) has cut them.
     assert!(
-        wait_healthy(addr, Duration::from_secs(15)).await,
+        ripple_tests::wait_healthy(addr, Duration::from_secs(15)).await,
         "a normal request was answered while 1,000 stalled connections were open"
     );
     // Every stalled connection was closed by the server (at accept or at the timeout).
@@ -143,7 +132,7 @@ async fn a_thousand_stalled_connections_neither_stop_the_server_nor_keep_others_
         child.try_wait().expect("poll child").is_none(),
         "still running"
     );
-    assert!(wait_healthy(addr, Duration::from_secs(5)).await);
+    assert!(ripple_tests::wait_healthy(addr, Duration::from_secs(5)).await);
     child.kill().expect("stop ripple serve");
     let _ = child.wait();
 }
@@ -386,7 +375,7 @@ async fn a_lost_slot_is_reported_on_health_and_to_every_joined_channel() {
         .await;
     let mut lobby = Client::connect(gw.addr, &gw.anon_key, "2.0.0").await;
     lobby.join_ok("realtime:lobby", json!({})).await;
-    assert!(wait_healthy(gw.addr, Duration::from_secs(20)).await);
+    assert!(ripple_tests::wait_healthy(gw.addr, Duration::from_secs(20)).await);
     let health =
         ripple_tests::http::request(gw.addr, hyper::Method::GET, "/health", &[], None).await;
     assert!(
@@ -1053,7 +1042,7 @@ async fn memory_attacks_keep_the_server_under_its_rss_ceiling() {
     let port = ripple_tests::free_low_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut serve = ripple_tests::spawn_ripple_serve(&db, port, None);
-    assert!(wait_healthy(addr, Duration::from_secs(30)).await);
+    assert!(ripple_tests::wait_healthy(addr, Duration::from_secs(30)).await);
     let pid = serve.pid();
     let anon =
         ripple::auth::JwtVerifier::new(&ripple_tests::gateway_config().jwt_config().unwrap())

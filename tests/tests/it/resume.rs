@@ -196,20 +196,6 @@ async fn a_position_older_than_the_window_is_told_so_and_live_changes_follow() {
         .contains("resume.since"));
 }
 
-async fn wait_healthy(addr: std::net::SocketAddr) {
-    for _ in 0..200 {
-        if let Ok(mut conn) = ripple_tests::http::Conn::connect(addr).await {
-            if let Ok(r) = conn.send(hyper::Method::GET, "/health", &[], None).await {
-                if r.json()["status"] == "ok" {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("ripple never became healthy");
-}
-
 #[tokio::test]
 async fn changes_committed_while_the_gateway_was_killed_reach_clients_that_resume() {
     let db = fresh_db().await;
@@ -231,7 +217,10 @@ async fn changes_committed_while_the_gateway_was_killed_reach_clients_that_resum
         .unwrap();
 
     let mut ripple = ripple_tests::spawn_ripple_serve(&db, port, None);
-    wait_healthy(addr).await;
+    assert!(
+        ripple_tests::wait_healthy(addr, Duration::from_secs(20)).await,
+        "ripple never became healthy"
+    );
     let mut bob = Client::connect(addr, &anon, "1.0.0").await;
     bob.join_ok(
         "realtime:room",
@@ -250,7 +239,10 @@ async fn changes_committed_while_the_gateway_was_killed_reach_clients_that_resum
     send(&db, a, conv, "four").await;
 
     let mut ripple = ripple_tests::spawn_ripple_serve(&db, port, None);
-    wait_healthy(addr).await;
+    assert!(
+        ripple_tests::wait_healthy(addr, Duration::from_secs(20)).await,
+        "ripple never became healthy"
+    );
     let mut bob = Client::connect(addr, &anon, "2.0.0").await;
     bob.join_ok(
         "realtime:room",
