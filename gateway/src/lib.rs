@@ -8,7 +8,7 @@
 //!   -> authorize (which identities may see each row, asked of the database's own RLS)
 //!   -> realtime (fan out to channels; one task owns each socket)
 //! http         (REST/RPC under the caller's JWT, health, metrics, the socket upgrade,
-//!               and /auth/v1, the sign-in service in `auth::service`)
+//!               and /auth/v1, the sign-in service in `http::auth`)
 //! ```
 //!
 //! Around them: `change` (the typed change model the stages share), `auth` (JWTs of every

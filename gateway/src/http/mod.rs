@@ -3,6 +3,7 @@
 //! CORS, the request timeout and request tracing. REST/RPC live in `rest`; the WebSocket
 //! upgrade hands off to `crate::realtime`.
 
+pub mod auth;
 mod broadcast;
 pub mod rest;
 mod upgrade;
@@ -458,7 +459,7 @@ async fn rest_request(State(app): State<Arc<App>>, req: Request) -> Response<Bod
 async fn auth_request(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     let (parts, body) = req.into_parts();
     match read_body(&parts, body, app.config.max_body_bytes).await {
-        Ok(bytes) => crate::auth::service::handle(parts, bytes, app).await,
+        Ok(bytes) => auth::handle(parts, bytes, app).await,
         Err(e) => e.into_response(),
     }
 }
