@@ -152,22 +152,17 @@ async fn accept(
 pub fn router(app: Arc<App>) -> Router {
     let metrics = Arc::new(HttpMetrics::register(&app.metrics));
     let request_timeout = Duration::from_secs(app.config.request_timeout_secs.max(1));
+    // A prefix's own path and everything under it: the router's wildcard needs one more
+    // character, so each prefix takes two routes.
     let mut api = Router::new()
         .route("/health", any(health))
         .route("/metrics", any(metrics_page))
         .route("/realtime/v1/websocket", any(upgrade))
-        .route("/socket/websocket", any(upgrade));
-    // A path and everything under it (the router's wildcard needs one more character).
-    for prefix in ["/rest/v1", "/auth/v1"] {
-        let handler = if prefix == "/rest/v1" {
-            any(rest_request)
-        } else {
-            any(auth_request)
-        };
-        api = api
-            .route(&format!("{prefix}/"), handler.clone())
-            .route(&format!("{prefix}/{{*rest}}"), handler);
-    }
+        .route("/socket/websocket", any(upgrade))
+        .route("/rest/v1/", any(rest_request))
+        .route("/rest/v1/{*path}", any(rest_request))
+        .route("/auth/v1/", any(auth_request))
+        .route("/auth/v1/{*path}", any(auth_request));
     for prefix in broadcast::PREFIXES {
         api = api
             .route(prefix, any(broadcast::handle))
