@@ -23,10 +23,10 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::Body;
-use crate::app::App;
 use crate::auth::password::{self, Weak};
 use crate::auth::tokens::{self, TokenUser};
 use crate::auth::ClientAddr;
+use crate::http::App;
 
 /// An error in GoTrue's form: `{"code": <status>, "error_code": "...", "msg": "..."}`, which
 /// supabase-js turns into an `AuthApiError` with `.code` and `.status`.

@@ -3,11 +3,14 @@
 //! CORS, the request timeout and request tracing. REST/RPC live in `rest`; the WebSocket
 //! upgrade hands off to `crate::realtime`.
 
+mod app;
 pub mod auth;
 mod broadcast;
 pub mod rest;
 mod upgrade;
 mod web;
+
+pub use app::{App, AppError};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,7 +31,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
-use crate::app::App;
 use crate::backoff::Backoff;
 use crate::metrics::{Counter, Histogram, Metrics, LATENCY_BUCKETS};
 use crate::shutdown::Drain;
