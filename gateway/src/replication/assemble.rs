@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::change::{
-    ChangeKind, ColumnInfo, RelationInfo, ReplicaIdentity, RowChange, Transaction,
+    ChangeKind, ColumnInfo, RelationInfo, ReplicaIdentity, Row, RowChange, Transaction,
 };
 use crate::decode::pgoutput::{Relation, Tuple};
 use crate::decode::{
@@ -22,10 +22,8 @@ use crate::decode::{
 struct RelationState {
     info: Arc<RelationInfo>,
     kinds: Vec<ValueKind>,
-    /// Every column name mapped to null, in column order. A full row is a clone of this
-    /// with the values filled in by position: cloning copies the hash index as it is,
-    /// where inserting would hash and probe each column name again for every row.
-    template: Map<String, Value>,
+    /// The column names, shared by every row of the relation.
+    names: Arc<[String]>,
 }
 
 struct Pending {
@@ -154,19 +152,9 @@ impl Assembler {
             replica_identity,
             columns,
         });
-        let template = info
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), Value::Null))
-            .collect();
-        self.relations.insert(
-            r.oid,
-            RelationState {
-                info,
-                kinds,
-                template,
-            },
-        );
+        let names = info.columns.iter().map(|c| c.name.clone()).collect();
+        self.relations
+            .insert(r.oid, RelationState { info, kinds, names });
     }
 
     /// Applies one message; returns the transaction it committed, if any.
@@ -257,24 +245,31 @@ impl Assembler {
             .ok_or(AssembleError::UnknownRelation(relation))?;
         let mut unchanged_toast = Vec::new();
         let record = match new {
-            Some(t) => Some(to_map(rel, relation, t, false, Some(&mut unchanged_toast))?),
+            Some(t) => Some(to_row(rel, relation, t, false, Some(&mut unchanged_toast))?),
             None => None,
         };
         let old_record = match old {
-            Some(OldTuple::Full(t)) => Some(to_map(rel, relation, t, false, None)?),
-            Some(OldTuple::Key(t)) => Some(to_map(rel, relation, t, true, None)?),
+            Some(OldTuple::Full(t)) => Some(to_row(rel, relation, t, false, None)?),
+            Some(OldTuple::Key(t)) => Some(to_row(rel, relation, t, true, None)?),
             // An UPDATE that kept its key sends no old tuple: the old key is the new one.
             None => match (&record, rel.info.replica_identity) {
                 (Some(rec), ReplicaIdentity::Default | ReplicaIdentity::Index)
                     if kind == ChangeKind::Update =>
                 {
-                    let mut m = Map::new();
-                    for c in rel.info.columns.iter().filter(|c| c.is_key) {
-                        if let Some(v) = rec.get(&c.name) {
-                            m.insert(c.name.clone(), v.clone());
-                        }
-                    }
-                    (!m.is_empty()).then_some(m)
+                    let values: Vec<Option<Value>> = rel
+                        .info
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            if c.is_key {
+                                rec.get(&c.name).cloned()
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    let key = Row::new(rel.names.clone(), values);
+                    (!key.is_empty()).then_some(key)
                 }
                 _ => None,
             },
@@ -289,13 +284,16 @@ impl Assembler {
     }
 }
 
-fn to_map(
+/// A tuple as a row of its relation. Key-only tuples carry the key columns (the others
+/// are null in the tuple but not part of the row); unchanged TOASTed values are left out
+/// and named in `unchanged`.
+fn to_row(
     rel: &RelationState,
     relation: u32,
     tuple: &Tuple<'_>,
     key_only: bool,
     mut unchanged: Option<&mut Vec<String>>,
-) -> Result<Map<String, Value>, AssembleError> {
+) -> Result<Row, AssembleError> {
     let cols = &rel.info.columns;
     if tuple.len() != cols.len() {
         return Err(AssembleError::ColumnCount {
@@ -304,39 +302,28 @@ fn to_map(
             want: cols.len(),
         });
     }
-    let complete = !key_only && !tuple.iter().any(|c| matches!(c, Cell::UnchangedToast));
-    // Column names are unique, so the template has one entry per column; checked anyway,
-    // as filling by position relies on it.
-    if complete && rel.template.len() == cols.len() {
-        let mut m = rel.template.clone();
-        for ((slot, cell), kind) in m.values_mut().zip(tuple).zip(&rel.kinds) {
-            *slot = cell_to_json(cell, kind);
-        }
-        return Ok(m);
-    }
-    let mut m = Map::with_capacity(cols.len());
-    for ((cell, col), kind) in tuple.iter().zip(cols).zip(&rel.kinds) {
-        if key_only && !col.is_key {
-            continue;
-        }
-        if let Cell::UnchangedToast = cell {
-            if let Some(u) = unchanged.as_deref_mut() {
-                u.push(col.name.clone());
+    let values = tuple
+        .iter()
+        .zip(cols)
+        .zip(&rel.kinds)
+        .map(|((cell, col), kind)| {
+            if key_only && !col.is_key {
+                return None;
             }
-            continue;
-        }
-        m.insert(col.name.clone(), cell_to_json(cell, kind));
-    }
-    Ok(m)
-}
-
-fn cell_to_json(cell: &Cell<'_>, kind: &ValueKind) -> Value {
-    match cell {
-        Cell::Text(t) => text_to_json(kind, t),
-        Cell::Binary(b) => binary_to_json(b),
-        // Unchanged TOAST is left out of the row by the caller.
-        Cell::Null | Cell::UnchangedToast => Value::Null,
-    }
+            match cell {
+                Cell::Text(t) => Some(text_to_json(kind, t)),
+                Cell::Binary(b) => Some(binary_to_json(b)),
+                Cell::Null => Some(Value::Null),
+                Cell::UnchangedToast => {
+                    if let Some(u) = unchanged.as_deref_mut() {
+                        u.push(col.name.clone());
+                    }
+                    None
+                }
+            }
+        })
+        .collect();
+    Ok(Row::new(rel.names.clone(), values))
 }
 
 #[cfg(test)]
@@ -427,15 +414,12 @@ mod tests {
         assert_eq!(u.unchanged_toast, vec!["body".to_string()]);
         assert!(!u.record.as_ref().unwrap().contains_key("body"));
         assert_eq!(
-            Value::Object(u.old_record.clone().unwrap()).to_string(),
+            Value::from(u.old_record.clone().unwrap()).to_string(),
             r#"{"id":9007199254740993}"#
         );
         let d = &t.changes[2];
         assert_eq!(d.kind, ChangeKind::Delete);
-        assert_eq!(
-            Value::Object(d.old_record.clone().unwrap()),
-            json!({"id": 3})
-        );
+        assert_eq!(Value::from(d.old_record.clone().unwrap()), json!({"id": 3}));
     }
 
     /// A relation with one column of each kind the stream types specially.
@@ -497,16 +481,16 @@ mod tests {
         .unwrap();
         let t = a.apply(commit(50)).unwrap().unwrap();
         let want = r#"{"id":-9223372036854775808,"amount":123456789012345678901234567890.000000000001,"meta":{"a":{"b":[1,2.50,"x"]},"big":18446744073709551616},"tags":["a","b c",null,"d\"e"],"at":"2024-01-02T03:04:05.5+00:00","ok":true,"note":null}"#;
-        let ins = Value::Object(t.changes[0].record.clone().unwrap());
+        let ins = Value::from(t.changes[0].record.clone().unwrap());
         assert_eq!(ins.to_string(), want);
-        let old = Value::Object(t.changes[1].old_record.clone().unwrap());
+        let old = Value::from(t.changes[1].old_record.clone().unwrap());
         assert_eq!(old.to_string(), want);
         let upd = &t.changes[1];
         assert_eq!(upd.unchanged_toast, vec!["note".to_string()]);
         let rec = upd.record.as_ref().unwrap();
         let keys: Vec<&str> = rec.keys().map(String::as_str).collect();
         assert_eq!(keys, ["id", "amount", "meta", "tags", "at", "ok"]);
-        assert_eq!(Value::Object(rec.clone())["meta"], ins["meta"]);
+        assert_eq!(Value::from(rec.clone())["meta"], ins["meta"]);
     }
 
     #[test]
@@ -537,7 +521,7 @@ mod tests {
         let t = a.apply(commit(50)).unwrap().unwrap();
         assert_eq!(t.changes[0].relation.columns.len(), 1);
         assert_eq!(
-            Value::Object(t.changes[0].record.clone().unwrap()),
+            Value::from(t.changes[0].record.clone().unwrap()),
             json!({"id": 1})
         );
     }

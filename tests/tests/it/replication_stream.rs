@@ -37,17 +37,17 @@ async fn inserts_updates_and_deletes_arrive_as_transactions_in_commit_order() {
     assert_eq!(ts[0].changes[0].relation.name, "t");
     assert_eq!(ts[0].changes[0].relation.schema, "public");
     assert_eq!(
-        serde_json::Value::Object(record(&ts[0], 1).clone()),
+        serde_json::Value::from(record(&ts[0], 1).clone()),
         json!({"id": 2, "body": "two"})
     );
     assert_eq!(
-        serde_json::Value::Object(record(&ts[1], 0).clone()),
+        serde_json::Value::from(record(&ts[1], 0).clone()),
         json!({"id": 1, "body": "uno"})
     );
     let del = &ts[1].changes[1];
     assert!(del.record.is_none());
     assert_eq!(
-        serde_json::Value::Object(del.old_record.clone().unwrap()),
+        serde_json::Value::from(del.old_record.clone().unwrap()),
         json!({"id": 2})
     );
     // Commit times are now-ish, in order.
@@ -97,7 +97,7 @@ async fn every_type_round_trips_as_natural_json() {
         .await
         .unwrap();
     let ts = collect_changes(&mut s, 1).await;
-    let rec = serde_json::Value::Object(record(&ts[0], 0).clone());
+    let rec = serde_json::Value::from(record(&ts[0], 0).clone());
     let expected = json!({
         "id": 9223372036854775807i64, "b": true, "i2": -32768, "i4": 2147483647,
         "i8": -9223372036854775808i64, "f4": 1.5, "f8": 1234.5678,
@@ -201,8 +201,8 @@ async fn replica_identity_default_sends_the_key_and_full_sends_the_old_row() {
         db.client.batch_execute(sql).await.unwrap();
     }
     let ts = collect_changes(&mut s, 5).await;
-    let old = |i: usize| serde_json::Value::Object(ts[i].changes[0].old_record.clone().unwrap());
-    let new = |i: usize| serde_json::Value::Object(record(&ts[i], 0).clone());
+    let old = |i: usize| serde_json::Value::from(ts[i].changes[0].old_record.clone().unwrap());
+    let new = |i: usize| serde_json::Value::from(record(&ts[i], 0).clone());
     // Default: the key only (for an update that kept its key, the key it kept).
     assert_eq!(old(0), json!({"id": 1}));
     assert_eq!(new(0), json!({"id": 1, "v": "x", "w": 10}));
