@@ -1,23 +1,26 @@
 //! Ripple: a realtime gateway for PostgreSQL.
 //!
-//! The data flow, one module per stage (`server` wires them together):
+//! The data flow, one module per stage:
 //!
 //! ```text
 //! replication  (the walsender connection, slot, standby status; groups into transactions)
 //!   -> decode   (pgoutput bytes -> typed messages and JSON values; pure, no I/O)
 //!   -> authorize (which identities may see each row, asked of the database's own RLS)
 //!   -> realtime (fan out to channels; one task owns each socket)
-//! http         (REST/RPC under the caller's JWT, health, metrics, the socket upgrade,
-//!               and /auth/v1, the sign-in service in `auth::service`)
 //! ```
 //!
+//! Dependencies point one way: `server` (the composition root: builds `http::App`, starts
+//! the stream and the pump) -> `http` (router, layers, the socket handshake, REST/RPC,
+//! `/auth/v1`, health, metrics) -> `realtime` (hub, sockets, fan-out; gets a
+//! `SocketContext`, never the `App`) -> `authorize` -> `change`, `db`, `auth`, `decode`,
+//! `replication`.
+//!
 //! Around them: `change` (the typed change model the stages share), `auth` (JWTs of every
-//! issuer, and sign-up/sign-in/refresh/sign-out compatible with Supabase Auth), `db`
-//! (connections, request claims), `app`/`config` (shared state and settings), `metrics` and
-//! `status` (what operators see), `migrate` (puts the chat database in place), `embedded`
+//! issuer, the sign-in service's state), `db` (connections, request claims), `config`
+//! (settings), `metrics` and `status` (what operators see), `backoff` (the one retry
+//! schedule), `shutdown` (the drain), `migrate` (puts the chat database in place), `embedded`
 //! (a local PostgreSQL for `ripple dev` and the tests), `tail` (`ripple tail`).
 
-pub mod app;
 pub mod auth;
 pub mod authorize;
 pub mod backoff;

@@ -15,11 +15,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::app::App;
 use crate::authorize::{Authorizer, RlsAuthorizer};
 use crate::backoff::Backoff;
 use crate::change::Transaction;
 use crate::config::ServeConfig;
+use crate::http::App;
 use crate::realtime::fanout;
 use crate::realtime::resume::{ReplayRequest, Window, WindowLimits};
 use crate::replication::{self, ReplicationConfig, ReplicationHandle};

@@ -21,8 +21,8 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::{json, Body};
-use crate::app::App;
 use crate::auth::Claims;
+use crate::http::App;
 use crate::realtime::{db_broadcast, private};
 
 /// Messages one request may carry; a backend sending more can send more requests.

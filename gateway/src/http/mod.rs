@@ -3,10 +3,14 @@
 //! CORS, the request timeout and request tracing. REST/RPC live in `rest`; the WebSocket
 //! upgrade hands off to `crate::realtime`.
 
+mod app;
+pub mod auth;
 mod broadcast;
 pub mod rest;
 mod upgrade;
 mod web;
+
+pub use app::{App, AppError};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +31,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
-use crate::app::App;
 use crate::backoff::Backoff;
 use crate::metrics::{Counter, Histogram, Metrics, LATENCY_BUCKETS};
 use crate::shutdown::Drain;
@@ -151,22 +154,17 @@ async fn accept(
 pub fn router(app: Arc<App>) -> Router {
     let metrics = Arc::new(HttpMetrics::register(&app.metrics));
     let request_timeout = Duration::from_secs(app.config.request_timeout_secs.max(1));
+    // A prefix's own path and everything under it: the router's wildcard needs one more
+    // character, so each prefix takes two routes.
     let mut api = Router::new()
         .route("/health", any(health))
         .route("/metrics", any(metrics_page))
         .route("/realtime/v1/websocket", any(upgrade))
-        .route("/socket/websocket", any(upgrade));
-    // A path and everything under it (the router's wildcard needs one more character).
-    for prefix in ["/rest/v1", "/auth/v1"] {
-        let handler = if prefix == "/rest/v1" {
-            any(rest_request)
-        } else {
-            any(auth_request)
-        };
-        api = api
-            .route(&format!("{prefix}/"), handler.clone())
-            .route(&format!("{prefix}/{{*rest}}"), handler);
-    }
+        .route("/socket/websocket", any(upgrade))
+        .route("/rest/v1/", any(rest_request))
+        .route("/rest/v1/{*path}", any(rest_request))
+        .route("/auth/v1/", any(auth_request))
+        .route("/auth/v1/{*path}", any(auth_request));
     for prefix in broadcast::PREFIXES {
         api = api
             .route(prefix, any(broadcast::handle))
@@ -458,7 +456,7 @@ async fn rest_request(State(app): State<Arc<App>>, req: Request) -> Response<Bod
 async fn auth_request(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     let (parts, body) = req.into_parts();
     match read_body(&parts, body, app.config.max_body_bytes).await {
-        Ok(bytes) => crate::auth::service::handle(parts, bytes, app).await,
+        Ok(bytes) => auth::handle(parts, bytes, app).await,
         Err(e) => e.into_response(),
     }
 }

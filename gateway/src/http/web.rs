@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hyper::{Method, Response, StatusCode};
 
 use super::Body;
-use crate::app::App;
+use crate::http::App;
 
 /// Where the app learns the anon key it needs for the `apikey` (public by design, as
 /// Supabase's anon key is embedded in every frontend).

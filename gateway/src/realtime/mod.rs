@@ -2,8 +2,9 @@
 //! works unchanged.
 //!
 //! ```text
-//! upgrade (HTTP -> WebSocket, apikey checked before the upgrade)
-//!   -> socket   (one task per socket: reads frames, writes its bounded queue)
+//! serve_socket (after `crate::http` checked the apikey and upgraded)
+//!   -> socket   (one task per socket: reads frames, writes its bounded queue;
+//!                socket/channels a channel's life, socket/extensions broadcast and presence)
 //!        join   (config + postgres_changes checked against the catalog)
 //!        private (RLS probes on realtime.messages for private channels)
 //!        topics (broadcast and presence, in memory)
@@ -14,7 +15,8 @@
 //! `protocol` and `filter` are pure (no I/O). Who may see what is `crate::authorize`'s
 //! contract (`Authorizer`, `Identity`, `Verdict`); this module only asks it.
 //!
-//! Wiring (`crate::server`): `App::new` creates `app.realtime`. The pump calls, for each
+//! Wiring (`crate::server`): `App::new` creates the hub (`app.realtime`) and the
+//! `SocketContext` sockets run with; this module never sees the `App`. The pump calls, for each
 //! committed transaction in commit order, `fanout::deliver(&app.realtime, &tx, &authorizer)`
 //! and may confirm `tx.commit_lsn` once it returns (messages are then in the sockets' queues).
 //! A subscription takes part in every `deliver` that starts after its channel was told

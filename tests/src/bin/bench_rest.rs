@@ -240,18 +240,16 @@ async fn seed(db: &ripple_tests::TestDb, args: &Args) -> anyhow::Result<Vec<(Uui
            select row_number() over (order by id) - 1, id,
                   json_build_object('sub', id, 'role', 'authenticated')::text
              from public.profiles where display_name like 'user %';
-         with pairs as (
+         -- One statement each: the message trigger reads its conversation's row, which a
+         -- data-modifying CTE of the same statement would not show it.
+         create temp table pairs as
            select u.id as u, p.id as p, gen_random_uuid() as conv
              from public.profiles u, public.profiles p
-            where u.display_name like 'user %' and p.display_name like 'partner %'
-         ), c as (
-           insert into public.conversations (id, kind, created_by, direct_key)
-           select conv, 'direct', u, least(u, p)::text || ':' || greatest(u, p)::text from pairs
-           returning id
-         ), m as (
-           insert into public.conversation_members (conversation_id, user_id)
-           select conv, u from pairs union all select conv, p from pairs
-         )
+            where u.display_name like 'user %' and p.display_name like 'partner %';
+         insert into public.conversations (id, kind, created_by, direct_key)
+           select conv, 'direct', u, least(u, p)::text || ':' || greatest(u, p)::text from pairs;
+         insert into public.conversation_members (conversation_id, user_id)
+           select conv, u from pairs union all select conv, p from pairs;
          insert into public.messages (conversation_id, sender_id, body)
          select conv, case when g % 2 = 0 then u else p end, 'message ' || g
            from pairs, generate_series(1, {msgs}) g;

@@ -19,6 +19,7 @@ mod chat_scale;
 mod differential;
 mod harness;
 mod hostile;
+mod http_layers;
 mod last_seen;
 mod realtime_e2e;
 mod realtime_fanout;

@@ -33,8 +33,8 @@ use self::exec::Outcome;
 use self::parse::{Accept, ApiRequest, RawRequest, Settings, Target, Verb};
 use self::sql::{Shape, Statement};
 use super::Body;
-use crate::app::App;
 use crate::auth::AuthError;
+use crate::http::App;
 use crate::metrics::{Counter, Metrics};
 
 /// Statements cached per pooled connection before the cache starts over. Values are bound,

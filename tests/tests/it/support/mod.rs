@@ -19,7 +19,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// drives in production).
 pub struct AppGateway {
     pub addr: std::net::SocketAddr,
-    pub app: Arc<ripple::app::App>,
+    pub app: Arc<ripple::http::App>,
     pub anon_key: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -48,7 +48,7 @@ impl AppGateway {
 pub async fn spawn_app(db: &TestDb, config: ripple::config::ServeConfig) -> AppGateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = ripple::app::App::new(config, &db.url).expect("app");
+    let app = ripple::http::App::new(config, &db.url).expect("app");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let served = app.clone();
     tokio::spawn(async move {

@@ -1,4 +1,7 @@
-//! What every request handler and socket task shares.
+//! What the HTTP side serves with, built once by `App::new` (the server's composition step):
+//! the settings, the verifier, the pools, the realtime hub and what sockets are handed
+//! (`sockets`), REST's and the auth service's state, and what `/health` and `/metrics`
+//! read. Only `http` and `server` see it; the layers below get the parts they use.
 
 use std::sync::Arc;
 

@@ -1,0 +1,457 @@
+//! One task per WebSocket: it reads the client's frames and writes the socket's bounded
+//! queue, in one select loop, and owns the socket's channels. Producers elsewhere (the
+//! fan-out, other sockets' broadcasts and presence) only ever `try_send` to the queue.
+//!
+//! Here: the loop, the replies and the goodbye. `channels`: a channel's life (join, token
+//! refresh, expiry, access re-checks, close). `extensions`: broadcast and presence.
+
+mod channels;
+mod extensions;
+
+use crate::realtime::last_seen::LastSeenHook;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::auth::{AuthError, Claims};
+use crate::realtime::private::TopicAccess;
+use crate::realtime::protocol::{self, Frame, Inbound, ServerMessage, Vsn};
+use crate::realtime::registry::ChannelRef;
+use crate::realtime::socket_handle::{Outbound, SocketHandle};
+use crate::realtime::topics::TopicKey;
+use crate::realtime::{Realtime, SocketContext};
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Messages written per wake-up before the loop looks at the client again.
+const WRITE_BATCH: usize = 256;
+/// How long a client that overflowed its queue gets to take the goodbye message.
+const OVERFLOW_NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The presence meta field holding the tracker's verified `sub` (null for anonymous).
+const VERIFIED_SUB: &str = "verified_sub";
+
+/// A channel joined on this socket.
+struct Channel {
+    key: u64,
+    join_ref: Option<Arc<str>>,
+    topic: Arc<str>,
+    sub_topic: String,
+    channel: Arc<ChannelRef>,
+    claims: Claims,
+    token: String,
+    private: bool,
+    ack: bool,
+    topic_key: TopicKey,
+    /// Private channels: what the user may send, asked once per token.
+    write_access: Option<TopicAccess>,
+    /// (schema, table, column) named by this channel's filters: the role must keep SELECT
+    /// on them.
+    filter_columns: Vec<(String, String, String)>,
+    /// Its `postgres_changes` bindings, against the per-socket limit.
+    bindings: usize,
+}
+
+/// Why the loop ended.
+enum End {
+    ClientClosed,
+    /// The server is shutting down: the client is told to go elsewhere (or come back).
+    Shutdown,
+    Idle,
+    Overflow,
+    Error(WsError),
+}
+
+struct Session {
+    ctx: Arc<SocketContext>,
+    hub: Arc<Realtime>,
+    vsn: Vsn,
+    handle: SocketHandle,
+    apikey_token: String,
+    channels: HashMap<String, Channel>,
+    /// The user (`sub`) this socket counts for, with their latest claims.
+    user: Option<(String, Claims)>,
+    /// What this socket may send per second.
+    broadcasts: super::rate::Bucket,
+    presence_updates: super::rate::Bucket,
+}
+
+pub(super) async fn run(
+    mut ws: Ws,
+    ctx: Arc<SocketContext>,
+    vsn: Vsn,
+    _apikey: Claims,
+    apikey_token: String,
+    mut stop: Option<crate::shutdown::Shutdown>,
+) {
+    let hub = ctx.hub.clone();
+    let (handle, mut rx) = SocketHandle::new(
+        hub.next_id(),
+        ctx.config.client_queue,
+        ctx.config.client_queue_bytes,
+    );
+    let idle = Duration::from_secs(ctx.config.ws_idle_timeout_secs.max(1));
+    let mut s = Session {
+        ctx: ctx.clone(),
+        hub,
+        vsn,
+        handle,
+        apikey_token,
+        channels: HashMap::new(),
+        user: None,
+        broadcasts: super::rate::Bucket::new(ctx.config.broadcasts_per_second),
+        presence_updates: super::rate::Bucket::new(ctx.config.presence_per_second),
+    };
+    tracing::debug!(socket = s.handle.id, "socket opened");
+    let mut notices = s.hub.notices.subscribe();
+    let mut seen = *notices.borrow_and_update();
+    let mut last_heard = Instant::now();
+    let end = loop {
+        if s.handle.is_overflowed() {
+            break End::Overflow;
+        }
+        let expiry = s.next_expiry();
+        tokio::select! {
+            _ = s.handle.overflow.notify.notified() => break End::Overflow,
+            out = rx.recv() => {
+                let Some(first) = out else { break End::ClientClosed };
+                if let Err(end) = write_batch(&mut ws, vsn, &s.handle, first, &mut rx).await {
+                    break end;
+                }
+            }
+            frame = ws.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    None => break End::ClientClosed,
+                    Some(Err(e)) => break End::Error(e),
+                    Some(Ok(WsMessage::Text(text))) => {
+                        match protocol::decode_text(vsn, &text) {
+                            Ok(m) => s.dispatch(m).await,
+                            Err(e) => s.malformed(e),
+                        }
+                    }
+                    Some(Ok(WsMessage::Binary(bytes))) => {
+                        match protocol::decode_binary(vsn, &bytes) {
+                            Ok(m) => s.dispatch(m).await,
+                            Err(e) => s.malformed(e),
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
+                    // tungstenite answers pings itself.
+                    Some(Ok(_)) => {}
+                }
+            }
+            () = tokio::time::sleep_until(last_heard + idle) => break End::Idle,
+            () = shutdown_requested(&mut stop) => break End::Shutdown,
+            () = sleep_until_opt(expiry) => s.expire_channels(),
+            Ok(()) = notices.changed() => {
+                let now = *notices.borrow_and_update();
+                if now.slot_lost != seen.slot_lost {
+                    s.changes_may_be_missed();
+                }
+                if now.access != seen.access {
+                    s.recheck_access().await;
+                }
+                seen = now;
+            }
+        }
+    };
+    s.finish(&mut ws, end).await;
+}
+
+async fn shutdown_requested(stop: &mut Option<crate::shutdown::Shutdown>) {
+    match stop {
+        Some(stop) => stop.requested().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn encode(vsn: Vsn, m: &Outbound) -> Option<WsMessage> {
+    match m {
+        Outbound::Message(m) => Some(WsMessage::Text(protocol::encode_text(vsn, m))),
+        Outbound::Broadcast(b) => match protocol::encode_broadcast(vsn, b)? {
+            Frame::Text(t) => Some(WsMessage::Text(t)),
+            Frame::Binary(b) => Some(WsMessage::Binary(b)),
+        },
+    }
+}
+
+/// Writes what is queued, a batch at a time; gives up the moment the queue overflows (a
+/// client that does not read must not keep this task waiting on its socket).
+async fn write_batch(
+    ws: &mut Ws,
+    vsn: Vsn,
+    handle: &SocketHandle,
+    first: Outbound,
+    rx: &mut mpsc::Receiver<Outbound>,
+) -> Result<(), End> {
+    let write = async {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(m) = next {
+            handle.taken(&m);
+            if let Some(frame) = encode(vsn, &m) {
+                ws.feed(frame).await?;
+            }
+            n += 1;
+            next = if n < WRITE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        ws.flush().await
+    };
+    tokio::select! {
+        r = write => r.map_err(End::Error),
+        _ = handle.overflow.notify.notified() => Err(End::Overflow),
+    }
+}
+
+fn reason_for(e: &AuthError) -> String {
+    match e {
+        AuthError::Expired => "InvalidJWTToken: Token has expired".into(),
+        AuthError::MissingClaim(c) => format!(
+            "InvalidJWTToken: Fields `role` and `exp` are required in JWT (`{c}` is missing)"
+        ),
+        AuthError::BadClaim(c) => format!("InvalidJWTToken: claim `{c}` has the wrong type"),
+        AuthError::BadSignature => "JwtSignatureError: Failed to validate JWT signature".into(),
+        AuthError::AlgorithmNotAllowed => "InvalidJWTToken: token algorithm is not accepted".into(),
+        AuthError::Malformed => "MalformedJWT: The token provided is not a valid JWT".into(),
+        AuthError::NoKey => "JwtSignerError: no key is configured to verify this token".into(),
+        AuthError::RoleNotAllowed => {
+            "InvalidJWTToken: the token's role is not one Ripple may act as".into()
+        }
+        AuthError::UnknownKid => "JwtSignerError: no key in the JWKS has the token's kid".into(),
+        AuthError::NotYetValid => "InvalidJWTToken: Token is not valid yet (nbf)".into(),
+        AuthError::WrongClaim(c) => format!("InvalidJWTToken: claim `{c}` is not accepted"),
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Session {
+    fn queue(&self, m: ServerMessage) {
+        // A full queue flags the socket; the loop then says goodbye and disconnects.
+        self.handle.push(Outbound::Message(Arc::new(m)));
+    }
+
+    fn reply(&self, to: &Inbound, status: &str, response: Value) {
+        self.queue(ServerMessage {
+            join_ref: to.join_ref.as_deref().map(Arc::from),
+            r#ref: to.r#ref.clone(),
+            topic: to.topic.as_str().into(),
+            event: "phx_reply",
+            payload: json!({"status": status, "response": response}).to_string(),
+        });
+    }
+
+    fn reply_error(&self, to: &Inbound, reason: impl Into<String>) {
+        self.reply(to, "error", json!({ "reason": reason.into() }));
+    }
+
+    /// A frame we could not read: an error reply where it can be addressed, else a
+    /// `phx_error` on the socket's own topic. The socket stays open.
+    fn malformed(&self, e: protocol::DecodeError) {
+        tracing::debug!(socket = self.handle.id, reason = %e.reason, "malformed frame");
+        let reason = format!("MalformedMessage: {}", e.reason);
+        match (&e.topic, &e.r#ref) {
+            (Some(topic), Some(r)) => self.queue(ServerMessage {
+                join_ref: e.join_ref.as_deref().map(Arc::from),
+                r#ref: Some(r.clone()),
+                topic: topic.as_str().into(),
+                event: "phx_reply",
+                payload: json!({"status": "error", "response": {"reason": reason}}).to_string(),
+            }),
+            _ => self.queue(ServerMessage {
+                join_ref: None,
+                r#ref: None,
+                topic: "phoenix".into(),
+                event: "phx_error",
+                payload: json!({ "reason": reason }).to_string(),
+            }),
+        }
+    }
+
+    fn system(
+        &self,
+        ch: &Channel,
+        extension: &str,
+        status: &str,
+        message: &str,
+        extra: Option<(&str, Value)>,
+    ) {
+        let mut payload = json!({
+            "extension": extension, "status": status, "message": message, "channel": ch.sub_topic,
+        });
+        if let Some((k, v)) = extra {
+            payload[k] = v;
+        }
+        self.queue(ServerMessage {
+            join_ref: ch.join_ref.clone(),
+            r#ref: None,
+            topic: ch.topic.clone(),
+            event: "system",
+            payload: payload.to_string(),
+        });
+    }
+
+    async fn dispatch(&mut self, m: Inbound) {
+        if m.topic == "phoenix" {
+            match m.event.as_str() {
+                "heartbeat" => self.reply(&m, "ok", json!({})),
+                other => self.reply_error(
+                    &m,
+                    format!("UnknownEvent: `{other}` is not an event of the phoenix topic"),
+                ),
+            }
+            return;
+        }
+        if m.event == "phx_join" {
+            self.join(m).await;
+            return;
+        }
+        if !self.channels.contains_key(&m.topic) {
+            self.reply_error(&m, "unmatched topic");
+            return;
+        }
+        match m.event.as_str() {
+            "phx_leave" => {
+                self.close_channel(&m.topic, false);
+                self.reply(&m, "ok", json!({}));
+            }
+            "access_token" => self.refresh_token(m).await,
+            "broadcast" => self.broadcast(m).await,
+            "presence" => self.presence(m).await,
+            other => self.reply_error(
+                &m,
+                format!("UnknownEvent: `{other}` is not understood on a channel (use broadcast, presence, access_token or phx_leave)"),
+            ),
+        }
+    }
+
+    async fn finish(mut self, ws: &mut Ws, end: End) {
+        let id = self.handle.id;
+        match end {
+            End::Overflow => {
+                let dropped = self
+                    .handle
+                    .overflow
+                    .dropped
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(socket = id, dropped, "client too slow: disconnecting");
+                let message = format!(
+                    "Client is too slow: {dropped} message(s) could not be queued after {} waiting; disconnecting",
+                    self.ctx.config.client_queue
+                );
+                let goodbye = async {
+                    let mut targets: Vec<(Option<Arc<str>>, Arc<str>, String)> = self
+                        .channels
+                        .values()
+                        .map(|c| (c.join_ref.clone(), c.topic.clone(), c.sub_topic.clone()))
+                        .collect();
+                    if targets.is_empty() {
+                        targets.push((None, "phoenix".into(), String::new()));
+                    }
+                    for (join_ref, topic, sub_topic) in targets {
+                        let m = ServerMessage {
+                            join_ref,
+                            r#ref: None,
+                            topic,
+                            event: "system",
+                            payload: json!({"extension": "system", "status": "error",
+                                            "message": message, "channel": sub_topic})
+                            .to_string(),
+                        };
+                        ws.feed(WsMessage::Text(protocol::encode_text(self.vsn, &m)))
+                            .await?;
+                    }
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Again,
+                        reason: "client too slow".into(),
+                    }))
+                    .await
+                };
+                let _ = tokio::time::timeout(OVERFLOW_NOTICE_TIMEOUT, goodbye).await;
+            }
+            End::Shutdown => {
+                tracing::debug!(socket = id, "closing for shutdown");
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Away,
+                        reason: "server shutting down".into(),
+                    })),
+                )
+                .await;
+            }
+            End::Idle => {
+                tracing::debug!(socket = id, "closing a silent socket");
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "heartbeat timeout".into(),
+                    })),
+                )
+                .await;
+            }
+            End::Error(WsError::Capacity(e)) => {
+                tracing::debug!(socket = id, error = %e, "frame too large");
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Size,
+                        reason: "message too big".into(),
+                    })),
+                )
+                .await;
+            }
+            End::Error(e) => tracing::debug!(socket = id, error = %e, "socket error"),
+            // Completes the closing handshake (tungstenite queued our Close reply).
+            End::ClientClosed => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+            }
+        }
+        let topics: Vec<String> = self.channels.keys().cloned().collect();
+        for t in topics {
+            self.close_channel(&t, false);
+        }
+        if let Some((sub, claims)) = self.user.take() {
+            let last = self.hub.user_disconnected(&sub);
+            if let Some(hook) =
+                LastSeenHook::from_setting(&self.ctx.config.last_seen_function).filter(|_| last)
+            {
+                let pool = self.ctx.pool.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = hook.call(&pool, &claims).await {
+                        tracing::warn!(error = %error, "the last-seen function failed");
+                    }
+                });
+            }
+        }
+        tracing::debug!(socket = id, "socket closed");
+    }
+}
