@@ -30,6 +30,7 @@ mod rest_http;
 mod rest_rpc;
 mod rest_tables;
 mod resume;
+mod socket_loop;
 mod supabase_js_auth;
 mod supabase_js_changes;
 mod supabase_js_realtime;
