@@ -122,7 +122,10 @@ pub(super) async fn run(
         // Frames that arrived while the database was being asked, in their order.
         if let Some(frame) = io.inbox.pop_front() {
             let outcome = match frame {
-                Ok(m) => io.meanwhile(s.dispatch(m), &mut ws, &mut rx).await,
+                Ok(m) => {
+                    io.meanwhile(Box::pin(s.dispatch(m)), &mut ws, &mut rx)
+                        .await
+                }
                 Err(e) => {
                     s.malformed(e);
                     Ok(())
@@ -136,6 +139,8 @@ pub(super) async fn run(
         let expiry = s.next_expiry();
         // Arms that ask the database run through `io.meanwhile`, which keeps writing the
         // queue and answering heartbeats while they wait (for a pooled connection, say).
+        // Their futures are boxed: a join's state machine is large, and held inline it
+        // would be allocated for every idle socket for its whole life.
         let outcome = tokio::select! {
             _ = s.handle.overflow.notify.notified() => break End::Overflow,
             out = rx.recv() => {
@@ -149,7 +154,7 @@ pub(super) async fn run(
                     Some(Err(e)) => break End::Error(e),
                     Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
                     Some(Ok(frame)) => match decode(vsn, frame) {
-                        Some(Ok(m)) => io.meanwhile(s.dispatch(m), &mut ws, &mut rx).await,
+                        Some(Ok(m)) => io.meanwhile(Box::pin(s.dispatch(m)), &mut ws, &mut rx).await,
                         Some(Err(e)) => {
                             s.malformed(e);
                             Ok(())
@@ -173,7 +178,7 @@ pub(super) async fn run(
                     s.changes_may_be_missed();
                 }
                 if access {
-                    io.meanwhile(s.recheck_access(), &mut ws, &mut rx).await
+                    io.meanwhile(Box::pin(s.recheck_access()), &mut ws, &mut rx).await
                 } else {
                     Ok(())
                 }
@@ -183,7 +188,7 @@ pub(super) async fn run(
             break end;
         }
     };
-    s.finish(&mut ws, end).await;
+    Box::pin(s.finish(&mut ws, end)).await;
 }
 
 /// A text or binary frame as a message (None for control frames).
