@@ -8,11 +8,12 @@ use crate::config::ServeConfig;
 pub struct App {
     pub config: ServeConfig,
     pub jwt: JwtVerifier,
-    /// Connections for REST/RPC requests and authorization checks; each use runs in its own
+    /// Connections for REST/RPC requests and socket joins; each use runs in its own
     /// transaction with the caller's role and claims set locally.
     pub pool: deadpool_postgres::Pool,
-    /// The realtime pipeline's own connections (authorization checks), apart from `pool` so
-    /// that REST load cannot starve deliveries.
+    /// The realtime pipeline's own connections, apart from `pool` so that REST load can
+    /// starve neither deliveries (row authorization) nor revocation (the re-checks of
+    /// joined private channels and filter columns, and private broadcast permission).
     pub authorize_pool: deadpool_postgres::Pool,
     pub database_url: String,
     /// Realtime's shared state: live subscriptions, topics; the fan-out delivers through it.

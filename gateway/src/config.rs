@@ -62,8 +62,8 @@ pub struct ServeConfig {
     #[arg(long, env = "RIPPLE_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
 
-    /// Connections of the realtime pipeline's own, for authorization checks: whatever REST
-    /// does, the pipeline keeps these.
+    /// Connections of the realtime pipeline's own, for authorization checks and the
+    /// re-checks that revoke private channels: whatever REST does, the pipeline keeps these.
     #[arg(long, env = "RIPPLE_AUTHORIZE_POOL_SIZE", default_value_t = 4)]
     pub authorize_pool_size: usize,
 
@@ -182,6 +182,17 @@ pub struct ServeConfig {
     /// Most memory (estimated bytes of changes) the resume window holds.
     #[arg(long, env = "RIPPLE_RESUME_WINDOW_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub resume_window_bytes: usize,
+
+    /// Memory for streamed transactions in progress (PostgreSQL streams large transactions
+    /// before they commit), in bytes of the messages as sent, all of them together; a
+    /// transaction that would go beyond it continues in a file until it commits or aborts.
+    #[arg(long, env = "RIPPLE_STREAMED_MEMORY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub streamed_memory_bytes: usize,
+
+    /// Folder in which a private folder for those files is made (the system's temporary
+    /// folder by default).
+    #[arg(long, env = "RIPPLE_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
 
     #[command(flatten)]
     pub auth: AuthConfig,

@@ -68,6 +68,22 @@ pub async fn run_with(
     // The migrations create the publication with the chat tables; a missing one is a
     // misconfiguration we create empty rather than refuse to start over.
     repl_config.create_publication = true;
+    repl_config.spill = replication::SpillConfig {
+        memory_budget: app.config.streamed_memory_bytes,
+        dir: app.config.spill_dir.clone(),
+        metrics: replication::SpillMetrics {
+            bytes: app.metrics.counter(
+                "ripple_replication_spilled_bytes_total",
+                "Bytes of streamed transactions written to spill files (beyond the memory budget).",
+                &[],
+            ),
+            transactions: app.metrics.counter(
+                "ripple_replication_spilled_transactions_total",
+                "Streamed transactions that went beyond the memory budget into a spill file.",
+                &[],
+            ),
+        },
+    };
     let authorizer = make_authorizer(&app);
     // Configuration errors (a wrong password, wal_level, a role without REPLICATION) stop
     // start-up with their message. A database that is merely unreachable is retried in the

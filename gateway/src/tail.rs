@@ -6,11 +6,9 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde_json::{Map, Value};
-
-use crate::change::{format_lsn, Lsn, Transaction};
+use crate::change::{format_lsn, Lsn, Row, Transaction};
 use crate::replication::{self, ReplicationConfig, ReplicationError};
+use serde::Serialize;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TailOptions {
@@ -49,8 +47,8 @@ pub struct ChangeLine<'a> {
     pub commit_lsn: &'a str,
     pub commit_time: &'a str,
     pub xid: u32,
-    pub record: Option<&'a Map<String, Value>>,
-    pub old_record: Option<&'a Map<String, Value>>,
+    pub record: Option<&'a Row>,
+    pub old_record: Option<&'a Row>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub unchanged_toast: &'a [String],
 }

@@ -514,6 +514,11 @@ pub fn spawn_ripple_serve(db: &TestDb, port: u16, application_name: Option<&str>
 pub struct RippleServe(std::process::Child);
 
 impl RippleServe {
+    /// The server's process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// `kill -9`, and waits for it.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Map, Value};
+use crate::change::Row;
 
 /// What identifies a question.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,7 +28,7 @@ pub struct VerdictKey {
 }
 
 impl VerdictKey {
-    pub fn new(table: u32, identity: String, columns: &[String], row: &Map<String, Value>) -> Self {
+    pub fn new(table: u32, identity: String, columns: &[String], row: &Row) -> Self {
         let mut values = String::new();
         for c in columns {
             match row.get(c) {
@@ -182,7 +182,7 @@ mod tests {
             1,
             "authenticated\0{}".into(),
             &["conversation_id".into()],
-            row.as_object().unwrap(),
+            &Row::from(row.as_object().unwrap().clone()),
         )
     }
 
@@ -220,25 +220,36 @@ mod tests {
             1,
             "r".into(),
             &cols,
-            json!({"conversation_id": "c", "body": "1"})
-                .as_object()
-                .unwrap(),
+            &Row::from(
+                json!({"conversation_id": "c", "body": "1"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
         );
         let b = VerdictKey::new(
             1,
             "r".into(),
             &cols,
-            json!({"conversation_id": "c", "body": "2"})
-                .as_object()
-                .unwrap(),
+            &Row::from(
+                json!({"conversation_id": "c", "body": "2"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
         );
         let n = VerdictKey::new(
             1,
             "r".into(),
             &cols,
-            json!({"conversation_id": null}).as_object().unwrap(),
+            &Row::from(
+                json!({"conversation_id": null})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
         );
-        let missing = VerdictKey::new(1, "r".into(), &cols, json!({}).as_object().unwrap());
+        let missing = VerdictKey::new(1, "r".into(), &cols, &Row::default());
         assert_eq!(a, b);
         assert_ne!(n, missing);
     }

@@ -16,10 +16,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{AuthorizeError, AuthorizeFuture, Authorizer, Check, ColumnAccess, Identity, Verdict};
-use crate::change::{ChangeKind, RelationInfo, RowChange, Transaction};
+use crate::change::{ChangeKind, RelationInfo, Row, RowChange, Transaction};
 
 pub struct LiveRowAuthorizer {
     pool: deadpool_postgres::Pool,
@@ -84,7 +84,7 @@ impl LiveRowAuthorizer {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let row: &Map<String, Value> = match change.kind {
+        let row: &Row = match change.kind {
             ChangeKind::Insert | ChangeKind::Update => match &change.record {
                 Some(r) => r,
                 None => return Ok(Verdict::Hidden),
@@ -98,7 +98,7 @@ impl LiveRowAuthorizer {
         if pk.is_empty() || pk.iter().any(|k| !row.contains_key(k)) {
             return Ok(Verdict::Hidden);
         }
-        let row_json = Value::Object(row.clone());
+        let row_json = Value::Object(row.to_map());
         if change.kind == ChangeKind::Delete {
             // Put the old row back for the duration of this (rolled back) transaction.
             let restored = tx

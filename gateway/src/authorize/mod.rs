@@ -27,7 +27,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
 use tokio_postgres::Row;
 
 use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
@@ -161,7 +160,7 @@ const PUBLISHED_SQL: &str = "select format('%I.%I', schemaname, tablename)::regc
     from pg_publication_tables where pubname = $1";
 
 /// The row a change is judged on, or None when it cannot be judged (and so reaches no one).
-pub fn row_to_judge(change: &RowChange) -> Option<Cow<'_, Map<String, Value>>> {
+pub fn row_to_judge(change: &RowChange) -> Option<Cow<'_, crate::change::Row>> {
     match change.kind {
         ChangeKind::Insert => change.record.as_ref().map(Cow::Borrowed),
         ChangeKind::Update => {
@@ -332,7 +331,7 @@ impl RlsAuthorizer {
         }
         let pooled = self.pool.get().await.map_err(AuthorizeError::Pool)?;
         let client: &tokio_postgres::Client = &pooled;
-        let judged: Vec<Option<Cow<'_, Map<String, Value>>>> =
+        let judged: Vec<Option<Cow<'_, crate::change::Row>>> =
             changes.iter().map(|c| row_to_judge(c)).collect();
         // Each row is serialized once, however many identities ask about it.
         let rows: Vec<Option<String>> = judged

@@ -359,7 +359,8 @@ impl std::error::Error for BoxedError {
 /// naming what is down.
 async fn health(app: &App) -> Response<Body> {
     let database = tokio::time::timeout(HEALTH_DB_TIMEOUT, async {
-        let conn = app.pool.get().await.ok()?;
+        // Not the REST pool: requests holding all of it make the database busy, not down.
+        let conn = app.authorize_pool.get().await.ok()?;
         conn.simple_query("select 1").await.ok()
     })
     .await

@@ -21,7 +21,7 @@ use super::resume::{Position, ReplayRequest, TooOld, Window};
 use super::socket_handle::{Outbound, Push};
 use super::Realtime;
 use crate::authorize::{AuthorizeError, Authorizer, Check, ColumnAccess, Identity, Verdict};
-use crate::change::{ChangeKind, ReplicaIdentity, RowChange, Transaction};
+use crate::change::{ChangeKind, ReplicaIdentity, Row, RowChange, Transaction};
 
 /// What one `deliver` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -351,7 +351,7 @@ pub async fn replay(
     Ok(report)
 }
 
-fn filtered(row: &Map<String, Value>, access: &ColumnAccess) -> Value {
+fn filtered(row: &Row, access: &ColumnAccess) -> Value {
     Value::Object(
         row.iter()
             .filter(|(k, _)| access.allows(k))
@@ -385,7 +385,7 @@ pub fn shape(
     );
     data.insert("type".into(), Value::String(change.kind.as_str().into()));
     data.insert("columns".into(), Value::Array(columns));
-    let empty = Map::new();
+    let empty = Row::default();
     if matches!(change.kind, ChangeKind::Insert | ChangeKind::Update) {
         data.insert(
             "record".into(),
@@ -430,8 +430,9 @@ mod tests {
                 ],
             }),
             kind,
-            record: (kind != ChangeKind::Delete).then(|| row.as_object().unwrap().clone()),
-            old_record: (kind != ChangeKind::Insert).then(|| row.as_object().unwrap().clone()),
+            record: (kind != ChangeKind::Delete).then(|| row.as_object().unwrap().clone().into()),
+            old_record: (kind != ChangeKind::Insert)
+                .then(|| row.as_object().unwrap().clone().into()),
             unchanged_toast: vec![],
         }
     }

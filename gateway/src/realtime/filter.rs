@@ -12,7 +12,9 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::change::Row;
 
 /// Most values an `in` list may hold.
 pub const MAX_IN_VALUES: usize = 100;
@@ -574,7 +576,7 @@ pub fn record_value(kind: ValueKind, v: Option<&Value>) -> Option<Typed> {
 }
 
 /// SQL's three-valued result of one condition.
-fn eval(cond: &Condition, record: &Map<String, Value>) -> Option<bool> {
+fn eval(cond: &Condition, record: &Row) -> Option<bool> {
     let raw = record.get(&cond.column);
     if cond.op == Op::Is {
         let is_null = matches!(raw, None | Some(Value::Null));
@@ -622,7 +624,7 @@ fn eval(cond: &Condition, record: &Map<String, Value>) -> Option<bool> {
 }
 
 /// Does `record` satisfy every condition (a row matches only when each is true, not null)?
-pub fn matches(conds: &[Condition], record: &Map<String, Value>) -> bool {
+pub fn matches(conds: &[Condition], record: &Row) -> bool {
     conds.iter().all(|c| eval(c, record) == Some(true))
 }
 
@@ -659,7 +661,7 @@ mod tests {
 
     fn m(filter: &str, rec: Value) -> bool {
         let conds = bind(&parse(filter).unwrap(), &cols()).unwrap();
-        matches(&conds, rec.as_object().unwrap())
+        matches(&conds, &Row::from(rec.as_object().unwrap().clone()))
     }
 
     #[test]
@@ -768,7 +770,7 @@ mod tests {
     #[test]
     fn empty_filter_matches_everything() {
         assert!(parse("").unwrap().is_empty());
-        assert!(matches(&[], json!({}).as_object().unwrap()));
+        assert!(matches(&[], &Row::default()));
     }
 
     #[test]

@@ -8,13 +8,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use serde_json::{Map, Value};
-
 use super::filter::{self, Condition, ValueKind};
 use super::resume::{ChannelResume, ResumeRequest};
 use super::socket_handle::SocketHandle;
 use crate::authorize::Identity;
-use crate::change::{ChangeKind, RowChange};
+use crate::change::{ChangeKind, Row, RowChange};
 
 /// A joined channel, as the fan-out sees it: where to send, and as whom.
 #[derive(Debug)]
@@ -142,7 +140,7 @@ impl Subscription {
 }
 
 /// The row a filter is judged on: the new row for INSERT and UPDATE, the old row for DELETE.
-pub fn row_image(change: &RowChange) -> Option<&Map<String, Value>> {
+pub fn row_image(change: &RowChange) -> Option<&Row> {
     match change.kind {
         ChangeKind::Insert | ChangeKind::Update => change.record.as_ref(),
         ChangeKind::Delete => change.old_record.as_ref(),
@@ -421,7 +419,8 @@ mod tests {
                 json!({"id": 1, "conv": conv, "n": n})
                     .as_object()
                     .unwrap()
-                    .clone(),
+                    .clone()
+                    .into(),
             ),
             old_record: None,
             unchanged_toast: vec![],

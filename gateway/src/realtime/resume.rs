@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::registry::{ChannelRef, Subscription};
-use crate::change::{Lsn, RowChange, Transaction};
+use crate::change::{Lsn, Row, RowChange, Transaction};
 
 /// Where a change sits in the stream. Ordered by commit, then by place in the transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -308,7 +308,7 @@ fn estimate_bytes(tx: &Transaction) -> usize {
             _ => 8,
         }
     }
-    let row = |r: &Option<serde_json::Map<String, Value>>| {
+    let row = |r: &Option<Row>| {
         r.as_ref()
             .map(|m| m.iter().map(|(k, v)| k.len() + value(v)).sum::<usize>())
             .unwrap_or(0)
@@ -342,7 +342,7 @@ mod tests {
                 .map(|i| RowChange {
                     relation: rel.clone(),
                     kind: ChangeKind::Insert,
-                    record: json!({ "id": i }).as_object().cloned(),
+                    record: json!({ "id": i }).as_object().cloned().map(Into::into),
                     old_record: None,
                     unchanged_toast: vec![],
                 })

@@ -923,7 +923,9 @@ impl Session {
                 ch.filter_columns.clone(),
             );
             if private {
-                match private::read_access(&self.app.pool, &sub_topic, &claims).await {
+                // On the pipeline's own connections: a revocation must not wait behind
+                // REST requests (forty slow RPCs on the shared pool delayed it by seconds).
+                match private::read_access(&self.app.authorize_pool, &sub_topic, &claims).await {
                     Ok(a) if a.any() => {}
                     Ok(_) => {
                         self.shutdown_channel(
@@ -957,7 +959,8 @@ impl Session {
         if columns.is_empty() {
             return None;
         }
-        let client = match self.app.pool.get().await {
+        // The pipeline's connections, as for the private channel re-check above.
+        let client = match self.app.authorize_pool.get().await {
             Ok(c) => c,
             Err(error) => {
                 tracing::warn!(error = %error, "filter column re-check failed");
@@ -998,7 +1001,10 @@ impl Session {
             return Some(a);
         }
         let (sub_topic, claims) = (ch.sub_topic.clone(), ch.claims.clone());
-        match private::write_access(&self.app.pool, &sub_topic, &claims).await {
+        // Asked again after every re-check (which clears it): on the pipeline's
+        // connections too, so a removed member's next broadcast is refused without
+        // waiting for REST.
+        match private::write_access(&self.app.authorize_pool, &sub_topic, &claims).await {
             Ok(a) => {
                 if let Some(ch) = self.channels.get_mut(topic) {
                     ch.write_access = Some(a);

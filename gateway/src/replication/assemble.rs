@@ -1,16 +1,17 @@
 //! Decoded pgoutput messages -> committed [`Transaction`]s with JSON rows. Keeps the
-//! relations the stream has described (and follows them as they change), buffers a
-//! transaction until its commit, and buffers streamed (protocol 2) transactions by xid
-//! until they commit or abort. No I/O: type names the server did not describe are asked
-//! of the catalog by the caller, between messages.
+//! relations the stream has described (and follows them as they change) and buffers a
+//! transaction until its commit. Streamed (protocol 2) transactions are the caller's to
+//! keep until they commit (see `spool`: raw, within a memory budget) and to replay here
+//! then, between a Begin and a Commit. No I/O: type names the server did not describe are
+//! asked of the catalog by the caller, between messages.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::change::{
-    ChangeKind, ColumnInfo, RelationInfo, ReplicaIdentity, RowChange, Transaction,
+    ChangeKind, ColumnInfo, RelationInfo, ReplicaIdentity, Row, RowChange, Transaction,
 };
 use crate::decode::pgoutput::{Relation, Tuple};
 use crate::decode::{
@@ -21,10 +22,8 @@ use crate::decode::{
 struct RelationState {
     info: Arc<RelationInfo>,
     kinds: Vec<ValueKind>,
-    /// Every column name mapped to null, in column order. A full row is a clone of this
-    /// with the values filled in by position: cloning copies the hash index as it is,
-    /// where inserting would hash and probe each column name again for every row.
-    template: Map<String, Value>,
+    /// The column names, shared by every row of the relation.
+    names: Arc<[String]>,
 }
 
 struct Pending {
@@ -40,6 +39,8 @@ pub enum AssembleError {
     UnknownRelation(u32),
     #[error("{0} outside a transaction")]
     OutsideTransaction(&'static str),
+    #[error("{0} of a streamed transaction given to the assembler before its commit")]
+    Streamed(&'static str),
     #[error("tuple has {got} column(s), relation {relation} has {want}")]
     ColumnCount {
         relation: u32,
@@ -54,8 +55,7 @@ pub struct Assembler {
     catalog: HashMap<u32, CatalogType>,
     types: HashMap<u32, TypeInfo>,
     current: Option<Pending>,
-    /// Streamed transactions by top-level xid: (subtransaction xid, change).
-    streams: HashMap<u32, Vec<(u32, RowChange)>>,
+    /// The transaction whose streamed block is open.
     stream_block: Option<u32>,
 }
 
@@ -69,9 +69,14 @@ impl Assembler {
         self.stream_block.is_some()
     }
 
-    /// No transaction has begun and not yet ended.
+    /// The transaction whose streamed block is open.
+    pub fn stream_xid(&self) -> Option<u32> {
+        self.stream_block
+    }
+
+    /// No transaction has begun and not yet ended (streamed ones are the caller's).
     pub fn idle(&self) -> bool {
-        self.current.is_none() && self.streams.is_empty()
+        self.current.is_none()
     }
 
     /// A new session re-sends relations and restarts open transactions; forget them.
@@ -79,7 +84,6 @@ impl Assembler {
     pub fn reset_session(&mut self) {
         self.relations.clear();
         self.current = None;
-        self.streams.clear();
         self.stream_block = None;
     }
 
@@ -148,19 +152,9 @@ impl Assembler {
             replica_identity,
             columns,
         });
-        let template = info
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), Value::Null))
-            .collect();
-        self.relations.insert(
-            r.oid,
-            RelationState {
-                info,
-                kinds,
-                template,
-            },
-        );
+        let names = info.columns.iter().map(|c| c.name.clone()).collect();
+        self.relations
+            .insert(r.oid, RelationState { info, kinds, names });
     }
 
     /// Applies one message; returns the transaction it committed, if any.
@@ -214,48 +208,28 @@ impl Assembler {
                     self.push(t.xid, change)?;
                 }
             }
-            PgOutput::StreamStart(s) => {
-                self.stream_block = Some(s.xid);
-                self.streams.entry(s.xid).or_default();
-            }
+            PgOutput::StreamStart(s) => self.stream_block = Some(s.xid),
             PgOutput::StreamStop => self.stream_block = None,
-            PgOutput::StreamCommit(c) => {
-                let changes = self.streams.remove(&c.xid).unwrap_or_default();
-                return Ok(Some(Transaction {
-                    xid: c.xid,
-                    commit_lsn: c.end_lsn,
-                    commit_time_micros: c.commit_time_micros,
-                    changes: changes.into_iter().map(|(_, ch)| ch).collect(),
-                }));
-            }
-            PgOutput::StreamAbort(a) => {
-                if a.xid == a.subxid {
-                    self.streams.remove(&a.xid);
-                } else if let Some(changes) = self.streams.get_mut(&a.xid) {
-                    changes.retain(|(sub, _)| *sub != a.subxid);
-                }
-            }
+            PgOutput::StreamCommit(_) => return Err(AssembleError::Streamed("Stream Commit")),
+            PgOutput::StreamAbort(_) => return Err(AssembleError::Streamed("Stream Abort")),
             // Type names come from the catalog; origins and logical messages carry no rows.
             PgOutput::Type(_) | PgOutput::Origin(_) | PgOutput::Message(_) => {}
         }
         Ok(None)
     }
 
-    fn push(&mut self, xid: Option<u32>, change: RowChange) -> Result<(), AssembleError> {
-        match (self.stream_block, xid) {
-            (Some(top), Some(sub)) => {
-                self.streams.entry(top).or_default().push((sub, change));
-                Ok(())
-            }
-            _ => {
-                let p = self
-                    .current
-                    .as_mut()
-                    .ok_or(AssembleError::OutsideTransaction("row change"))?;
-                p.changes.push(change);
-                Ok(())
-            }
+    /// `_xid` is the (sub)transaction a streamed change belongs to: by the time it gets
+    /// here its transaction committed and is replayed whole.
+    fn push(&mut self, _xid: Option<u32>, change: RowChange) -> Result<(), AssembleError> {
+        if self.stream_block.is_some() {
+            return Err(AssembleError::Streamed("row change"));
         }
+        let p = self
+            .current
+            .as_mut()
+            .ok_or(AssembleError::OutsideTransaction("row change"))?;
+        p.changes.push(change);
+        Ok(())
     }
 
     fn row_change(
@@ -271,24 +245,31 @@ impl Assembler {
             .ok_or(AssembleError::UnknownRelation(relation))?;
         let mut unchanged_toast = Vec::new();
         let record = match new {
-            Some(t) => Some(to_map(rel, relation, t, false, Some(&mut unchanged_toast))?),
+            Some(t) => Some(to_row(rel, relation, t, false, Some(&mut unchanged_toast))?),
             None => None,
         };
         let old_record = match old {
-            Some(OldTuple::Full(t)) => Some(to_map(rel, relation, t, false, None)?),
-            Some(OldTuple::Key(t)) => Some(to_map(rel, relation, t, true, None)?),
+            Some(OldTuple::Full(t)) => Some(to_row(rel, relation, t, false, None)?),
+            Some(OldTuple::Key(t)) => Some(to_row(rel, relation, t, true, None)?),
             // An UPDATE that kept its key sends no old tuple: the old key is the new one.
             None => match (&record, rel.info.replica_identity) {
                 (Some(rec), ReplicaIdentity::Default | ReplicaIdentity::Index)
                     if kind == ChangeKind::Update =>
                 {
-                    let mut m = Map::new();
-                    for c in rel.info.columns.iter().filter(|c| c.is_key) {
-                        if let Some(v) = rec.get(&c.name) {
-                            m.insert(c.name.clone(), v.clone());
-                        }
-                    }
-                    (!m.is_empty()).then_some(m)
+                    let values: Vec<Option<Value>> = rel
+                        .info
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            if c.is_key {
+                                rec.get(&c.name).cloned()
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    let key = Row::new(rel.names.clone(), values);
+                    (!key.is_empty()).then_some(key)
                 }
                 _ => None,
             },
@@ -303,13 +284,16 @@ impl Assembler {
     }
 }
 
-fn to_map(
+/// A tuple as a row of its relation. Key-only tuples carry the key columns (the others
+/// are null in the tuple but not part of the row); unchanged TOASTed values are left out
+/// and named in `unchanged`.
+fn to_row(
     rel: &RelationState,
     relation: u32,
     tuple: &Tuple<'_>,
     key_only: bool,
     mut unchanged: Option<&mut Vec<String>>,
-) -> Result<Map<String, Value>, AssembleError> {
+) -> Result<Row, AssembleError> {
     let cols = &rel.info.columns;
     if tuple.len() != cols.len() {
         return Err(AssembleError::ColumnCount {
@@ -318,39 +302,28 @@ fn to_map(
             want: cols.len(),
         });
     }
-    let complete = !key_only && !tuple.iter().any(|c| matches!(c, Cell::UnchangedToast));
-    // Column names are unique, so the template has one entry per column; checked anyway,
-    // as filling by position relies on it.
-    if complete && rel.template.len() == cols.len() {
-        let mut m = rel.template.clone();
-        for ((slot, cell), kind) in m.values_mut().zip(tuple).zip(&rel.kinds) {
-            *slot = cell_to_json(cell, kind);
-        }
-        return Ok(m);
-    }
-    let mut m = Map::with_capacity(cols.len());
-    for ((cell, col), kind) in tuple.iter().zip(cols).zip(&rel.kinds) {
-        if key_only && !col.is_key {
-            continue;
-        }
-        if let Cell::UnchangedToast = cell {
-            if let Some(u) = unchanged.as_deref_mut() {
-                u.push(col.name.clone());
+    let values = tuple
+        .iter()
+        .zip(cols)
+        .zip(&rel.kinds)
+        .map(|((cell, col), kind)| {
+            if key_only && !col.is_key {
+                return None;
             }
-            continue;
-        }
-        m.insert(col.name.clone(), cell_to_json(cell, kind));
-    }
-    Ok(m)
-}
-
-fn cell_to_json(cell: &Cell<'_>, kind: &ValueKind) -> Value {
-    match cell {
-        Cell::Text(t) => text_to_json(kind, t),
-        Cell::Binary(b) => binary_to_json(b),
-        // Unchanged TOAST is left out of the row by the caller.
-        Cell::Null | Cell::UnchangedToast => Value::Null,
-    }
+            match cell {
+                Cell::Text(t) => Some(text_to_json(kind, t)),
+                Cell::Binary(b) => Some(binary_to_json(b)),
+                Cell::Null => Some(Value::Null),
+                Cell::UnchangedToast => {
+                    if let Some(u) = unchanged.as_deref_mut() {
+                        u.push(col.name.clone());
+                    }
+                    None
+                }
+            }
+        })
+        .collect();
+    Ok(Row::new(rel.names.clone(), values))
 }
 
 #[cfg(test)]
@@ -441,15 +414,12 @@ mod tests {
         assert_eq!(u.unchanged_toast, vec!["body".to_string()]);
         assert!(!u.record.as_ref().unwrap().contains_key("body"));
         assert_eq!(
-            Value::Object(u.old_record.clone().unwrap()).to_string(),
+            Value::from(u.old_record.clone().unwrap()).to_string(),
             r#"{"id":9007199254740993}"#
         );
         let d = &t.changes[2];
         assert_eq!(d.kind, ChangeKind::Delete);
-        assert_eq!(
-            Value::Object(d.old_record.clone().unwrap()),
-            json!({"id": 3})
-        );
+        assert_eq!(Value::from(d.old_record.clone().unwrap()), json!({"id": 3}));
     }
 
     /// A relation with one column of each kind the stream types specially.
@@ -511,16 +481,16 @@ mod tests {
         .unwrap();
         let t = a.apply(commit(50)).unwrap().unwrap();
         let want = r#"{"id":-9223372036854775808,"amount":123456789012345678901234567890.000000000001,"meta":{"a":{"b":[1,2.50,"x"]},"big":18446744073709551616},"tags":["a","b c",null,"d\"e"],"at":"2024-01-02T03:04:05.5+00:00","ok":true,"note":null}"#;
-        let ins = Value::Object(t.changes[0].record.clone().unwrap());
+        let ins = Value::from(t.changes[0].record.clone().unwrap());
         assert_eq!(ins.to_string(), want);
-        let old = Value::Object(t.changes[1].old_record.clone().unwrap());
+        let old = Value::from(t.changes[1].old_record.clone().unwrap());
         assert_eq!(old.to_string(), want);
         let upd = &t.changes[1];
         assert_eq!(upd.unchanged_toast, vec!["note".to_string()]);
         let rec = upd.record.as_ref().unwrap();
         let keys: Vec<&str> = rec.keys().map(String::as_str).collect();
         assert_eq!(keys, ["id", "amount", "meta", "tags", "at", "ok"]);
-        assert_eq!(Value::Object(rec.clone())["meta"], ins["meta"]);
+        assert_eq!(Value::from(rec.clone())["meta"], ins["meta"]);
     }
 
     #[test]
@@ -551,13 +521,13 @@ mod tests {
         let t = a.apply(commit(50)).unwrap().unwrap();
         assert_eq!(t.changes[0].relation.columns.len(), 1);
         assert_eq!(
-            Value::Object(t.changes[0].record.clone().unwrap()),
+            Value::from(t.changes[0].record.clone().unwrap()),
             json!({"id": 1})
         );
     }
 
     #[test]
-    fn streamed_transactions_commit_whole_and_aborted_subtransactions_vanish() {
+    fn a_streamed_transaction_is_replayed_at_its_commit_and_refused_before() {
         let mut a = Assembler::new();
         a.apply(rel(b'd')).unwrap();
         let ins = |xid, id: &'static [u8]| {
@@ -572,59 +542,42 @@ mod tests {
             first_segment: true,
         }))
         .unwrap();
-        assert!(a.in_stream_block());
-        a.apply(ins(500, b"1")).unwrap();
-        a.apply(ins(501, b"2")).unwrap();
+        assert_eq!(a.stream_xid(), Some(500));
+        // Inside the block, changes are the caller's to keep until the commit.
+        assert!(matches!(
+            a.apply(ins(500, b"1")),
+            Err(AssembleError::Streamed(_))
+        ));
         a.apply(PgOutput::StreamStop).unwrap();
         assert!(!a.in_stream_block());
-        assert!(!a.idle());
+        assert!(a.idle(), "nothing is held here");
         // A regular transaction may commit between stream blocks.
         a.apply(begin(600)).unwrap();
-        let t = a.apply(commit(70)).unwrap().unwrap();
-        assert_eq!(t.xid, 600);
-        a.apply(PgOutput::StreamStart(StreamStart {
+        assert_eq!(a.apply(commit(70)).unwrap().unwrap().xid, 600);
+        let stream_commit = PgOutput::StreamCommit(StreamCommit {
             xid: 500,
-            first_segment: false,
-        }))
-        .unwrap();
+            flags: 0,
+            commit_lsn: 90,
+            end_lsn: 99,
+            commit_time_micros: 1,
+        });
+        assert!(matches!(
+            a.apply(stream_commit),
+            Err(AssembleError::Streamed(_))
+        ));
+        // The caller's replay: the kept changes between a Begin and a Commit, as parsed
+        // inside the block (with their subtransaction xids).
+        a.apply(begin(500)).unwrap();
+        a.apply(ins(500, b"1")).unwrap();
         a.apply(ins(502, b"3")).unwrap();
-        a.apply(PgOutput::StreamStop).unwrap();
-        a.apply(PgOutput::StreamAbort(StreamAbort {
-            xid: 500,
-            subxid: 501,
-        }))
-        .unwrap();
-        let t = a
-            .apply(PgOutput::StreamCommit(StreamCommit {
-                xid: 500,
-                flags: 0,
-                commit_lsn: 90,
-                end_lsn: 99,
-                commit_time_micros: 1,
-            }))
-            .unwrap()
-            .unwrap();
+        let t = a.apply(commit(99)).unwrap().unwrap();
         let ids: Vec<String> = t
             .changes
             .iter()
             .map(|c| c.record.as_ref().unwrap()["id"].to_string())
             .collect();
         assert_eq!(ids, vec!["1", "3"]);
-        assert_eq!(t.commit_lsn, 99);
-        assert!(a.idle());
-
-        a.apply(PgOutput::StreamStart(StreamStart {
-            xid: 700,
-            first_segment: true,
-        }))
-        .unwrap();
-        a.apply(ins(700, b"4")).unwrap();
-        a.apply(PgOutput::StreamStop).unwrap();
-        a.apply(PgOutput::StreamAbort(StreamAbort {
-            xid: 700,
-            subxid: 700,
-        }))
-        .unwrap();
+        assert_eq!((t.xid, t.commit_lsn), (500, 99));
         assert!(a.idle());
     }
 

@@ -93,6 +93,8 @@ pub enum ReplicationError {
     Assemble(#[source] super::assemble::AssembleError),
     #[error("catalog query failed")]
     Catalog(#[source] tokio_postgres::Error),
+    #[error("could not spill a streamed transaction to disk")]
+    Spill(#[source] std::io::Error),
 }
 
 impl ReplicationError {

@@ -4,6 +4,8 @@
 //! ```text
 //! connection (socket, auth, framing) -> stream (one task: frames, status, reconnect)
 //!   -> decode (pgoutput bytes -> messages) -> assemble (messages -> Transactions)
+//!      (streamed transactions wait in spool, raw and within a memory budget, until they
+//!      commit, then go through assemble)
 //!   -> mpsc::Receiver<Arc<Transaction>> (the consumer), which confirms what it processed
 //! ```
 //!
@@ -37,6 +39,7 @@ mod assemble;
 mod connection;
 mod error;
 mod setup;
+mod spool;
 mod stream;
 
 use std::sync::atomic::Ordering;
@@ -49,6 +52,7 @@ use tokio::task::JoinHandle;
 pub use assemble::{AssembleError, Assembler};
 pub use connection::{ConnectParams, Target};
 pub use error::{ReplicationError, ServerError};
+pub use spool::{SpillConfig, SpillMetrics};
 
 use crate::change::{Lsn, Transaction};
 use stream::{Shared, Streamer};
@@ -79,6 +83,9 @@ pub struct ReplicationConfig {
     pub status_interval: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Streamed transactions in progress: how much of them memory holds before the rest
+    /// goes to a file, and where.
+    pub spill: SpillConfig,
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -106,6 +113,7 @@ impl ReplicationConfig {
             channel_capacity: 1024,
             status_interval: Duration::from_millis(250),
             max_backoff: Duration::from_secs(5),
+            spill: SpillConfig::default(),
         }
     }
 }

@@ -15,8 +15,10 @@ use tokio_postgres::Client;
 use super::assemble::Assembler;
 use super::connection::{ConnectParams, ReplicationConnection};
 use super::error::ReplicationError;
+use super::spool::Spool;
 use super::{setup, ReplicationConfig, StreamState};
 use crate::change::{format_lsn, Lsn, Transaction};
+use crate::decode::pgoutput::{Begin, Commit, StreamCommit};
 use crate::decode::{self, PgOutput, WalFrame};
 
 /// State shared with [`super::ReplicationHandle`].
@@ -59,6 +61,8 @@ pub(crate) struct Streamer {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Arc<Transaction>>,
     assembler: Assembler,
+    /// Streamed transactions in progress, as raw messages, until they commit or abort.
+    spool: Spool,
     /// Committed transactions not yet handed to the consumer, in commit order.
     ready: VecDeque<Transaction>,
     catalog: Option<Client>,
@@ -86,8 +90,10 @@ impl Streamer {
         tx: mpsc::Sender<Arc<Transaction>>,
     ) -> Self {
         let start = config.resume_after.unwrap_or(0);
+        let spool = Spool::new(config.spill.clone());
         Self {
             config,
+            spool,
             params,
             pg_config,
             shared,
@@ -194,6 +200,8 @@ impl Streamer {
         conn.start_replication(&cmd).await?;
         self.streamed_before = true;
         self.assembler.reset_session();
+        // Streamed transactions in progress start again from their first block.
+        self.spool.clear();
         // Anything decoded but not handed over comes again from the slot.
         self.ready.clear();
         tracing::info!(
@@ -331,28 +339,90 @@ impl Streamer {
                 ..
             } => {
                 self.received = self.received.max(wal_end).max(wal_start);
-                let msg = decode::parse(data, self.assembler.in_stream_block())
-                    .map_err(ReplicationError::Decode)?;
-                if let PgOutput::Relation(r) = &msg {
-                    let missing = self.assembler.missing_types(r);
-                    if !missing.is_empty() {
-                        let rows = {
-                            let catalog = self.catalog().await?;
-                            setup::catalog_types(catalog, &missing).await?
-                        };
-                        self.assembler.add_catalog_rows(rows);
+                let in_stream = self.assembler.stream_xid();
+                let msg =
+                    decode::parse(data, in_stream.is_some()).map_err(ReplicationError::Decode)?;
+                match (&msg, in_stream) {
+                    (PgOutput::StreamStart(s), _) => self.spool.begin(s.xid),
+                    (PgOutput::StreamAbort(a), _) => {
+                        self.spool.abort(a.xid, a.subxid);
+                        return Ok(());
                     }
+                    (PgOutput::StreamCommit(c), _) => {
+                        let c = *c;
+                        return self.replay_streamed(&c).await;
+                    }
+                    (PgOutput::StreamStop, _) => {}
+                    // Inside a streamed block: kept as sent, read back at the commit.
+                    (_, Some(top)) => {
+                        let subxid = change_xid(&msg).unwrap_or(top);
+                        return self
+                            .spool
+                            .append(top, subxid, data)
+                            .map_err(ReplicationError::Spill);
+                    }
+                    (_, None) => {}
                 }
-                let committed = self
-                    .assembler
-                    .apply(msg)
-                    .map_err(ReplicationError::Assemble)?;
-                if let Some(t) = committed {
-                    self.ready.push_back(t);
-                }
+                self.apply(msg).await?;
             }
         }
         Ok(())
+    }
+
+    /// Applies one message to the assembler (first resolving the types a Relation message
+    /// names that we do not know); a transaction it commits joins `ready`.
+    async fn apply(&mut self, msg: PgOutput<'_>) -> Result<(), ReplicationError> {
+        if let PgOutput::Relation(r) = &msg {
+            let missing = self.assembler.missing_types(r);
+            if !missing.is_empty() {
+                let rows = {
+                    let catalog = self.catalog().await?;
+                    setup::catalog_types(catalog, &missing).await?
+                };
+                self.assembler.add_catalog_rows(rows);
+            }
+        }
+        let committed = self
+            .assembler
+            .apply(msg)
+            .map_err(ReplicationError::Assemble)?;
+        if let Some(t) = committed {
+            self.ready.push_back(t);
+        }
+        Ok(())
+    }
+
+    /// A streamed transaction committed: its kept messages go through the assembler in
+    /// the order they came (its Relation messages too, which take effect now, as they
+    /// would have at a regular commit), without those of aborted subtransactions.
+    async fn replay_streamed(&mut self, c: &StreamCommit) -> Result<(), ReplicationError> {
+        // A commit whose blocks never came (none are sent for a transaction without
+        // published changes) commits nothing, as an empty transaction.
+        let kept = self.spool.take(c.xid);
+        self.apply(PgOutput::Begin(Begin {
+            final_lsn: c.commit_lsn,
+            commit_time_micros: c.commit_time_micros,
+            xid: c.xid,
+        }))
+        .await?;
+        if let Some(kept) = kept {
+            let mut reader = kept.into_reader().map_err(ReplicationError::Spill)?;
+            let mut buf = Vec::new();
+            while reader
+                .next_message(&mut buf)
+                .map_err(ReplicationError::Spill)?
+            {
+                let msg = decode::parse(&buf, true).map_err(ReplicationError::Decode)?;
+                self.apply(msg).await?;
+            }
+        }
+        self.apply(PgOutput::Commit(Commit {
+            flags: c.flags,
+            commit_lsn: c.commit_lsn,
+            end_lsn: c.end_lsn,
+            commit_time_micros: c.commit_time_micros,
+        }))
+        .await
     }
 
     /// Hands the ready transactions to the consumer, skipping those delivered before (a
@@ -409,7 +479,11 @@ impl Streamer {
     fn flush_position(&self) -> Lsn {
         let confirmed = self.shared.confirmed.load(Ordering::Acquire);
         let mut flush = confirmed.min(self.last_delivered);
-        if confirmed >= self.last_delivered && self.assembler.idle() && self.ready.is_empty() {
+        if confirmed >= self.last_delivered
+            && self.assembler.idle()
+            && self.spool.is_empty()
+            && self.ready.is_empty()
+        {
             flush = flush.max(self.server_wal_end);
         }
         flush.max(self.last_reported)
@@ -444,6 +518,17 @@ impl Streamer {
         self.last_reported = flush;
         self.last_status_at = Instant::now();
         Ok(())
+    }
+}
+
+/// The (sub)transaction a row change inside a streamed block belongs to.
+fn change_xid(msg: &PgOutput<'_>) -> Option<u32> {
+    match msg {
+        PgOutput::Insert(m) => m.xid,
+        PgOutput::Update(m) => m.xid,
+        PgOutput::Delete(m) => m.xid,
+        PgOutput::Truncate(m) => m.xid,
+        _ => None,
     }
 }
 

@@ -11,11 +11,14 @@
 //! Each consumer gets its own slot, created before the workload, so both read exactly the
 //! same WAL; rounds alternate the two so neither always runs on a warmer cache. Prints
 //! changes per second of each (best round) and the ratio. Both mostly wait on the
-//! server's decoding, so it also prints each consumer's own CPU time per change (from
-//! /proc: this process for Ripple, the reaped child for pg_recvlogical; least of the
-//! rounds).
+//! server's decoding, so it also prints CPU time per change (from /proc, least of the
+//! rounds) of each consumer (this process for Ripple, the reaped child for
+//! pg_recvlogical) and of the walsender serving it (the slot's `active_pid`). On a busy
+//! machine the rates swing with whoever else runs; the CPU figures do not, and a consumer
+//! that needs less CPU per change than its walsender spends producing it keeps up
+//! whenever it has a core of its own.
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -49,6 +52,9 @@ struct Figures {
     ripple: f64,
     recv_cpu_ns: f64,
     ripple_cpu_ns: f64,
+    /// The walsenders serving each.
+    recv_sender_ns: f64,
+    ripple_sender_ns: f64,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -73,21 +79,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<34} {:>15} {:>15} {:>7} {:>22}",
-        "workload", "pg_recvlogical", "ripple", "ratio", "cpu/change recv|ripple"
+        "{:<32} {:>15} {:>15} {:>6}   {:>28}   {:>28}",
+        "workload",
+        "pg_recvlogical",
+        "ripple",
+        "ratio",
+        "cpu/change recv | walsender",
+        "cpu/change ripple | walsender"
     );
     for f in &all {
         println!(
-            "{:<34} {:>10.0} ch/s {:>10.0} ch/s {:>7.2} {:>10.0} ns|{:.0} ns",
+            "{:<32} {:>10.0} ch/s {:>10.0} ch/s {:>6.2}   {:>12.0} ns | {:>9.0} ns   {:>13.0} ns | {:>9.0} ns",
             f.name,
             f.recv,
             f.ripple,
             f.ripple / f.recv,
             f.recv_cpu_ns,
-            f.ripple_cpu_ns
+            f.recv_sender_ns,
+            f.ripple_cpu_ns,
+            f.ripple_sender_ns,
         );
     }
     println!("(ripple: typed JSON rows; pg_recvlogical: raw pgoutput to /dev/null)");
+    for f in &all {
+        let share = f.ripple_cpu_ns / f.ripple_sender_ns;
+        println!(
+            "{}: ripple's consumer needs {share:.2}x the CPU per change its walsender spends ({})",
+            f.name,
+            if share < 1.0 {
+                "less: with a core of its own it keeps up with the server"
+            } else {
+                "more: the consumer, not the server, bounds the rate"
+            }
+        );
+    }
     Ok(())
 }
 
@@ -158,35 +183,40 @@ async fn workload(
     .expect("pg_recvlogical");
     let mut recv_rates = Vec::new();
     let mut recv_cpu = Vec::new();
+    let mut recv_sender_cpu = Vec::new();
     let mut ripple_cpu = Vec::new();
+    let mut ripple_sender_cpu = Vec::new();
     let mut ripple_rates = Vec::new();
     let mut last_commit = 0;
     for (slot, is_recv) in &slots {
         if *is_recv {
             let cpu0 = cpu_seconds().1;
             let start = Instant::now();
-            let status = Command::new(&recvlogical)
+            let child = Command::new(&recvlogical)
                 .args(["-d", &db.url, "--slot", slot, "--start", "--no-loop"])
                 .args(["-E", &end, "-f", "/dev/null"])
                 .args(["-o", "proto_version=1", "-o", "publication_names=bench"])
                 .stdin(Stdio::null())
-                .status()?;
+                .spawn()?;
+            let (status, sender) = watch_walsender(db, slot, child).await?;
             let took = start.elapsed();
             anyhow::ensure!(status.success(), "pg_recvlogical failed: {status}");
             let rate = rows as f64 / took.as_secs_f64();
             let cpu = cpu_seconds().1 - cpu0;
-            eprintln!("  pg_recvlogical {slot}: {took:.2?}, {rate:.0} changes/s, cpu {cpu:.2}s");
+            eprintln!("  pg_recvlogical {slot}: {took:.2?}, {rate:.0} changes/s, cpu {cpu:.2}s, walsender cpu {sender:.2}s");
             recv_rates.push(rate);
             recv_cpu.push(cpu);
+            recv_sender_cpu.push(sender);
         } else {
             let cpu0 = cpu_seconds().0;
-            let (took, last) = ripple_consume(&db.url, slot, rows, end_lsn).await?;
+            let (took, last, sender) = ripple_consume(db, slot, rows, end_lsn).await?;
             let cpu = cpu_seconds().0 - cpu0;
             last_commit = last;
             let rate = rows as f64 / took.as_secs_f64();
-            eprintln!("  ripple         {slot}: {took:.2?}, {rate:.0} changes/s, cpu {cpu:.2}s");
+            eprintln!("  ripple         {slot}: {took:.2?}, {rate:.0} changes/s, cpu {cpu:.2}s, walsender cpu {sender:.2}s");
             ripple_rates.push(rate);
             ripple_cpu.push(cpu);
+            ripple_sender_cpu.push(sender);
         }
     }
     // pg_recvlogical reports what it wrote as flushed when it exits: check it read the
@@ -224,37 +254,96 @@ async fn workload(
         ripple: best(&ripple_rates),
         recv_cpu_ns: per_change(least(&recv_cpu)),
         ripple_cpu_ns: per_change(least(&ripple_cpu)),
+        recv_sender_ns: per_change(least(&recv_sender_cpu)),
+        ripple_sender_ns: per_change(least(&ripple_sender_cpu)),
     })
+}
+
+/// The pid of the walsender streaming `slot`, once a consumer has started it.
+async fn walsender_pid(db: &TestDb, slot: &str) -> anyhow::Result<Option<i32>> {
+    Ok(db
+        .client
+        .query_one(
+            "select active_pid from pg_replication_slots where slot_name = $1",
+            &[&slot],
+        )
+        .await?
+        .get(0))
+}
+
+/// Waits for pg_recvlogical to exit, sampling the CPU time of the walsender serving it
+/// every millisecond (the walsender is gone once it has finished; the last sample misses
+/// at most a millisecond of its work, less than /proc's 10 ms tick).
+async fn watch_walsender(
+    db: &TestDb,
+    slot: &str,
+    mut child: Child,
+) -> anyhow::Result<(std::process::ExitStatus, f64)> {
+    let mut pid = None;
+    let mut cpu = 0.0;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::ensure!(pid.is_some(), "pg_recvlogical's walsender was never seen");
+            return Ok((status, cpu));
+        }
+        match pid {
+            None => pid = walsender_pid(db, slot).await?,
+            Some(p) => {
+                if let Some(c) = process_cpu_seconds(p) {
+                    cpu = c;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A process's own CPU seconds (user + system) from /proc/<pid>/stat.
+fn process_cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f = stat_fields(&stat);
+    Some(f.get(11)? + f.get(12)?)
+}
+
+/// The numeric fields of a /proc stat line after the command name (which is in
+/// parentheses and may contain spaces), in seconds where they are clock ticks.
+fn stat_fields(stat: &str) -> Vec<f64> {
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let tick = 100.0; // USER_HZ on Linux
+    rest.split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0) / tick)
+        .collect()
 }
 
 /// (this process's CPU seconds, its reaped children's CPU seconds), from /proc/self/stat.
 fn cpu_seconds() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
+    let f = stat_fields(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
     // utime, stime, cutime, cstime are fields 14-17 of stat; here 12-15 after "state".
-    let tick = 100.0; // USER_HZ on Linux
-    let get = |i: usize| f.get(i).copied().unwrap_or(0.0) / tick;
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0);
     (get(11) + get(12), get(13) + get(14))
 }
 
-/// Starts Ripple's stream on `slot` and times until every change has arrived.
+/// Starts Ripple's stream on `slot` and times until every change has arrived. Returns
+/// the time, the last commit LSN and the CPU seconds of the walsender that served it.
 async fn ripple_consume(
-    url: &str,
+    db: &TestDb,
     slot: &str,
     rows: u64,
     end_lsn: u64,
-) -> anyhow::Result<(Duration, u64)> {
+) -> anyhow::Result<(Duration, u64, f64)> {
     let start = Instant::now();
-    let mut config = ReplicationConfig::new(url, slot, "bench");
+    let mut config = ReplicationConfig::new(&db.url, slot, "bench");
     config.protocol_version = Some(1);
     config.create_publication = false;
     let (mut rx, handle) = replication::start(config).await?;
     let connected = start.elapsed();
+    let sender = loop {
+        if let Some(pid) = walsender_pid(db, slot).await? {
+            break pid;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "no walsender");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
     let mut changes = 0u64;
     let mut bytes_of_json = 0usize;
     let mut last = 0;
@@ -273,6 +362,9 @@ async fn ripple_consume(
     }
     anyhow::ensure!(bytes_of_json > 0);
     let received = start.elapsed();
+    // Read while the walsender still serves us: it exits when we disconnect.
+    let sender_cpu =
+        process_cpu_seconds(sender).ok_or_else(|| anyhow::anyhow!("walsender gone"))?;
     // Counted like pg_recvlogical's run, which includes its final report and exit.
     handle.shutdown().await;
     let took = start.elapsed();
@@ -280,5 +372,5 @@ async fn ripple_consume(
         "    (ripple: connected in {connected:.2?}, all changes in {received:.2?}, closed after {:.2?})",
         took - received
     );
-    Ok((took, last))
+    Ok((took, last, sender_cpu))
 }

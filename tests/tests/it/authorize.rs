@@ -140,8 +140,8 @@ fn change(rel: &Arc<RelationInfo>, kind: ChangeKind, row: Map<String, Value>) ->
     RowChange {
         relation: rel.clone(),
         kind,
-        record,
-        old_record,
+        record: record.map(Into::into),
+        old_record: old_record.map(Into::into),
         unchanged_toast: vec![],
     }
 }

@@ -87,8 +87,8 @@ fn change(
     RowChange {
         relation: rel.clone(),
         kind,
-        record,
-        old_record: old,
+        record: record.map(Into::into),
+        old_record: old.map(Into::into),
         unchanged_toast: vec![],
     }
 }

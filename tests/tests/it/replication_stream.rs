@@ -37,17 +37,17 @@ async fn inserts_updates_and_deletes_arrive_as_transactions_in_commit_order() {
     assert_eq!(ts[0].changes[0].relation.name, "t");
     assert_eq!(ts[0].changes[0].relation.schema, "public");
     assert_eq!(
-        serde_json::Value::Object(record(&ts[0], 1).clone()),
+        serde_json::Value::from(record(&ts[0], 1).clone()),
         json!({"id": 2, "body": "two"})
     );
     assert_eq!(
-        serde_json::Value::Object(record(&ts[1], 0).clone()),
+        serde_json::Value::from(record(&ts[1], 0).clone()),
         json!({"id": 1, "body": "uno"})
     );
     let del = &ts[1].changes[1];
     assert!(del.record.is_none());
     assert_eq!(
-        serde_json::Value::Object(del.old_record.clone().unwrap()),
+        serde_json::Value::from(del.old_record.clone().unwrap()),
         json!({"id": 2})
     );
     // Commit times are now-ish, in order.
@@ -97,7 +97,7 @@ async fn every_type_round_trips_as_natural_json() {
         .await
         .unwrap();
     let ts = collect_changes(&mut s, 1).await;
-    let rec = serde_json::Value::Object(record(&ts[0], 0).clone());
+    let rec = serde_json::Value::from(record(&ts[0], 0).clone());
     let expected = json!({
         "id": 9223372036854775807i64, "b": true, "i2": -32768, "i4": 2147483647,
         "i8": -9223372036854775808i64, "f4": 1.5, "f8": 1234.5678,
@@ -201,8 +201,8 @@ async fn replica_identity_default_sends_the_key_and_full_sends_the_old_row() {
         db.client.batch_execute(sql).await.unwrap();
     }
     let ts = collect_changes(&mut s, 5).await;
-    let old = |i: usize| serde_json::Value::Object(ts[i].changes[0].old_record.clone().unwrap());
-    let new = |i: usize| serde_json::Value::Object(record(&ts[i], 0).clone());
+    let old = |i: usize| serde_json::Value::from(ts[i].changes[0].old_record.clone().unwrap());
+    let new = |i: usize| serde_json::Value::from(record(&ts[i], 0).clone());
     // Default: the key only (for an update that kept its key, the key it kept).
     assert_eq!(old(0), json!({"id": 1}));
     assert_eq!(new(0), json!({"id": 1, "v": "x", "w": 10}));
@@ -308,8 +308,23 @@ async fn schema_changes_mid_stream_are_followed_without_a_restart() {
     s.1.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_streamed_transaction_keeps_committed_savepoints_and_drops_rolled_back_ones() {
+/// Transactions the server streamed in progress on this database's slot `s`.
+async fn stream_txns(db: &ripple_tests::TestDb) -> i64 {
+    db.client
+        .query_one(
+            "select coalesce(sum(stream_txns), 0)::int8 from pg_stat_replication_slots \
+             where slot_name = $1",
+            &[&slot_name(db, "s")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A streamed transaction with a savepoint rolled back, a column of a type created inside
+/// it, then an aborted streamed transaction: held in memory (`budget` large) or spilled to
+/// a file (`budget` small), the outcome is the same. Returns the spill counters.
+async fn streamed_savepoints_and_aborts(budget: usize) -> (u64, u64) {
     let db = empty_db().await;
     // A tiny decoding memory makes the server stream the transaction in progress
     // (protocol 2) instead of sending it whole at commit.
@@ -322,7 +337,15 @@ async fn a_streamed_transaction_keeps_committed_savepoints_and_drops_rolled_back
         .await
         .unwrap();
     publish(&db, "p", &["t"]).await;
-    let mut s = start(&db, "s", "p").await;
+    let spill_dir = std::env::temp_dir().join(format!("ripple-spill-test-{}", db.name));
+    let mut config = config(&db, "s", "p");
+    config.spill = ripple::replication::SpillConfig {
+        memory_budget: budget,
+        dir: Some(spill_dir.clone()),
+        metrics: Default::default(),
+    };
+    let metrics = config.spill.metrics.clone();
+    let mut s = ripple::replication::start(config).await.unwrap();
     db.client
         .batch_execute(
             "begin; \
@@ -330,13 +353,31 @@ async fn a_streamed_transaction_keeps_committed_savepoints_and_drops_rolled_back
              savepoint a; \
              insert into t select g, repeat('y', 100) from generate_series(3001, 6000) g; \
              rollback to savepoint a; \
-             insert into t select g, repeat('z', 100) from generate_series(6001, 9000) g; \
-             commit; \
-             begin; \
-             insert into t select g, 'gone' from generate_series(20001, 25000) g; \
-             rollback; \
-             insert into t values (99999, 'after');",
+             create type level as enum ('low', 'high'); \
+             alter table t add column level level; \
+             insert into t select g, repeat('z', 100), 'high' from generate_series(6001, 9000) g; \
+             commit;",
         )
+        .await
+        .unwrap();
+    // Aborted only once the server has streamed it (a transaction already aborted when
+    // the server decodes it is not streamed at all).
+    let other = db.connect().await;
+    other
+        .batch_execute(
+            "begin; \
+             insert into t select g, repeat('g', 100) from generate_series(20001, 25000) g;",
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stream_txns(&db).await < 2 {
+        assert!(std::time::Instant::now() < deadline, "never streamed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    other.batch_execute("rollback").await.unwrap();
+    db.client
+        .batch_execute("insert into t values (99999, 'after', 'low')")
         .await
         .unwrap();
     let ts = collect_changes(&mut s, 6001).await;
@@ -344,22 +385,50 @@ async fn a_streamed_transaction_keeps_committed_savepoints_and_drops_rolled_back
     let expected: Vec<i64> = (1..=3000).chain(6001..=9000).chain([99999]).collect();
     assert_eq!(ids, expected);
     assert_eq!(ts.len(), 2);
-    let streamed: i64 = db
-        .client
-        .query_one(
-            "select coalesce(sum(stream_txns), 0)::int8 from pg_stat_replication_slots \
-             where slot_name = $1",
-            &[&slot_name(&db, "s")],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        streamed >= 1,
-        "the server streamed the transaction in progress"
-    );
+    // Rows after the ALTER carry the new column, typed by the catalog as it is at commit
+    // (the enum was created inside the transaction).
+    let last = ts[0].changes.last().unwrap();
+    assert_eq!(last.record.as_ref().unwrap()["level"], json!("high"));
+    let level = last
+        .relation
+        .columns
+        .iter()
+        .find(|c| c.name == "level")
+        .unwrap();
+    assert_eq!(level.type_name, "level");
+    assert_eq!(record(&ts[1], 0)["level"], json!("low"));
     assert_quiet(&mut s, Duration::from_millis(300)).await;
+    // Spill files are never visible by name: nothing is left in the folder.
+    if let Ok(dirs) = std::fs::read_dir(&spill_dir) {
+        for d in dirs.flatten() {
+            let files = std::fs::read_dir(d.path()).map(|f| f.count()).unwrap_or(0);
+            assert_eq!(files, 0, "no file left in {}", d.path().display());
+        }
+    }
     s.1.shutdown().await;
+    drop(s);
+    let _ = std::fs::remove_dir_all(&spill_dir);
+    (metrics.transactions.get(), metrics.bytes.get())
+}
+
+#[tokio::test]
+async fn a_streamed_transaction_keeps_committed_savepoints_and_drops_rolled_back_ones() {
+    let (spilled, bytes) = streamed_savepoints_and_aborts(64 << 20).await;
+    assert_eq!(
+        (spilled, bytes),
+        (0, 0),
+        "within the budget, nothing is spilled"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_transaction_beyond_the_memory_budget_is_spilled_and_replayed_the_same() {
+    // What the server streams of the aborted transaction before its abort is about
+    // 64 kB of its decoding memory: a few KiB as sent.
+    let (spilled, bytes) = streamed_savepoints_and_aborts(2048).await;
+    // The committed and the aborted transaction both outgrew 2 KiB.
+    assert!(spilled >= 2, "{spilled} transactions spilled");
+    assert!(bytes > 500_000, "{bytes} bytes spilled");
 }
 
 #[tokio::test]

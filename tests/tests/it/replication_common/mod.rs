@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ripple::change::{ChangeKind, Transaction};
+use ripple::change::{ChangeKind, Row, Transaction};
 use ripple::replication::{self, ReplicationConfig, ReplicationHandle};
 use ripple_tests::TestDb;
-use serde_json::{Map, Value};
 use tokio::sync::mpsc::Receiver;
 
 pub type Stream = (Receiver<Arc<Transaction>>, ReplicationHandle);
@@ -72,7 +71,7 @@ pub async fn assert_quiet(stream: &mut Stream, wait: Duration) {
     }
 }
 
-pub fn record(t: &Transaction, i: usize) -> &Map<String, Value> {
+pub fn record(t: &Transaction, i: usize) -> &Row {
     t.changes[i].record.as_ref().expect("record")
 }
 
