@@ -353,9 +353,16 @@ async fn pump(
         }
         // Open channels are checked again (revocation), after the batch's delivery is
         // queued: a socket handles its queue and the notice in turn.
-        let access_changed = batch
-            .iter()
-            .any(|tx| crate::realtime::touches_access(tx, &app.config.revocation_tables));
+        let access_changed =
+            batch
+                .iter()
+                .fold(crate::realtime::AccessChange::default(), |acc, tx| {
+                    let c = crate::realtime::access_change(tx, &app.config.revocation_tables);
+                    crate::realtime::AccessChange {
+                        members: acc.members || c.members,
+                        grants: acc.grants || c.grants,
+                    }
+                });
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         let refs: Vec<&Transaction> = batch.iter().map(AsRef::as_ref).collect();
@@ -385,9 +392,7 @@ async fn pump(
             }
         }
         drop(refs);
-        if access_changed {
-            app.realtime.access_may_have_changed();
-        }
+        app.realtime.access_may_have_changed(access_changed);
         latency.observe_since(started);
         batch_size.observe(batch.len() as f64);
         txs.add(batch.len() as u64);

@@ -172,13 +172,15 @@ pub(super) async fn run(
             Ok(()) = notices.changed() => {
                 let now = *notices.borrow_and_update();
                 let slot_lost = now.slot_lost != seen.slot_lost;
-                let access = now.access != seen.access;
+                let grants = now.grants != seen.grants;
+                let members = now.access != seen.access;
                 seen = now;
                 if slot_lost {
                     s.changes_may_be_missed();
                 }
-                if access {
-                    io.meanwhile(Box::pin(s.recheck_access()), &mut ws, &mut rx).await
+                // Nothing to ask when only memberships changed and no channel is private.
+                if grants || (members && s.channels.values().any(|c| c.private)) {
+                    io.meanwhile(Box::pin(s.recheck_access(grants)), &mut ws, &mut rx).await
                 } else {
                     Ok(())
                 }
@@ -909,7 +911,9 @@ impl Session {
     /// channel is asked again, every filter column checked for SELECT again; channels no
     /// longer allowed are closed with a `system` message. A check that cannot run closes
     /// the channel too: access is never assumed.
-    async fn recheck_access(&mut self) {
+    /// Checks joined channels again: private channels' read access, and with `grants`, the
+    /// SELECT privilege on every channel's filter columns.
+    async fn recheck_access(&mut self, grants: bool) {
         let topics: Vec<String> = self.channels.keys().cloned().collect();
         for topic in topics {
             let Some(ch) = self.channels.get_mut(&topic) else {
@@ -943,6 +947,9 @@ impl Session {
                         continue;
                     }
                 }
+            }
+            if !grants {
+                continue;
             }
             if let Some(denied) = self.unreadable_filter_column(&claims.role, &columns).await {
                 self.shutdown_channel(&topic, &denied);
