@@ -6,8 +6,8 @@ use crate::auth::JwtVerifier;
 use crate::config::ServeConfig;
 
 pub struct App {
-    pub config: ServeConfig,
-    pub jwt: JwtVerifier,
+    pub config: Arc<ServeConfig>,
+    pub jwt: Arc<JwtVerifier>,
     /// Connections for REST/RPC requests and socket joins; each use runs in its own
     /// transaction with the caller's role and claims set locally.
     pub pool: deadpool_postgres::Pool,
@@ -18,8 +18,15 @@ pub struct App {
     pub database_url: String,
     /// Realtime's shared state: live subscriptions, topics; the fan-out delivers through it.
     pub realtime: Arc<crate::realtime::Realtime>,
-    /// Readiness flags for `GET /health` (the replication stream sets its own).
+    /// What the socket tasks use (the hub, the verifier, the pools, the settings): handed
+    /// to realtime instead of the whole `App`.
+    pub sockets: Arc<crate::realtime::SocketContext>,
+    /// What `GET /health` reports beside the stream's own state: authorization trouble, a
+    /// lost slot, a replication setting that blocks commits.
     pub status: crate::status::Status,
+    /// The replication stream, once it has started (it may start late, when the database
+    /// was unreachable at first); `/health` reads its connection state.
+    pub replication: std::sync::OnceLock<crate::replication::ReplicationHandle>,
     /// Counters, gauges and histograms served at `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
     /// REST/RPC state shared by requests (the catalog cache).
@@ -81,14 +88,26 @@ impl App {
         let metrics = crate::metrics::Metrics::default();
         metrics.register_pool(&pool);
         let rest = crate::http::rest::RestState::new(&config, &metrics);
+        let config = Arc::new(config);
+        let jwt = Arc::new(jwt);
+        let realtime = Arc::new(crate::realtime::Realtime::new());
+        let sockets = Arc::new(crate::realtime::SocketContext {
+            hub: realtime.clone(),
+            jwt: jwt.clone(),
+            pool: pool.clone(),
+            authorize_pool: authorize_pool.clone(),
+            config: config.clone(),
+        });
         let app = Arc::new(Self {
             config,
             jwt,
             pool,
             authorize_pool,
             database_url: database_url.to_string(),
-            realtime: Arc::new(crate::realtime::Realtime::new()),
+            realtime,
+            sockets,
             status: crate::status::Status::default(),
+            replication: std::sync::OnceLock::new(),
             metrics,
             rest,
             auth,
@@ -103,7 +122,7 @@ impl App {
         if !urls.is_empty() {
             // Files too, so an edited file is picked up on the same schedule.
             crate::auth::jwks::spawn_refresh(
-                Arc::downgrade(&app),
+                Arc::downgrade(&app.jwt),
                 app.config.jwks.clone(),
                 std::time::Duration::from_secs(app.config.jwks_refresh_secs.max(1)),
             );

@@ -98,6 +98,32 @@ pub struct ServeConfig {
     /// keep-alive connection.
     #[arg(long, env = "RIPPLE_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
     pub header_read_timeout_secs: u64,
+    /// Seconds an HTTP request may take to be answered (its response head; a WebSocket
+    /// is not a request once upgraded) before Ripple answers 504 itself.
+    #[arg(long, env = "RIPPLE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Origins browsers may call Ripple from (CORS), comma-separated; `*` (the default)
+    /// allows any, as Supabase does for its anon-key APIs.
+    #[arg(
+        long = "cors-allow-origins",
+        env = "RIPPLE_CORS_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_allow_origins: Vec<String>,
+    /// Seconds a shutdown waits for HTTP requests to finish and sockets to close (they are
+    /// told to) before it stops the replication stream anyway.
+    #[arg(long, env = "RIPPLE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// A function without arguments (`name` or `schema.name`) called as the user when their
+    /// last socket closes; empty for none. Not called (and not warned about) where the
+    /// database has no such function.
+    #[arg(
+        long,
+        env = "RIPPLE_LAST_SEEN_FUNCTION",
+        default_value = "public.touch_last_seen"
+    )]
+    pub last_seen_function: String,
 
     /// Tables whose rows decide private channel access (what policies on
     /// `realtime.messages` read): a change to one makes every socket re-check its private

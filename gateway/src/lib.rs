@@ -20,6 +20,7 @@
 pub mod app;
 pub mod auth;
 pub mod authorize;
+pub mod backoff;
 pub mod change;
 pub mod config;
 pub mod db;
@@ -31,6 +32,7 @@ pub mod migrate;
 pub mod realtime;
 pub mod replication;
 pub mod server;
+pub mod shutdown;
 pub mod status;
 pub mod tail;
 

@@ -1,4 +1,6 @@
-//! Counters, gauges and histograms, served at `GET /metrics` in Prometheus' text format.
+//! Counters, gauges and histograms, served at `GET /metrics` in Prometheus' text format
+//! (rendered by `metrics-exporter-prometheus`, one recorder per gateway, never a global one:
+//! tests run several gateways in one process).
 //!
 //! Any module registers what it counts once, keeps the returned handle, and updates it with
 //! plain atomics (no lock on the hot path):
@@ -12,15 +14,24 @@
 //!
 //! Registering the same name and labels twice returns the same handle.
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use metrics::{Key, Label, Metadata, Recorder as _};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Latency buckets in seconds, from a fast RPC to a statement timeout.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Observations a histogram takes before its samples are folded into its buckets (the
+/// exporter keeps raw samples until then; a scrape folds them too).
+const HISTOGRAM_FOLD_EVERY: u64 = 4096;
+
+/// A plain atomic, so the hot path is one add; its value is handed to the exporter at
+/// scrape time. (A default one, never registered, counts without being served.)
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -54,75 +65,61 @@ impl Gauge {
     }
 }
 
-#[derive(Debug)]
 pub struct Histogram {
-    bounds: Vec<f64>,
-    /// Per bucket (not cumulative); the last is +Inf.
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    /// Sum of observations, as f64 bits.
-    sum: AtomicU64,
+    inner: metrics::Histogram,
+    /// The recorder of this histogram's family, to fold samples now and then.
+    family: PrometheusHandle,
+    observed: AtomicU64,
 }
 
 impl Histogram {
-    fn new(bounds: &[f64]) -> Self {
-        Self {
-            bounds: bounds.to_vec(),
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0f64.to_bits()),
-        }
-    }
-
     pub fn observe(&self, value: f64) {
-        let i = self
-            .bounds
-            .iter()
-            .position(|b| value <= *b)
-            .unwrap_or(self.bounds.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .sum
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
-            });
+        self.inner.record(value);
+        if self.observed.fetch_add(1, Ordering::Relaxed) % HISTOGRAM_FOLD_EVERY
+            == HISTOGRAM_FOLD_EVERY - 1
+        {
+            self.family.run_upkeep();
+        }
     }
 
     pub fn observe_since(&self, start: std::time::Instant) {
         self.observe(start.elapsed().as_secs_f64());
     }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
 }
+
+/// A metric name and its labels, in order.
+type SeriesId = (String, Vec<(String, String)>);
 
 type ReadFn = Box<dyn Fn() -> f64 + Send + Sync>;
 
-enum Value {
-    Counter(Arc<Counter>),
-    Gauge(Arc<Gauge>),
-    /// Read at scrape time (e.g. pool usage, which its owner already tracks).
-    GaugeFn(ReadFn),
-    Histogram(Arc<Histogram>),
-}
-
-struct Series {
-    labels: String,
-    value: Value,
-}
-
-struct Family {
-    name: String,
-    help: String,
-    kind: &'static str,
-    series: Vec<Series>,
+/// Every family registered here, rendered by `metrics-exporter-prometheus`. Counters and
+/// gauges are our atomics, handed to one recorder at scrape time; each histogram family
+/// records into a recorder of its own, built with that family's buckets (the exporter fixes
+/// buckets per recorder when it is built).
+pub struct Metrics {
+    scalars: PrometheusRecorder,
+    state: Mutex<State>,
 }
 
 #[derive(Default)]
-pub struct Metrics {
-    families: Mutex<Vec<Family>>,
+struct State {
+    /// Handles already given out, by (name, labels): registering again returns them.
+    counters: HashMap<SeriesId, (Arc<Counter>, metrics::Counter)>,
+    gauges: HashMap<SeriesId, (Arc<Gauge>, metrics::Gauge)>,
+    histograms: HashMap<SeriesId, Arc<Histogram>>,
+    /// One recorder per histogram family, in registration order.
+    families: Vec<(String, PrometheusRecorder)>,
+    /// Gauges read at scrape time, by (name, labels).
+    read_at_scrape: Vec<(SeriesId, metrics::Gauge, ReadFn)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            scalars: PrometheusBuilder::new().build_recorder(),
+            state: Mutex::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,33 +128,62 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+fn series(name: &str, labels: &[(&str, &str)]) -> SeriesId {
+    debug_assert!(valid_name(name), "invalid metric name {name}");
+    debug_assert!(
+        labels.iter().all(|(k, _)| valid_name(k)),
+        "invalid label name in {labels:?}"
+    );
+    (
+        name.to_string(),
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn key(name: &str, labels: &[(&str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(k.to_string(), v.to_string()))
+        .collect();
+    Key::from_parts(name.to_string(), labels)
+}
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
 impl Metrics {
     pub fn counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Arc<Counter> {
-        self.register(
-            name,
-            help,
-            "counter",
-            labels,
-            || Value::Counter(Arc::default()),
-            |v| match v {
-                Value::Counter(c) => Some(c.clone()),
-                _ => None,
-            },
-        )
+        let mut state = self.lock();
+        state
+            .counters
+            .entry(series(name, labels))
+            .or_insert_with(|| {
+                self.scalars.describe_counter(
+                    name.to_string().into(),
+                    None,
+                    help.to_string().into(),
+                );
+                let exported = self
+                    .scalars
+                    .register_counter(&key(name, labels), &metadata());
+                (Arc::default(), exported)
+            })
+            .0
+            .clone()
     }
 
     pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Arc<Gauge> {
-        self.register(
-            name,
-            help,
-            "gauge",
-            labels,
-            || Value::Gauge(Arc::default()),
-            |v| match v {
-                Value::Gauge(g) => Some(g.clone()),
-                _ => None,
-            },
-        )
+        let mut state = self.lock();
+        state
+            .gauges
+            .entry(series(name, labels))
+            .or_insert_with(|| (Arc::default(), self.register_gauge(name, help, labels)))
+            .0
+            .clone()
     }
 
     /// A gauge whose value `read` gives at scrape time; registering again replaces it.
@@ -168,14 +194,17 @@ impl Metrics {
         labels: &[(&str, &str)],
         read: impl Fn() -> f64 + Send + Sync + 'static,
     ) {
-        let labels = render_labels(labels);
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let family = family_mut(&mut families, name, help, "gauge");
-        family.series.retain(|s| s.labels != labels);
-        family.series.push(Series {
-            labels,
-            value: Value::GaugeFn(Box::new(read)),
-        });
+        let gauge = self.register_gauge(name, help, labels);
+        let id = series(name, labels);
+        let mut state = self.lock();
+        state.read_at_scrape.retain(|(s, _, _)| *s != id);
+        state.read_at_scrape.push((id, gauge, Box::new(read)));
+    }
+
+    fn register_gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> metrics::Gauge {
+        self.scalars
+            .describe_gauge(name.to_string().into(), None, help.to_string().into());
+        self.scalars.register_gauge(&key(name, labels), &metadata())
     }
 
     pub fn histogram(
@@ -185,17 +214,31 @@ impl Metrics {
         labels: &[(&str, &str)],
         bounds: &[f64],
     ) -> Arc<Histogram> {
-        self.register(
-            name,
-            help,
-            "histogram",
-            labels,
-            || Value::Histogram(Arc::new(Histogram::new(bounds))),
-            |v| match v {
-                Value::Histogram(h) => Some(h.clone()),
-                _ => None,
-            },
-        )
+        let mut state = self.lock();
+        let id = series(name, labels);
+        if let Some(h) = state.histograms.get(&id) {
+            return h.clone();
+        }
+        let i = match state.families.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                let recorder = PrometheusBuilder::new()
+                    .set_buckets(bounds)
+                    .expect("histogram buckets are given")
+                    .build_recorder();
+                recorder.describe_histogram(name.to_string().into(), None, help.to_string().into());
+                state.families.push((name.to_string(), recorder));
+                state.families.len() - 1
+            }
+        };
+        let recorder = &state.families[i].1;
+        let h = Arc::new(Histogram {
+            inner: recorder.register_histogram(&key(name, labels), &metadata()),
+            family: recorder.handle(),
+            observed: AtomicU64::new(0),
+        });
+        state.histograms.insert(id, h.clone());
+        h
     }
 
     /// Pool size, idle connections and waiting requests of the request pool.
@@ -230,131 +273,41 @@ impl Metrics {
         );
     }
 
-    fn register<T>(
-        &self,
-        name: &str,
-        help: &str,
-        kind: &'static str,
-        labels: &[(&str, &str)],
-        make: impl FnOnce() -> Value,
-        get: impl Fn(&Value) -> Option<Arc<T>>,
-    ) -> Arc<T> {
-        let labels = render_labels(labels);
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let family = family_mut(&mut families, name, help, kind);
-        if let Some(existing) = family.series.iter().find(|s| s.labels == labels) {
-            if let Some(handle) = get(&existing.value) {
-                return handle;
-            }
-        }
-        let value = make();
-        let handle = get(&value).expect("made the kind asked for");
-        family.series.push(Series { labels, value });
-        handle
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Everything registered, in Prometheus' text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::new();
-        for f in families.iter() {
-            let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\n', " "));
-            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-            for s in &f.series {
-                match &s.value {
-                    Value::Counter(c) => series_line(&mut out, &f.name, &s.labels, c.get() as f64),
-                    Value::Gauge(g) => series_line(&mut out, &f.name, &s.labels, g.get() as f64),
-                    Value::GaugeFn(read) => series_line(&mut out, &f.name, &s.labels, read()),
-                    Value::Histogram(h) => render_histogram(&mut out, &f.name, &s.labels, h),
-                }
-            }
+        let state = self.lock();
+        for (counter, exported) in state.counters.values() {
+            exported.absolute(counter.get());
+        }
+        for (gauge, exported) in state.gauges.values() {
+            exported.set(gauge.get() as f64);
+        }
+        for (_, gauge, read) in &state.read_at_scrape {
+            gauge.set(read());
+        }
+        let mut text = self.scalars.handle().render();
+        for (_, recorder) in &state.families {
+            text.push_str(&recorder.handle().render());
+        }
+        // The exporter separates families with a blank line; every line here is a comment
+        // or a sample, as before, for scrapers that read line by line.
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            out.push_str(line);
+            out.push('\n');
         }
         out
     }
-}
-
-fn family_mut<'a>(
-    families: &'a mut Vec<Family>,
-    name: &str,
-    help: &str,
-    kind: &'static str,
-) -> &'a mut Family {
-    debug_assert!(valid_name(name), "invalid metric name {name}");
-    let i = match families.iter().position(|f| f.name == name) {
-        Some(i) => i,
-        None => {
-            families.push(Family {
-                name: name.to_string(),
-                help: help.to_string(),
-                kind,
-                series: Vec::new(),
-            });
-            families.len() - 1
-        }
-    };
-    &mut families[i]
 }
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// `{a="x",b="y"}` with values escaped, or empty.
-fn render_labels(labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| {
-            debug_assert!(valid_name(k), "invalid label name {k}");
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
-        .collect();
-    format!("{{{}}}", parts.join(","))
-}
-
-fn series_line(out: &mut String, name: &str, labels: &str, value: f64) {
-    let _ = writeln!(out, "{name}{labels} {}", format_value(value));
-}
-
-fn format_value(v: f64) -> String {
-    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-fn render_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    // Bucket label goes beside the series' own labels.
-    let with_le = |le: &str| {
-        if labels.is_empty() {
-            format!("{{le=\"{le}\"}}")
-        } else {
-            format!("{},le=\"{le}\"}}", &labels[..labels.len() - 1])
-        }
-    };
-    let mut cumulative = 0;
-    for (i, bound) in h.bounds.iter().enumerate() {
-        cumulative += h.buckets[i].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{} {cumulative}",
-            with_le(&bound.to_string())
-        );
-    }
-    cumulative += h.buckets[h.bounds.len()].load(Ordering::Relaxed);
-    let _ = writeln!(out, "{name}_bucket{} {cumulative}", with_le("+Inf"));
-    let sum = f64::from_bits(h.sum.load(Ordering::Relaxed));
-    let _ = writeln!(out, "{name}_sum{labels} {sum}");
-    let _ = writeln!(out, "{name}_count{labels} {cumulative}");
 }
 
 #[cfg(test)]

@@ -17,11 +17,12 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::authorize::{Authorizer, RlsAuthorizer};
+use crate::backoff::Backoff;
 use crate::change::Transaction;
 use crate::config::ServeConfig;
 use crate::realtime::fanout;
 use crate::realtime::resume::{ReplayRequest, Window, WindowLimits};
-use crate::replication::{self, ReplicationConfig, ReplicationHandle, StreamState};
+use crate::replication::{self, ReplicationConfig, ReplicationHandle};
 
 /// Builds the authorizer the fan-out asks; the default is [`RlsAuthorizer`].
 pub type MakeAuthorizer = Box<dyn FnOnce(&Arc<App>) -> Arc<dyn Authorizer> + Send>;
@@ -96,26 +97,25 @@ pub async fn run_with(
         }
         Err(e) => return Err(e.into()),
     };
-    let handle: Arc<tokio::sync::Mutex<Option<ReplicationHandle>>> = Default::default();
     let consumer = {
-        let (app, handle) = (app.clone(), handle.clone());
+        let app = app.clone();
         tokio::spawn(async move {
             let (changes, repl) = match stream {
                 Some(s) => s,
                 None => retry_start(repl_config).await,
             };
-            watch_stream_state(&app, &repl);
             watch_slot_losses(&app, &repl);
-            *handle.lock().await = Some(repl.clone());
+            let _ = app.replication.set(repl.clone());
             pump(app, changes, repl, authorizer).await;
         })
     };
+    // Returns once requests in flight are answered and sockets closed (or the grace period
+    // is over): only then is the stream stopped, its confirmed position reported.
     let served = crate::http::serve(listener, app.clone(), shutdown).await;
-    if let Some(repl) = handle.lock().await.take() {
+    if let Some(repl) = app.replication.get() {
         repl.shutdown().await;
     }
     consumer.abort();
-    app.status.set_replication_up(false);
     served?;
     Ok(())
 }
@@ -123,9 +123,9 @@ pub async fn run_with(
 async fn retry_start(
     config: ReplicationConfig,
 ) -> (mpsc::Receiver<Arc<Transaction>>, ReplicationHandle) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        tokio::time::sleep(backoff).await;
+        backoff.wait().await;
         match replication::start(config.clone()).await {
             Ok(started) => {
                 tracing::info!("replication stream started");
@@ -133,27 +133,9 @@ async fn retry_start(
             }
             Err(error) => {
                 tracing::warn!(error = %error, "replication stream still not available; retrying");
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
-}
-
-/// Mirrors the stream's connection state into `/health`.
-fn watch_stream_state(app: &Arc<App>, repl: &ReplicationHandle) {
-    let mut state = repl.state();
-    let app = app.clone();
-    app.status
-        .set_replication_up(*state.borrow() == StreamState::Streaming);
-    tokio::spawn(async move {
-        while state.changed().await.is_ok() {
-            let s = state.borrow_and_update().clone();
-            if let StreamState::Reconnecting { attempt, .. } = &s {
-                tracing::warn!(attempt, "replication stream lost; reconnecting");
-            }
-            app.status.set_replication_up(s == StreamState::Streaming);
-        }
-    });
 }
 
 /// A lost slot is an incident: `/health` reports it and every joined channel is told that
@@ -279,7 +261,7 @@ async fn pump(
             replays.as_mut().and_then(|r| r.try_recv().ok())
         }));
         for mut req in pending.drain(..) {
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = authorization_backoff();
             loop {
                 match fanout::replay(&window, &req, authorizer.as_ref()).await {
                     Ok(report) => {
@@ -301,8 +283,7 @@ async fn pump(
                     Err(error) => {
                         failures.inc();
                         tracing::warn!(error = %error, "replay authorization failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff.wait().await;
                     }
                 }
             }
@@ -364,7 +345,7 @@ async fn pump(
                     }
                 });
         let started = std::time::Instant::now();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = authorization_backoff();
         let refs: Vec<&Transaction> = batch.iter().map(AsRef::as_ref).collect();
         loop {
             match fanout::deliver(&app.realtime, &refs, authorizer.as_ref()).await {
@@ -386,8 +367,7 @@ async fn pump(
                     if error.is_not_visible() {
                         check_standby(&app, &standby_name).await;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.wait().await;
                 }
             }
         }
@@ -413,6 +393,11 @@ async fn pump(
 const MAX_BATCH_TRANSACTIONS: usize = 64;
 /// A batch stops growing once it holds this many changes.
 const MAX_BATCH_CHANGES: usize = 2048;
+
+/// Retrying a transaction (or a replay) whose authorization could not run.
+fn authorization_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
+}
 
 /// How long a client gets to drain its queue between two pieces of a long replay.
 const REPLAY_PACING: Duration = Duration::from_millis(20);

@@ -1,13 +1,10 @@
-//! Readiness of the parts `GET /health` reports on. The stages that own them set these
-//! flags (the replication stream sets `replication_up` when it is streaming and clears it
-//! when the connection drops); health only reads them.
+//! What `GET /health` reports beside the replication stream's connection state (which it
+//! reads from the stream's own handle): problems the pipeline's stages find and set here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Status {
-    replication_up: AtomicBool,
     /// Why transactions cannot be authorized right now (they are being retried), if so.
     authorization_problem: Mutex<Option<String>>,
     /// The last time the replication slot was lost and recreated, and how often.
@@ -17,14 +14,6 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn set_replication_up(&self, up: bool) {
-        self.replication_up.store(up, Ordering::Relaxed);
-    }
-
-    pub fn replication_up(&self) -> bool {
-        self.replication_up.load(Ordering::Relaxed)
-    }
-
     /// The pipeline cannot authorize (and so holds back) transactions, and why; `None`
     /// once it can again.
     pub fn set_authorization_problem(&self, problem: Option<String>) {

@@ -185,11 +185,17 @@ async fn fetch(url: &url::Url) -> Result<Vec<u8>, JwksError> {
 }
 
 /// Keeps the verifier's JWKS keys current: every `every`, and soon after a token names an
-/// unknown `kid`. Stops when the app is gone. A failed fetch keeps the keys it had.
-pub fn spawn_refresh(app: Weak<crate::app::App>, sources: Vec<JwksSource>, every: Duration) {
+/// unknown `kid`. Stops when the verifier is gone. A failed fetch keeps the keys it had.
+pub fn spawn_refresh(
+    verifier: Weak<super::JwtVerifier>,
+    sources: Vec<JwksSource>,
+    every: Duration,
+) {
     tokio::spawn(async move {
         loop {
-            let Some(strong) = app.upgrade() else { return };
+            let Some(jwt) = verifier.upgrade() else {
+                return;
+            };
             let mut keys = KeysByKid::new();
             let mut complete = true;
             for source in &sources {
@@ -203,17 +209,17 @@ pub fn spawn_refresh(app: Weak<crate::app::App>, sources: Vec<JwksSource>, every
             }
             if complete || !keys.is_empty() {
                 tracing::debug!(keys = keys.len(), "jwks: loaded");
-                strong.jwt.set_jwks(keys);
+                jwt.set_jwks(keys);
             }
             let fetched_at = tokio::time::Instant::now();
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = strong.jwt.unknown_kid_seen() => {
+                _ = jwt.unknown_kid_seen() => {
                     // At once, unless the last fetch was moments ago.
                     tokio::time::sleep_until(fetched_at + MIN_REFETCH_GAP.min(every)).await;
                 }
             }
-            drop(strong);
+            drop(jwt);
         }
     });
 }

@@ -31,9 +31,7 @@ impl LiveRowAuthorizer {
     }
 }
 
-fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+use postgres_protocol::escape::escape_identifier as ident;
 
 fn qualified(rel: &RelationInfo) -> String {
     format!("{}.{}", ident(&rel.schema), ident(&rel.name))

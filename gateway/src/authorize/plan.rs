@@ -119,9 +119,7 @@ pub enum Decision {
 const ROW: &str = "__ripple_row";
 const IDX: &str = "__ripple_idx";
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+use postgres_protocol::escape::escape_identifier as quote_ident;
 
 /// Reads the catalog and builds the plan for `role` on table `oid`.
 pub async fn load(

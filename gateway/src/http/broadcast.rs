@@ -15,9 +15,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::{json, Body};
@@ -28,10 +28,15 @@ use crate::realtime::{db_broadcast, private};
 /// Messages one request may carry; a backend sending more can send more requests.
 const MAX_MESSAGES: usize = 1000;
 
+/// Where broadcast is served: each prefix, and everything under it.
+pub const PREFIXES: [&str; 2] = ["/realtime/v1/api/broadcast", "/api/broadcast"];
+
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn is_broadcast_path(path: &str) -> bool {
-    path.strip_prefix("/realtime/v1")
-        .unwrap_or(path)
-        .starts_with("/api/broadcast")
+    PREFIXES.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
 
 struct Message {
@@ -48,7 +53,7 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
-pub async fn handle(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     if req.method() != hyper::Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use POST to broadcast");
     }
@@ -104,7 +109,7 @@ pub async fn handle(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
 }
 
 /// The caller's verified claims, or why there are none (a 401).
-fn caller(req: &Request<Incoming>, app: &App) -> Result<Claims, String> {
+fn caller(req: &Request, app: &App) -> Result<Claims, String> {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let token = match header("authorization") {
         Some(v) => match v.split_once(' ') {

@@ -1,61 +1,92 @@
-//! The HTTP side, on the same port as the realtime socket: routing, CORS, the request body
-//! limit, health, metrics. REST/RPC live in `rest`; the WebSocket upgrade hands off to
-//! `crate::realtime`.
+//! The HTTP side, on the same port as the realtime socket: axum's router over our own accept
+//! loop (connection limits, header-read timeout, accept backoff), with tower-http layers for
+//! CORS, the request timeout and request tracing. REST/RPC live in `rest`; the WebSocket
+//! upgrade hands off to `crate::realtime`.
 
 mod broadcast;
 pub mod rest;
+mod upgrade;
 mod web;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::routing::any;
+use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
 use crate::app::App;
+use crate::backoff::Backoff;
 use crate::metrics::{Counter, Histogram, Metrics, LATENCY_BUCKETS};
+use crate::shutdown::Drain;
 
 pub type Body = Full<Bytes>;
 
 /// How long `/health` waits for the database before calling it down.
 const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Accepts connections until `shutdown` resolves. An accept error (the open-files limit
-/// reached, a connection reset before it was taken) is logged and backed off, never the end
-/// of the server; connections past the limit are closed at once; a client that does not
-/// finish its request head in time, or idles between requests, is disconnected.
+/// Serves until `shutdown` resolves, then drains: requests in flight are answered, idle
+/// connections closed and sockets told to close, for at most `shutdown_grace_secs`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let metrics = Arc::new(HttpMetrics::register(&app.metrics));
+    let drain = Drain::default();
+    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+    let accepted = accept(listener, app, shutdown, &drain).await;
+    if !drain.finish(grace).await {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "connections still open after the shutdown grace period; stopping anyway"
+        );
+    }
+    accepted
+}
+
+/// Accepts connections until `shutdown` resolves. An accept error (the open-files limit
+/// reached, a connection reset before it was taken) is logged and backed off, never the end
+/// of the server; connections past the limit are closed at once; a client that does not
+/// finish its request head in time, or idles between requests, is disconnected.
+async fn accept(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+    drain: &Drain,
+) -> std::io::Result<()> {
+    let router = router(app.clone());
     let limits = ConnectionLimits::new(&app);
     tokio::pin!(shutdown);
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
+                    backoff.reset();
                     accepted
                 }
                 Err(error) => {
                     // EMFILE/ENFILE/ENOBUFS: connections close over time (timeouts below),
                     // so waiting frees descriptors; ECONNABORTED and the like are one
                     // client's problem.
-                    tracing::warn!(error = %error, backoff_ms = backoff.as_millis() as u64, "accepting a connection failed; backing off");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %error, backoff_ms = delay.as_millis() as u64, "accepting a connection failed; backing off");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                         () = &mut shutdown => return Ok(()),
                     }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
@@ -67,20 +98,21 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let app = app.clone();
-        let metrics = metrics.clone();
+        let router = router.clone();
         let head_timeout = limits.header_read_timeout;
         let permit = ConnectionPermit(Arc::new(permit));
+        let mut stop = drain.watcher();
         tokio::spawn(async move {
+            let socket_stop = stop.clone();
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 // The auth service's rate limits count attempts per client address.
                 req.extensions_mut()
                     .insert(crate::auth::ClientAddr(peer.ip()));
-                let app = app.clone();
-                let metrics = metrics.clone();
-                // The realtime upgrade takes it along, so a WebSocket counts until it closes.
+                // The realtime upgrade takes these along, so a WebSocket counts until it
+                // closes and closes when the server shuts down.
                 req.extensions_mut().insert(permit.clone());
-                async move { Ok::<_, Infallible>(route(req, app, &metrics).await) }
+                req.extensions_mut().insert(socket_stop.clone());
+                router.clone().oneshot(req)
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // hyper starts the head timer whenever it waits for a request head, so it
@@ -95,14 +127,72 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .keep_alive_interval(head_timeout)
                 .keep_alive_timeout(head_timeout);
-            if let Err(error) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await
-            {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                // The request in flight is answered; an idle connection closes now.
+                () = stop.requested() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(error = %error, "http connection ended with an error");
             }
         });
     }
+}
+
+/// Every endpoint, and the layers around them (outermost first): request tracing (method
+/// and path only: queries carry filter values and the socket's `apikey`), metrics by route,
+/// CORS, the request timeout. The request body limit is applied where bodies are read
+/// (`read_body`), so that a refusal is an error in the API's own form.
+pub fn router(app: Arc<App>) -> Router {
+    let metrics = Arc::new(HttpMetrics::register(&app.metrics));
+    let request_timeout = Duration::from_secs(app.config.request_timeout_secs.max(1));
+    let mut api = Router::new()
+        .route("/health", any(health))
+        .route("/metrics", any(metrics_page))
+        .route("/realtime/v1/websocket", any(upgrade))
+        .route("/socket/websocket", any(upgrade));
+    // A path and everything under it (the router's wildcard needs one more character).
+    for prefix in ["/rest/v1", "/auth/v1"] {
+        let handler = if prefix == "/rest/v1" {
+            any(rest_request)
+        } else {
+            any(auth_request)
+        };
+        api = api
+            .route(&format!("{prefix}/"), handler.clone())
+            .route(&format!("{prefix}/{{*rest}}"), handler);
+    }
+    for prefix in broadcast::PREFIXES {
+        api = api
+            .route(prefix, any(broadcast::handle))
+            .route(&format!("{prefix}/"), any(broadcast::handle))
+            .route(&format!("{prefix}/{{*rest}}"), any(broadcast::handle));
+    }
+    api.fallback(fallback)
+        // Answered here, not by the endpoints: an OPTIONS request that is not a CORS
+        // preflight (those the CORS layer answers) gets the same empty answer.
+        .layer(axum::middleware::from_fn(options_no_content))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(cors(&app.config.cors_allow_origins))
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+                // A 503 from /health while the stream starts is not an error to log.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        .with_state(app)
 }
 
 /// A place in the connection limit, held by the connection and, after an upgrade, by the
@@ -198,6 +288,19 @@ const ROUTES: [(Route, &str); 6] = [
     (Route::Metrics, "metrics"),
     (Route::Other, "other"),
 ];
+impl Route {
+    fn of(path: &str) -> Self {
+        match path {
+            "/health" => Route::Health,
+            "/metrics" => Route::Metrics,
+            "/realtime/v1/websocket" | "/socket/websocket" => Route::Realtime,
+            p if p.starts_with("/rest/v1/") => Route::Rest,
+            p if p.starts_with("/auth/v1/") => Route::Auth,
+            _ => Route::Other,
+        }
+    }
+}
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Registered once, so a request touches only atomics.
@@ -247,41 +350,90 @@ impl HttpMetrics {
     }
 }
 
-async fn route(req: Request<Incoming>, app: Arc<App>, metrics: &HttpMetrics) -> Response<Body> {
+/// Counts every answer by route and status class, CORS preflights included (as `other`, like
+/// every OPTIONS request). A preflight is answered `204 No Content`, as it always was.
+async fn observe(
+    State(metrics): State<Arc<HttpMetrics>>,
+    req: Request,
+    next: Next,
+) -> axum::response::Response {
     let started = Instant::now();
-    let path = req.uri().path().to_string();
-    let (route, mut resp) = if req.method() == Method::OPTIONS {
-        (
-            Route::Other,
-            Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(Body::default())
-                .expect("static response"),
-        )
+    let options = req.method() == Method::OPTIONS;
+    let route = if options {
+        Route::Other
     } else {
-        match path.as_str() {
-            "/health" => (Route::Health, health(&app).await),
-            "/metrics" => (Route::Metrics, metrics_page(&app)),
-            "/realtime/v1/websocket" | "/socket/websocket" => {
-                (Route::Realtime, crate::realtime::upgrade(req, app).await)
-            }
-            p if p.starts_with("/rest/v1/") => (Route::Rest, rest_request(req, app).await),
-            p if broadcast::is_broadcast_path(p) => {
-                (Route::Other, broadcast::handle(req, app).await)
-            }
-            p if p.starts_with("/auth/v1/") => (Route::Auth, auth_request(req, app).await),
-            _ => (Route::Other, fallback(&app, req.method(), &path).await),
-        }
+        Route::of(req.uri().path())
     };
+    let mut resp = next.run(req).await;
+    if options && resp.status() == StatusCode::OK {
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+    }
     metrics.record(route, resp.status(), started);
-    cors(&mut resp);
     resp
 }
 
+async fn options_no_content(req: Request, next: Next) -> axum::response::Response {
+    if req.method() == Method::OPTIONS {
+        return axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT);
+    }
+    next.run(req).await
+}
+
+/// Browser frontends call Ripple from their own origin: `origins` (`*` for any, the
+/// default) may.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| o.parse().ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let names = |list: &[&'static str]| {
+        list.iter()
+            .map(|h| hyper::header::HeaderName::from_static(h))
+            .collect::<Vec<_>>()
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(names(&[
+            "authorization",
+            "apikey",
+            "x-client-info",
+            "content-type",
+            "prefer",
+            "range",
+            "range-unit",
+            "accept",
+            "accept-profile",
+            "content-profile",
+            "x-supabase-api-version",
+            "x-retry-count",
+        ]))
+        .expose_headers(names(&[
+            "content-range",
+            "content-location",
+            "preference-applied",
+        ]))
+        .max_age(Duration::from_secs(86400))
+}
+
 /// A path no API owns: the web app's files when `--web` is set, else an unknown API path.
-async fn fallback(app: &App, method: &Method, path: &str) -> Response<Body> {
+async fn fallback(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     if let Some(root) = &app.config.web {
-        if let Some(resp) = web::serve(app, root, method, path).await {
+        if let Some(resp) = web::serve(&app, root, req.method(), req.uri().path()).await {
             return resp;
         }
     }
@@ -291,7 +443,11 @@ async fn fallback(app: &App, method: &Method, path: &str) -> Response<Body> {
     )
 }
 
-async fn rest_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+async fn upgrade(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
+    upgrade::upgrade(req, app.sockets.clone()).await
+}
+
+async fn rest_request(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     let (parts, body) = req.into_parts();
     match read_body(&parts, body, app.config.max_body_bytes).await {
         Ok(bytes) => rest::handle(parts, bytes, app).await,
@@ -299,7 +455,7 @@ async fn rest_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     }
 }
 
-async fn auth_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+async fn auth_request(State(app): State<Arc<App>>, req: Request) -> Response<Body> {
     let (parts, body) = req.into_parts();
     match read_body(&parts, body, app.config.max_body_bytes).await {
         Ok(bytes) => crate::auth::service::handle(parts, bytes, app).await,
@@ -311,7 +467,7 @@ async fn auth_request(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
 /// announced its length).
 async fn read_body(
     parts: &hyper::http::request::Parts,
-    body: Incoming,
+    body: axum::body::Body,
     limit: usize,
 ) -> Result<Bytes, rest::ApiError> {
     if announced_length_over(&parts.headers, limit) {
@@ -357,7 +513,7 @@ impl std::error::Error for BoxedError {
 
 /// Ready only when the database answers and the replication stream is up; otherwise 503
 /// naming what is down.
-async fn health(app: &App) -> Response<Body> {
+async fn health(State(app): State<Arc<App>>) -> Response<Body> {
     let database = tokio::time::timeout(HEALTH_DB_TIMEOUT, async {
         // Not the REST pool: requests holding all of it make the database busy, not down.
         let conn = app.authorize_pool.get().await.ok()?;
@@ -368,7 +524,11 @@ async fn health(app: &App) -> Response<Body> {
     .flatten()
     .is_some();
     let replication_problem = app.status.replication_problem();
-    let replication = app.status.replication_up() && replication_problem.is_none();
+    let streaming = app
+        .replication
+        .get()
+        .is_some_and(crate::replication::ReplicationHandle::is_up);
+    let replication = streaming && replication_problem.is_none();
     let authorization = app.status.authorization_problem();
     let up = |b: bool| if b { "up" } else { "down" };
     let mut down = Vec::new();
@@ -416,37 +576,14 @@ async fn health(app: &App) -> Response<Body> {
     )
 }
 
-fn metrics_page(app: &App) -> Response<Body> {
+// The router takes async handlers.
+#[allow(clippy::unused_async)]
+async fn metrics_page(State(app): State<Arc<App>>) -> Response<Body> {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
         .body(Body::new(Bytes::from(app.metrics.render())))
         .expect("valid response")
-}
-
-/// Browser frontends call Ripple from their own origin.
-fn cors(resp: &mut Response<Body>) {
-    let h = resp.headers_mut();
-    h.insert("access-control-allow-origin", "*".parse().expect("static"));
-    h.insert(
-        "access-control-allow-methods",
-        "GET, HEAD, POST, PATCH, PUT, DELETE, OPTIONS"
-            .parse()
-            .expect("static"),
-    );
-    h.insert(
-        "access-control-allow-headers",
-        "authorization, apikey, x-client-info, content-type, prefer, range, range-unit, accept, accept-profile, content-profile, x-supabase-api-version, x-retry-count"
-            .parse()
-            .expect("static"),
-    );
-    h.insert(
-        "access-control-expose-headers",
-        "content-range, content-location, preference-applied"
-            .parse()
-            .expect("static"),
-    );
-    h.insert("access-control-max-age", "86400".parse().expect("static"));
 }
 
 pub fn json(status: StatusCode, body: String) -> Response<Body> {

@@ -91,7 +91,7 @@ pub enum FilterError {
 
 /// How a column's values compare, from its `pg_type` name and `typtype`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueKind {
+pub enum CompareKind {
     Integer,
     Float,
     Numeric,
@@ -107,29 +107,29 @@ pub enum ValueKind {
     Other,
 }
 
-impl ValueKind {
-    pub fn from_pg(type_name: &str, typtype: &str) -> ValueKind {
+impl CompareKind {
+    pub fn from_pg(type_name: &str, typtype: &str) -> CompareKind {
         if typtype == "e" {
-            return ValueKind::Enum;
+            return CompareKind::Enum;
         }
         match type_name {
-            "int2" | "int4" | "int8" | "oid" => ValueKind::Integer,
-            "float4" | "float8" => ValueKind::Float,
-            "numeric" | "money" => ValueKind::Numeric,
-            "bool" => ValueKind::Boolean,
-            "uuid" => ValueKind::Uuid,
-            "text" | "varchar" | "bpchar" | "name" | "citext" | "char" => ValueKind::Text,
-            "timestamp" => ValueKind::Timestamp,
-            "timestamptz" => ValueKind::TimestampTz,
-            "date" => ValueKind::Date,
-            _ => ValueKind::Other,
+            "int2" | "int4" | "int8" | "oid" => CompareKind::Integer,
+            "float4" | "float8" => CompareKind::Float,
+            "numeric" | "money" => CompareKind::Numeric,
+            "bool" => CompareKind::Boolean,
+            "uuid" => CompareKind::Uuid,
+            "text" | "varchar" | "bpchar" | "name" | "citext" | "char" => CompareKind::Text,
+            "timestamp" => CompareKind::Timestamp,
+            "timestamptz" => CompareKind::TimestampTz,
+            "date" => CompareKind::Date,
+            _ => CompareKind::Other,
         }
     }
 
     fn orderable(self) -> bool {
         !matches!(
             self,
-            ValueKind::Enum | ValueKind::Other | ValueKind::Boolean
+            CompareKind::Enum | CompareKind::Other | CompareKind::Boolean
         )
     }
 }
@@ -150,18 +150,22 @@ pub enum Typed {
 
 impl Typed {
     /// Parses `text` as a value of `kind`; `None` when it is not one.
-    pub fn parse(kind: ValueKind, text: &str) -> Option<Typed> {
+    pub fn parse(kind: CompareKind, text: &str) -> Option<Typed> {
         let t = text.trim();
         Some(match kind {
-            ValueKind::Integer => Typed::Integer(t.parse().ok()?),
-            ValueKind::Float => Typed::Float(parse_float(t)?),
-            ValueKind::Numeric => Typed::Numeric(Decimal::parse(t)?),
-            ValueKind::Boolean => Typed::Boolean(parse_bool(t)?),
-            ValueKind::Uuid => Typed::Uuid(uuid::Uuid::parse_str(t).ok()?),
-            ValueKind::Text | ValueKind::Enum | ValueKind::Other => Typed::Text(text.to_string()),
-            ValueKind::Timestamp => Typed::Timestamp(parse_naive_timestamp(t)?),
-            ValueKind::TimestampTz => Typed::TimestampTz(parse_timestamptz(t)?),
-            ValueKind::Date => Typed::Date(chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?),
+            CompareKind::Integer => Typed::Integer(t.parse().ok()?),
+            CompareKind::Float => Typed::Float(parse_float(t)?),
+            CompareKind::Numeric => Typed::Numeric(Decimal::parse(t)?),
+            CompareKind::Boolean => Typed::Boolean(parse_bool(t)?),
+            CompareKind::Uuid => Typed::Uuid(uuid::Uuid::parse_str(t).ok()?),
+            CompareKind::Text | CompareKind::Enum | CompareKind::Other => {
+                Typed::Text(text.to_string())
+            }
+            CompareKind::Timestamp => Typed::Timestamp(parse_naive_timestamp(t)?),
+            CompareKind::TimestampTz => Typed::TimestampTz(parse_timestamptz(t)?),
+            CompareKind::Date => {
+                Typed::Date(chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?)
+            }
         })
     }
 
@@ -453,7 +457,7 @@ fn parse_condition(cond: &str) -> Result<RawCondition, FilterError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnType {
     pub type_name: String,
-    pub kind: ValueKind,
+    pub kind: CompareKind,
 }
 
 /// A condition bound to its column's type: ready to match records.
@@ -462,7 +466,7 @@ pub struct Condition {
     pub column: String,
     pub op: Op,
     pub negate: bool,
-    pub kind: ValueKind,
+    pub kind: CompareKind,
     /// Parsed values (empty for `is`).
     pub values: Vec<Typed>,
     /// For `is`: null, true, false or unknown.
@@ -518,7 +522,7 @@ pub fn bind(
             }
             if r.op == Op::Is {
                 let kw = r.values[0].clone();
-                if kw != "null" && col.kind != ValueKind::Boolean {
+                if kw != "null" && col.kind != CompareKind::Boolean {
                     return Err(FilterError::BadValue {
                         column: r.column.clone(),
                         type_name: col.type_name.clone(),
@@ -570,7 +574,7 @@ pub fn value_text(v: &Value) -> Option<String> {
 
 /// Parses a record's value for `kind`; `None` for SQL NULL (or a value we cannot read,
 /// which then matches nothing rather than everything).
-pub fn record_value(kind: ValueKind, v: Option<&Value>) -> Option<Typed> {
+pub fn record_value(kind: CompareKind, v: Option<&Value>) -> Option<Typed> {
     let text = value_text(v?)?;
     Typed::parse(kind, &text)
 }
@@ -652,7 +656,7 @@ mod tests {
                 n.to_string(),
                 ColumnType {
                     type_name: t.to_string(),
-                    kind: ValueKind::from_pg(t, tt),
+                    kind: CompareKind::from_pg(t, tt),
                 },
             )
         })
@@ -841,7 +845,7 @@ mod tests {
         let c = bind(&parse("id=eq.007,name=neq.a").unwrap(), &cols()).unwrap();
         assert_eq!(c[0].eq_index_key().as_deref(), Some("7"));
         assert_eq!(c[1].eq_index_key(), None);
-        let rec = record_value(ValueKind::Integer, Some(&json!(7))).unwrap();
+        let rec = record_value(CompareKind::Integer, Some(&json!(7))).unwrap();
         assert_eq!(rec.index_key().as_deref(), Some("7"));
         let u = bind(
             &parse("conv=eq.5F0C7A5E-1A8E-4B2E-9D5E-0B9F1C2D3E4F").unwrap(),

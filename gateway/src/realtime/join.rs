@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::filter::{self, ColumnType, Condition, ValueKind};
+use super::filter::{self, ColumnType, CompareKind, Condition};
 use super::registry::EventFilter;
 
 /// One `postgres_changes` binding as the client sent it.
@@ -235,7 +235,7 @@ async fn table_info(
                 let name = c.get(0)?.as_str()?.to_string();
                 let type_name = c.get(1)?.as_str()?.to_string();
                 let typtype = c.get(2)?.as_str().unwrap_or("b");
-                let kind = ValueKind::from_pg(&type_name, typtype);
+                let kind = CompareKind::from_pg(&type_name, typtype);
                 Some((name, ColumnType { type_name, kind }))
             })
             .collect();

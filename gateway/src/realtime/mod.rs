@@ -24,6 +24,7 @@ pub mod db_broadcast;
 pub mod fanout;
 pub mod filter;
 pub mod join;
+pub mod last_seen;
 pub mod private;
 pub mod protocol;
 pub mod rate;
@@ -37,15 +38,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::app::App;
-use crate::auth::{AuthError, Claims};
-use crate::http::{json, Body};
+use crate::auth::{AuthError, Claims, JwtVerifier};
+use crate::config::ServeConfig;
 
 pub use fanout::{deliver, DeliveryReport};
 pub use registry::Registry;
@@ -106,11 +104,11 @@ pub fn access_change(tx: &crate::change::Transaction, tables: &[String]) -> Acce
 }
 
 /// Holds one place among the open sockets until dropped.
-struct SocketSlot(Arc<App>);
+pub struct SocketSlot(Arc<Realtime>);
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        self.0.realtime.open_sockets.fetch_sub(1, Ordering::AcqRel);
+        self.0.open_sockets.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -169,15 +167,13 @@ impl Realtime {
     }
 
     /// Takes a place for a new socket, or None when `max` are open.
-    fn reserve_socket(app: &Arc<App>) -> Option<SocketSlot> {
-        let max = app.config.max_sockets;
-        app.realtime
-            .open_sockets
+    pub fn reserve_socket(self: &Arc<Self>, max: usize) -> Option<SocketSlot> {
+        self.open_sockets
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| SocketSlot(app.clone()))
+            .map(|_| SocketSlot(self.clone()))
     }
 
     /// Sockets currently open for a user.
@@ -187,38 +183,6 @@ impl Realtime {
     }
 }
 
-fn unauthorized(message: &str) -> Response<Body> {
-    json(
-        StatusCode::UNAUTHORIZED,
-        serde_json::json!({ "message": message }).to_string(),
-    )
-}
-
-/// The `apikey` of a socket request: query parameter, else `apikey`/`x-api-key` header.
-fn api_key(req: &Request<Incoming>) -> Option<String> {
-    let from_query = req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "apikey")
-            .map(|(_, v)| v.into_owned())
-    });
-    from_query.or_else(|| {
-        ["apikey", "x-api-key"].iter().find_map(|h| {
-            req.headers()
-                .get(*h)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
-    })
-}
-
-fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    })
-}
-
 pub(crate) fn describe_auth_error(e: &AuthError) -> String {
     match e {
         AuthError::Expired => "token has expired".into(),
@@ -226,79 +190,52 @@ pub(crate) fn describe_auth_error(e: &AuthError) -> String {
     }
 }
 
-/// `GET /realtime/v1/websocket` (and `/socket/websocket`): checks the `apikey` and the
-/// protocol version, then upgrades and hands the socket to its own task.
-// Async like every handler the router awaits; the socket itself runs on its own task.
-#[allow(clippy::unused_async)]
-pub async fn upgrade(mut req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
-    let Some(key) = api_key(&req) else {
-        return unauthorized("apikey is required (query parameter `apikey` or header `apikey`)");
+/// What every socket task uses, handed over by the composition root (`App::new`) rather
+/// than the whole application.
+pub struct SocketContext {
+    pub hub: Arc<Realtime>,
+    pub jwt: Arc<JwtVerifier>,
+    /// Joins (catalog and private-channel checks) and the last-seen call, as the user.
+    pub pool: deadpool_postgres::Pool,
+    /// The pipeline's own connections: re-checks of joined channels must not wait behind
+    /// REST load.
+    pub authorize_pool: deadpool_postgres::Pool,
+    pub config: Arc<ServeConfig>,
+}
+
+/// The parts of an accepted WebSocket handshake the socket task needs.
+pub struct Accepted {
+    pub vsn: protocol::Vsn,
+    /// The verified `apikey` and its text (a join without `access_token` runs under it).
+    pub apikey: Claims,
+    pub apikey_token: String,
+    /// Held until the socket closes (a place among the open sockets, a connection permit).
+    pub holds: Vec<Box<dyn std::any::Any + Send>>,
+    /// Closes the socket when the server shuts down.
+    pub stop: Option<crate::shutdown::Shutdown>,
+}
+
+/// Runs the socket over the upgraded connection until it closes.
+pub async fn serve_socket(
+    ctx: Arc<SocketContext>,
+    upgraded: hyper::upgrade::Upgraded,
+    accepted: Accepted,
+) {
+    let Accepted {
+        vsn,
+        apikey,
+        apikey_token,
+        holds,
+        stop,
+    } = accepted;
+    let _holds = holds;
+    let max = ctx.config.max_body_bytes;
+    let config = WebSocketConfig {
+        max_message_size: Some(max),
+        max_frame_size: Some(max),
+        ..WebSocketConfig::default()
     };
-    let claims: Claims = match app.jwt.verify(&key) {
-        Ok(c) => c,
-        Err(e) => return unauthorized(&format!("invalid apikey: {}", describe_auth_error(&e))),
-    };
-    let vsn_text = query_param(&req, "vsn");
-    let Some(vsn) = protocol::Vsn::parse(vsn_text.as_deref()) else {
-        return json(
-            StatusCode::BAD_REQUEST,
-            serde_json::json!({"message": "unsupported vsn: use 1.0.0 or 2.0.0"}).to_string(),
-        );
-    };
-    let is_upgrade = req
-        .headers()
-        .get(hyper::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(ws_key) = req.headers().get("sec-websocket-key").cloned() else {
-        return json(
-            StatusCode::BAD_REQUEST,
-            r#"{"message":"expected a WebSocket upgrade"}"#.into(),
-        );
-    };
-    if !is_upgrade {
-        return json(
-            StatusCode::BAD_REQUEST,
-            r#"{"message":"expected a WebSocket upgrade"}"#.into(),
-        );
-    }
-    let Some(slot) = Realtime::reserve_socket(&app) else {
-        return json(
-            StatusCode::TOO_MANY_REQUESTS,
-            serde_json::json!({"message": "too many connections"}).to_string(),
-        );
-    };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
-    let max = app.config.max_body_bytes;
-    let connection = req
-        .extensions_mut()
-        .remove::<crate::http::ConnectionPermit>();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let _connection = connection;
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let config = WebSocketConfig {
-                    max_message_size: Some(max),
-                    max_frame_size: Some(max),
-                    ..WebSocketConfig::default()
-                };
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                socket::run(ws, app, vsn, claims, key).await;
-            }
-            Err(error) => tracing::debug!(error = %error, "websocket upgrade failed"),
-        }
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(hyper::header::CONNECTION, "upgrade")
-        .header(hyper::header::UPGRADE, "websocket")
-        .header("sec-websocket-accept", accept)
-        .body(Body::default())
-        .expect("static response")
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    socket::run(ws, ctx, vsn, apikey, apikey_token, stop).await;
 }

@@ -22,13 +22,8 @@ impl TopicAccess {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error("no database connection for the authorization check")]
-    Pool(#[source] deadpool_postgres::PoolError),
-    #[error("the authorization check failed in the database")]
-    Db(#[source] tokio_postgres::Error),
-}
+/// Why an access probe could not run (not a verdict: the caller refuses or retries).
+pub type ProbeError = crate::db::DbError;
 
 async fn as_user(
     tx: &tokio_postgres::Transaction<'_>,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::filter::{self, Condition, ValueKind};
+use super::filter::{self, CompareKind, Condition};
 use super::resume::{ChannelResume, ResumeRequest};
 use super::socket_handle::SocketHandle;
 use crate::authorize::Identity;
@@ -157,7 +157,7 @@ struct TableIndex {
     /// column -> (its kind, canonical value -> subscriptions whose first indexable `eq` or
     /// `in` condition is on that column and admits that value). An `in` subscription is
     /// filed under each of its values; a row has one value, so it is found at most once.
-    by_eq: HashMap<String, (ValueKind, HashMap<String, SubMap>)>,
+    by_eq: HashMap<String, (CompareKind, HashMap<String, SubMap>)>,
 }
 
 impl TableIndex {
@@ -377,7 +377,7 @@ mod tests {
                     c.name.clone(),
                     ColumnType {
                         type_name: c.type_name.clone(),
-                        kind: ValueKind::from_pg(&c.type_name, "b"),
+                        kind: CompareKind::from_pg(&c.type_name, "b"),
                     },
                 )
             })

@@ -2,6 +2,7 @@
 //! queue, in one select loop, and owns the socket's channels. Producers elsewhere (the
 //! fan-out, other sockets' broadcasts and presence) only ever `try_send` to the queue.
 
+use super::last_seen::LastSeenHook;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +24,7 @@ use super::registry::{ChannelRef, Subscription};
 use super::resume::{ReplayRequest, ResumeRequest};
 use super::socket_handle::{Outbound, SocketHandle};
 use super::topics::{Member, Sent, TopicKey};
-use super::Realtime;
-use crate::app::App;
+use super::{Realtime, SocketContext};
 use crate::auth::{AuthError, Claims};
 use crate::authorize::Identity;
 
@@ -62,13 +62,15 @@ struct Channel {
 /// Why the loop ended.
 enum End {
     ClientClosed,
+    /// The server is shutting down: the client is told to go elsewhere (or come back).
+    Shutdown,
     Idle,
     Overflow,
     Error(WsError),
 }
 
 struct Session {
-    app: Arc<App>,
+    ctx: Arc<SocketContext>,
     hub: Arc<Realtime>,
     vsn: Vsn,
     handle: SocketHandle,
@@ -83,28 +85,29 @@ struct Session {
 
 pub(super) async fn run(
     mut ws: Ws,
-    app: Arc<App>,
+    ctx: Arc<SocketContext>,
     vsn: Vsn,
     _apikey: Claims,
     apikey_token: String,
+    mut stop: Option<crate::shutdown::Shutdown>,
 ) {
-    let hub = app.realtime.clone();
+    let hub = ctx.hub.clone();
     let (handle, mut rx) = SocketHandle::new(
         hub.next_id(),
-        app.config.client_queue,
-        app.config.client_queue_bytes,
+        ctx.config.client_queue,
+        ctx.config.client_queue_bytes,
     );
-    let idle = Duration::from_secs(app.config.ws_idle_timeout_secs.max(1));
+    let idle = Duration::from_secs(ctx.config.ws_idle_timeout_secs.max(1));
     let mut s = Session {
-        app: app.clone(),
+        ctx: ctx.clone(),
         hub,
         vsn,
         handle,
         apikey_token,
         channels: HashMap::new(),
         user: None,
-        broadcasts: super::rate::Bucket::new(app.config.broadcasts_per_second),
-        presence_updates: super::rate::Bucket::new(app.config.presence_per_second),
+        broadcasts: super::rate::Bucket::new(ctx.config.broadcasts_per_second),
+        presence_updates: super::rate::Bucket::new(ctx.config.presence_per_second),
     };
     tracing::debug!(socket = s.handle.id, "socket opened");
     let mut notices = s.hub.notices.subscribe();
@@ -165,6 +168,7 @@ pub(super) async fn run(
                 }
             }
             () = tokio::time::sleep_until(io.last_heard + idle) => break End::Idle,
+            () = shutdown_requested(&mut stop) => break End::Shutdown,
             () = sleep_until_opt(expiry) => {
                 s.expire_channels();
                 Ok(())
@@ -275,6 +279,13 @@ fn heartbeat_reply(m: &Inbound) -> ServerMessage {
         topic: m.topic.as_str().into(),
         event: "phx_reply",
         payload: json!({"status": "ok", "response": {}}).to_string(),
+    }
+}
+
+async fn shutdown_requested(stop: &mut Option<crate::shutdown::Shutdown>) {
+    match stop {
+        Some(stop) => stop.requested().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -463,7 +474,7 @@ impl Session {
             self.reply_error(&m, "TopicNameRequired: You must provide a topic name");
             return;
         }
-        let limits = &self.app.config;
+        let limits = &self.ctx.config;
         if !self.channels.contains_key(&m.topic)
             && self.channels.len() >= limits.max_channels_per_socket
         {
@@ -498,13 +509,13 @@ impl Session {
                 return;
             }
         };
-        if config.postgres_changes.len() > self.app.config.max_bindings_per_join {
+        if config.postgres_changes.len() > self.ctx.config.max_bindings_per_join {
             self.reply_error(
                 &m,
                 format!(
                     "InvalidJoinPayload: {} postgres_changes bindings, more than the limit of {} per join",
                     config.postgres_changes.len(),
-                    self.app.config.max_bindings_per_join
+                    self.ctx.config.max_bindings_per_join
                 ),
             );
             return;
@@ -515,13 +526,13 @@ impl Session {
             .filter(|c| c.topic.as_ref() != m.topic.as_str())
             .map(|c| c.bindings)
             .sum();
-        if held + config.postgres_changes.len() > self.app.config.max_bindings_per_socket {
+        if held + config.postgres_changes.len() > self.ctx.config.max_bindings_per_socket {
             self.reply_error(
                 &m,
                 format!(
                     "InvalidJoinPayload: this socket would hold {} postgres_changes bindings, more than the limit of {} per socket",
                     held + config.postgres_changes.len(),
-                    self.app.config.max_bindings_per_socket
+                    self.ctx.config.max_bindings_per_socket
                 ),
             );
             return;
@@ -545,7 +556,7 @@ impl Session {
             .clone()
             .filter(|t| !t.starts_with("sb_"))
             .unwrap_or_else(|| self.apikey_token.clone());
-        let claims = match self.app.jwt.verify(&token) {
+        let claims = match self.ctx.jwt.verify(&token) {
             Ok(c) => c,
             Err(e) => {
                 self.reply_error(&m, reason_for(&e));
@@ -557,7 +568,7 @@ impl Session {
             presence: true,
         };
         if config.private {
-            match private::read_access(&self.app.pool, &sub_topic, &claims).await {
+            match private::read_access(&self.ctx.pool, &sub_topic, &claims).await {
                 Ok(a) if a.any() => reads = a,
                 Ok(_) => {
                     self.reply_error(
@@ -591,11 +602,11 @@ impl Session {
         let resolved = if config.postgres_changes.is_empty() {
             Vec::new()
         } else {
-            let checked = match self.app.pool.get().await {
+            let checked = match self.ctx.pool.get().await {
                 Ok(client) => {
                     join::resolve(
                         &client,
-                        &self.app.config.publication,
+                        &self.ctx.config.publication,
                         &config.postgres_changes,
                         &claims.role,
                     )
@@ -815,7 +826,7 @@ impl Session {
             return;
         }
         let (private, sub_topic) = (ch.private, ch.sub_topic.clone());
-        let claims = match self.app.jwt.verify(&token) {
+        let claims = match self.ctx.jwt.verify(&token) {
             Ok(c) => c,
             Err(AuthError::Expired) => {
                 self.shutdown_channel(&m.topic, "Token has expired");
@@ -827,7 +838,7 @@ impl Session {
             }
         };
         if private {
-            match private::read_access(&self.app.pool, &sub_topic, &claims).await {
+            match private::read_access(&self.ctx.pool, &sub_topic, &claims).await {
                 Ok(a) if a.any() => {}
                 Ok(_) => {
                     self.shutdown_channel(
@@ -864,11 +875,11 @@ impl Session {
         let (socket_ok, per_channel) = match what {
             Sent::Broadcast => (
                 self.broadcasts.take(now.into_std()),
-                self.app.config.channel_broadcasts_per_second,
+                self.ctx.config.channel_broadcasts_per_second,
             ),
             Sent::Presence => (
                 self.presence_updates.take(now.into_std()),
-                self.app.config.channel_presence_per_second,
+                self.ctx.config.channel_presence_per_second,
             ),
         };
         let channel_ok = socket_ok
@@ -880,8 +891,8 @@ impl Session {
             return true;
         }
         let (kind, per_socket) = match what {
-            Sent::Broadcast => ("broadcasts", self.app.config.broadcasts_per_second),
-            Sent::Presence => ("presence updates", self.app.config.presence_per_second),
+            Sent::Broadcast => ("broadcasts", self.ctx.config.broadcasts_per_second),
+            Sent::Presence => ("presence updates", self.ctx.config.presence_per_second),
         };
         let reason = if socket_ok {
             format!("RateLimited: too many {kind} on this channel (at most {per_channel} per second from all its members)")
@@ -929,7 +940,7 @@ impl Session {
             if private {
                 // On the pipeline's own connections: a revocation must not wait behind
                 // REST requests (forty slow RPCs on the shared pool delayed it by seconds).
-                match private::read_access(&self.app.authorize_pool, &sub_topic, &claims).await {
+                match private::read_access(&self.ctx.authorize_pool, &sub_topic, &claims).await {
                     Ok(a) if a.any() => {}
                     Ok(_) => {
                         self.shutdown_channel(
@@ -967,7 +978,7 @@ impl Session {
             return None;
         }
         // The pipeline's connections, as for the private channel re-check above.
-        let client = match self.app.authorize_pool.get().await {
+        let client = match self.ctx.authorize_pool.get().await {
             Ok(c) => c,
             Err(error) => {
                 tracing::warn!(error = %error, "filter column re-check failed");
@@ -1011,7 +1022,7 @@ impl Session {
         // Asked again after every re-check (which clears it): on the pipeline's
         // connections too, so a removed member's next broadcast is refused without
         // waiting for REST.
-        match private::write_access(&self.app.authorize_pool, &sub_topic, &claims).await {
+        match private::write_access(&self.ctx.authorize_pool, &sub_topic, &claims).await {
             Ok(a) => {
                 if let Some(ch) = self.channels.get_mut(topic) {
                     ch.write_access = Some(a);
@@ -1112,12 +1123,12 @@ impl Session {
                 }
             };
             let size = Value::Object(fields.clone()).to_string().len();
-            if size > self.app.config.max_presence_bytes {
+            if size > self.ctx.config.max_presence_bytes {
                 self.reply_error(
                     &m,
                     format!(
                         "InvalidPresence: the presence payload is {size} bytes, more than the limit of {}",
-                        self.app.config.max_presence_bytes
+                        self.ctx.config.max_presence_bytes
                     ),
                 );
                 return;
@@ -1182,7 +1193,7 @@ impl Session {
                 tracing::info!(socket = id, dropped, "client too slow: disconnecting");
                 let message = format!(
                     "Client is too slow: {dropped} message(s) could not be queued after {} waiting; disconnecting",
-                    self.app.config.client_queue
+                    self.ctx.config.client_queue
                 );
                 let goodbye = async {
                     let mut targets: Vec<(Option<Arc<str>>, Arc<str>, String)> = self
@@ -1213,6 +1224,17 @@ impl Session {
                     .await
                 };
                 let _ = tokio::time::timeout(OVERFLOW_NOTICE_TIMEOUT, goodbye).await;
+            }
+            End::Shutdown => {
+                tracing::debug!(socket = id, "closing for shutdown");
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    ws.close(Some(CloseFrame {
+                        code: CloseCode::Away,
+                        reason: "server shutting down".into(),
+                    })),
+                )
+                .await;
             }
             End::Idle => {
                 tracing::debug!(socket = id, "closing a silent socket");
@@ -1247,40 +1269,18 @@ impl Session {
             self.close_channel(&t, false);
         }
         if let Some((sub, claims)) = self.user.take() {
-            if self.hub.user_disconnected(&sub) {
-                let pool = self.app.pool.clone();
+            let last = self.hub.user_disconnected(&sub);
+            if let Some(hook) =
+                LastSeenHook::from_setting(&self.ctx.config.last_seen_function).filter(|_| last)
+            {
+                let pool = self.ctx.pool.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = touch_last_seen(&pool, &claims).await {
-                        tracing::warn!(error = %error, "could not record last_seen_at");
+                    if let Err(error) = hook.call(&pool, &claims).await {
+                        tracing::warn!(error = %error, "the last-seen function failed");
                     }
                 });
             }
         }
         tracing::debug!(socket = id, "socket closed");
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum TouchError {
-    #[error("no database connection")]
-    Pool(#[source] deadpool_postgres::PoolError),
-    #[error("touch_last_seen failed")]
-    Db(#[source] tokio_postgres::Error),
-}
-
-/// The user's last socket closed: record it, as the user, through the database's own
-/// function.
-async fn touch_last_seen(
-    pool: &deadpool_postgres::Pool,
-    claims: &Claims,
-) -> Result<(), TouchError> {
-    let mut conn = pool.get().await.map_err(TouchError::Pool)?;
-    let tx = conn.transaction().await.map_err(TouchError::Db)?;
-    crate::db::set_request_claims(&*tx, &claims.role, &claims.raw)
-        .await
-        .map_err(TouchError::Db)?;
-    tx.execute("select public.touch_last_seen()", &[])
-        .await
-        .map_err(TouchError::Db)?;
-    tx.commit().await.map_err(TouchError::Db)
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use tokio_postgres::error::SqlState;
+
 use crate::decode::DecodeError;
 
 /// An ErrorResponse from the server.
@@ -125,7 +127,7 @@ impl ReplicationError {
                     || c.starts_with("57P")
                     || c.starts_with("53")
                     || c.starts_with("40")
-                    || c == "55006"
+                    || c == SqlState::OBJECT_IN_USE.code()
             }
             _ => false,
         }

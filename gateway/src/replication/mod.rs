@@ -48,12 +48,14 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
 
 pub use assemble::{AssembleError, Assembler};
 pub use connection::{ConnectParams, Target};
 pub use error::{ReplicationError, ServerError};
 pub use spool::{SpillConfig, SpillMetrics};
 
+use crate::backoff::Backoff;
 use crate::change::{Lsn, Transaction};
 use stream::{Shared, Streamer};
 
@@ -201,11 +203,15 @@ pub async fn start(
     // A slot still held by a connection that is going away (a consumer that was just
     // killed) frees itself within moments; wait for it rather than fail.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let conn = loop {
         match streamer.open_session().await {
             Ok(c) => break c,
-            Err(e) if e.code() == Some("55006") && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(e)
+                if e.code() == Some(SqlState::OBJECT_IN_USE.code())
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                backoff.wait().await;
             }
             Err(e) => return Err(e),
         }

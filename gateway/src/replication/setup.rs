@@ -11,9 +11,7 @@ use crate::change::{parse_lsn, Lsn};
 use crate::decode::CatalogType;
 
 /// Quotes an identifier for SQL and replication commands (`"my ""odd"" name"`).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use postgres_protocol::escape::escape_identifier as quote_ident;
 
 /// Quotes a string literal (`'it''s'`).
 pub fn quote_literal(s: &str) -> String {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::assemble::Assembler;
@@ -17,6 +18,7 @@ use super::connection::{ConnectParams, ReplicationConnection};
 use super::error::ReplicationError;
 use super::spool::Spool;
 use super::{setup, ReplicationConfig, StreamState};
+use crate::backoff::Backoff;
 use crate::change::{format_lsn, Lsn, Transaction};
 use crate::decode::pgoutput::{Begin, Commit, StreamCommit};
 use crate::decode::{self, PgOutput, WalFrame};
@@ -169,7 +171,7 @@ impl Streamer {
                         }
                     }
                     // Created by someone else in the meantime: use it.
-                    Err(e) if e.code() == Some("42710") => {}
+                    Err(e) if e.code() == Some(SqlState::DUPLICATE_OBJECT.code()) => {}
                     Err(e) => return Err(e),
                 },
             }
@@ -230,15 +232,15 @@ impl Streamer {
             };
             drop(conn);
             tracing::warn!(error = %error_chain(&error), "replication connection lost; reconnecting");
-            let mut attempt: u32 = 0;
+            let mut backoff = reconnect_backoff(self.config.max_backoff);
             let mut last_error = error;
             conn = loop {
-                attempt += 1;
+                let delay = backoff.next_delay();
+                let attempt = backoff.attempt();
                 self.shared.state.send_replace(StreamState::Reconnecting {
                     attempt,
                     error: error_chain(&last_error),
                 });
-                let delay = backoff(attempt, self.config.max_backoff);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stopped(&mut shutdown) => {
@@ -254,7 +256,7 @@ impl Streamer {
                     }
                 }
             };
-            tracing::info!(attempt, "replication reconnected");
+            tracing::info!(attempt = backoff.attempt(), "replication reconnected");
         }
         self.shared.state.send_replace(StreamState::Stopped);
     }
@@ -537,9 +539,8 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn backoff(attempt: u32, max: Duration) -> Duration {
-    let ms = 100u64.saturating_mul(1 << attempt.min(16).saturating_sub(1));
-    Duration::from_millis(ms).min(max)
+fn reconnect_backoff(max: Duration) -> Backoff {
+    Backoff::new(Duration::from_millis(100), max)
 }
 
 /// An error and its causes on one line, for logs and the health state.
@@ -561,9 +562,11 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let max = Duration::from_secs(5);
-        assert_eq!(backoff(1, max), Duration::from_millis(100));
-        assert_eq!(backoff(2, max), Duration::from_millis(200));
-        assert_eq!(backoff(4, max), Duration::from_millis(800));
-        assert_eq!(backoff(30, max), max);
+        let mut b = reconnect_backoff(max);
+        let waits: Vec<Duration> = (0..30).map(|_| b.next_delay()).collect();
+        assert_eq!(waits[0], Duration::from_millis(100));
+        assert_eq!(waits[1], Duration::from_millis(200));
+        assert_eq!(waits[3], Duration::from_millis(800));
+        assert_eq!(waits[29], max);
     }
 }

@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
+use tokio_postgres::error::SqlState;
 
 use crate::http::Body;
 
@@ -137,17 +138,35 @@ impl ApiError {
 /// PostgREST's mapping of SQLSTATE to HTTP status, plus `P0002` -> 404.
 pub fn status_for_sqlstate(code: &str, anonymous: bool) -> StatusCode {
     let class = code.get(..2).unwrap_or("");
-    match code {
-        "42501" if anonymous => return StatusCode::UNAUTHORIZED,
-        "42501" => return StatusCode::FORBIDDEN,
-        "23503" | "23505" => return StatusCode::CONFLICT,
-        "25006" => return StatusCode::METHOD_NOT_ALLOWED,
-        "P0001" => return StatusCode::BAD_REQUEST,
-        "P0002" => return StatusCode::NOT_FOUND,
-        "42883" | "42P01" => return StatusCode::NOT_FOUND,
-        "42P17" => return StatusCode::INTERNAL_SERVER_ERROR,
-        "53400" => return StatusCode::INTERNAL_SERVER_ERROR,
-        _ => {}
+    let state = SqlState::from_code(code);
+    let named = [
+        (SqlState::INSUFFICIENT_PRIVILEGE, StatusCode::FORBIDDEN),
+        (SqlState::FOREIGN_KEY_VIOLATION, StatusCode::CONFLICT),
+        (SqlState::UNIQUE_VIOLATION, StatusCode::CONFLICT),
+        (
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (SqlState::RAISE_EXCEPTION, StatusCode::BAD_REQUEST),
+        (SqlState::NO_DATA_FOUND, StatusCode::NOT_FOUND),
+        (SqlState::UNDEFINED_FUNCTION, StatusCode::NOT_FOUND),
+        (SqlState::UNDEFINED_TABLE, StatusCode::NOT_FOUND),
+        // Infinite recursion in a policy: the schema's fault, not the caller's.
+        (
+            SqlState::INVALID_OBJECT_DEFINITION,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ];
+    if let Some((_, status)) = named.iter().find(|(s, _)| *s == state) {
+        // Not allowed without a token means: sign in.
+        if *status == StatusCode::FORBIDDEN && anonymous {
+            return StatusCode::UNAUTHORIZED;
+        }
+        return *status;
     }
     // PTxyz: a function chose the HTTP status itself.
     if let Some(digits) = code.strip_prefix("PT") {

@@ -16,11 +16,10 @@ use super::sql::{Kind, Param, Statement};
 /// role and claims exactly as [`crate::db::set_request_claims`] sets them (`$1`, `$2`), then
 /// the statement timeout and search_path (the request's schema, as PostgREST sets it, for
 /// functions that do not pin their own).
-const SETUP_SQL: &str = "select set_config('role', $1, true), \
-     set_config('request.jwt.claims', $2, true), \
-     set_config('request.jwt.claim.sub', coalesce($2::json ->> 'sub', ''), true), \
-     set_config('request.jwt.claim.role', coalesce($2::json ->> 'role', ''), true), \
-     set_config('statement_timeout', $3, true), set_config('search_path', $4, true)";
+const SETUP_SQL: &str = concat!(
+    crate::db::set_request_claims_sql!(),
+    ", set_config('statement_timeout', $3, true), set_config('search_path', $4, true)"
+);
 
 pub struct Settings<'a> {
     pub role: &'a str,

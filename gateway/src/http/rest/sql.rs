@@ -10,6 +10,7 @@
 //! the JSON to send, how many rows it holds, and the full count when `count=exact` asked.
 
 use hyper::StatusCode;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
 use super::catalog::{Catalog, Column, ForeignKey, Table};
@@ -92,9 +93,7 @@ impl Binds {
 
 /// `"name"`, with inner quotes doubled (the parser already refuses them; this is the
 /// second line of defence).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use postgres_protocol::escape::escape_identifier as quote_ident;
 
 pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))
@@ -104,7 +103,7 @@ pub fn qualified(schema: &str, name: &str) -> String {
 fn no_column(relation: &str, column: &str) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
-        "42703",
+        SqlState::UNDEFINED_COLUMN.code(),
         format!("column {relation}.{column} does not exist"),
     )
 }
