@@ -6,7 +6,8 @@
 //! cargo run --release -p ripple-tests --bin bench_realtime [-- --scenario 1000x100,10000x1000]
 //! ```
 //!
-//! Per side: a fresh chat database in a throwaway cluster; `subscribers` users split evenly
+//! Per side: a fresh chat database in a throwaway cluster and the gateway in a process of
+//! its own (this binary with `--serve`); `subscribers` users split evenly
 //! into `conversations` group conversations; one WebSocket client per user (vsn 2.0.0), each
 //! subscribed to INSERTs on `public.messages` filtered to its conversation, as a chat
 //! frontend does. Then:
@@ -44,8 +45,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use ripple_tests::{fresh_db, gateway_config, spawn_gateway_using, TestDb};
+use ripple_tests::{fresh_db, gateway_config, TestDb};
 use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
@@ -74,6 +76,13 @@ struct Args {
     /// Runs Ripple's side only (for profiling; no ratio is printed).
     #[arg(long)]
     skip_reference: bool,
+    /// Internal: run the gateway for this database URL and slot.
+    #[arg(long, num_args = 2, value_names = ["URL", "SLOT"])]
+    serve: Option<Vec<String>>,
+    #[arg(long, default_value_t = 0)]
+    serve_sockets: usize,
+    #[arg(long)]
+    serve_reference: bool,
     /// Messages in the burst phase.
     #[arg(long, default_value_t = 1000)]
     burst: usize,
@@ -159,16 +168,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     let db = fresh_db().await;
     let (users, convs) = setup(&db, args).await;
     let per = args.subscribers / args.conversations;
-    let make: ripple::server::MakeAuthorizer = if reference {
-        Box::new(|app| Arc::new(ripple::authorize::LiveRowAuthorizer::new(app.pool.clone())))
-    } else {
-        Box::new(ripple::server::default_authorizer)
-    };
-    let mut config = gateway_config();
-    config.client_queue = 100_000;
-    config.max_sockets = args.subscribers + 100;
-    config.max_connections = args.subscribers + 1024;
-    let gw = spawn_gateway_using(&db, config, make).await;
+    let gw = GatewayProcess::start(&db, args.subscribers, reference).await;
     let total_msgs = args.rate as usize * args.seconds as usize + args.burst;
     let tally = Tally::new(total_msgs);
 
@@ -322,7 +322,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     for t in tasks {
         t.abort();
     }
-    drop(gw);
+    gw.stop().await;
     Side {
         name,
         p50_ms: percentile(&lat, 0.50),
@@ -341,10 +341,90 @@ async fn wait_for(tally: &Tally, expected: usize, limit: Duration) {
     }
 }
 
-/// Both sides' sockets (clients and gateway) live in this process: 10,000 subscribers need
-/// more than 20,000 open files.
+/// The gateway under test, in a process of its own (this binary with `--serve`): its
+/// sockets do not count against this process's open-files limit (10,000 subscribers are
+/// 10,000 sockets on each side), and a profiler can be pointed at it alone.
+struct GatewayProcess {
+    child: tokio::process::Child,
+    addr: String,
+    anon_key: String,
+    verifier: ripple::auth::JwtVerifier,
+}
+
+impl GatewayProcess {
+    async fn start(db: &TestDb, subscribers: usize, reference: bool) -> Self {
+        let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--serve", &db.url, &db.name])
+            .args(["--serve-sockets", &subscribers.to_string()]);
+        if reference {
+            cmd.arg("--serve-reference");
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gateway process");
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = out.next_line().await.unwrap().expect("gateway address");
+        let addr = line.strip_prefix("ADDR ").expect("ADDR line").to_string();
+        let verifier = ripple::auth::JwtVerifier::new(&gateway_config().jwt_config().unwrap())
+            .expect("verifier");
+        let anon_key = verifier.mint_for("anon", None, 7200).unwrap();
+        if let Ok(pid) = std::env::var("BENCH_PID_FILE") {
+            let _ = std::fs::write(pid, child.id().unwrap_or(0).to_string());
+        }
+        Self {
+            child,
+            addr,
+            anon_key,
+            verifier,
+        }
+    }
+
+    fn token_for(&self, user: Uuid, ttl: i64) -> String {
+        self.verifier
+            .mint_for("authenticated", Some(&user.to_string()), ttl)
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The child: a gateway on the benchmark's database until its stdin closes.
+async fn serve(url: &str, slot: &str, sockets: usize, reference: bool) {
+    raise_open_files(sockets);
+    let make: ripple::server::MakeAuthorizer = if reference {
+        Box::new(|app| Arc::new(ripple::authorize::LiveRowAuthorizer::new(app.pool.clone())))
+    } else {
+        Box::new(ripple::server::default_authorizer)
+    };
+    let mut config = gateway_config();
+    config.slot = slot.to_string();
+    config.client_queue = 100_000;
+    config.max_sockets = sockets + 100;
+    config.max_connections = sockets + 1024;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    println!("ADDR {}", listener.local_addr().unwrap());
+    let stdin_closed = async {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    };
+    ripple::server::run_with(listener, config, url, stdin_closed, make)
+        .await
+        .expect("gateway");
+}
+
+/// 10,000 subscribers are 10,000 sockets in each process, plus the database connections.
 fn raise_open_files(subscribers: usize) -> u64 {
-    let want = (subscribers as u64 * 2 + 4096).max(8192);
+    let want = (subscribers as u64 + 4096).max(8192);
     let (soft, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
     if soft >= want {
         return soft;
@@ -362,6 +442,16 @@ fn raise_open_files(subscribers: usize) -> u64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let base = Args::parse();
+    if let Some(serve_args) = &base.serve {
+        serve(
+            &serve_args[0],
+            &serve_args[1],
+            base.serve_sockets,
+            base.serve_reference,
+        )
+        .await;
+        return;
+    }
     let mut results = Vec::new();
     for scenario in &base.scenarios {
         let (subs, convs) = scenario
