@@ -244,13 +244,28 @@ async fn settled_rss(pid: u32) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // Each process needs a file per socket plus headroom (the gateway: its listener,
+    // database connections, epoll); where the hard limit cannot be raised (no
+    // CAP_SYS_RESOURCE), it caps the sockets held.
+    let limit = raise_open_files(args.hold + 16);
+    if (args.hold as u64) + 256 > limit {
+        let capped = (limit.saturating_sub(256)) as usize;
+        if args.serve.is_none() {
+            println!(
+                "the open-files limit ({limit}, not raisable here) caps held sockets at {capped} (asked {})",
+                args.hold
+            );
+        }
+        args.hold = capped;
+        args.idle = args.idle.min(capped);
+    }
     if let Some(serve_args) = &args.serve {
         serve(&serve_args[0], &serve_args[1], args.hold).await;
         return;
     }
     assert!(args.idle <= args.hold);
-    let nofile = raise_open_files(args.hold + 16);
+    let nofile = limit;
     let db = ripple_tests::fresh_db().await;
     let convs: Vec<Uuid> = {
         let owner = db.create_user("Owner").await;
