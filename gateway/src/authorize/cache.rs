@@ -125,6 +125,20 @@ impl VerdictCache {
         }
     }
 
+    /// Would an answer read from `tables` be kept (are they all in the publication)?
+    pub fn keeps(&self, tables: &[u32]) -> bool {
+        self.published
+            .as_ref()
+            .is_some_and(|p| tables.iter().all(|t| p.contains(t)))
+    }
+
+    /// The question `get` just missed, of a kind that is kept, is being asked in the same
+    /// batch already: it is answered without asking, so it counts as a hit.
+    pub fn asked_in_batch(&mut self) {
+        self.stats.misses = self.stats.misses.saturating_sub(1);
+        self.stats.hits += 1;
+    }
+
     /// Keeps an answer read from `tables` (at their current generations), unless one of
     /// them is outside the publication.
     pub fn put(&mut self, key: VerdictKey, visible: bool, tables: &HashSet<u32>) {

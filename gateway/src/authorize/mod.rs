@@ -388,6 +388,11 @@ impl RlsAuthorizer {
             cache: Option<(Vec<VerdictKey>, Vec<u32>)>,
         }
         let mut checks: Vec<Check> = Vec::new();
+        // A question asked twice in one batch (the same identity, table and policy-read
+        // values: one conversation's messages queued together) is asked once; the rest
+        // take its answer. Both would be answered by the same statement anyway.
+        let mut leaders: HashMap<VerdictKey, usize> = HashMap::new();
+        let mut followers: Vec<(usize, usize)> = Vec::new();
         for (&ident_idx, tables) in &by_identity {
             let role = identities[ident_idx].role();
             for (&oid, table_asks) in tables {
@@ -428,6 +433,14 @@ impl RlsAuthorizer {
                                         verdicts[a].visible = visible
                                     }
                                     None => {
+                                        if let Some(&leader) = leaders.get(&key) {
+                                            if cache.keeps(&spec.tables) {
+                                                cache.asked_in_batch();
+                                            }
+                                            followers.push((a, leader));
+                                            continue;
+                                        }
+                                        leaders.insert(key.clone(), a);
                                         to_ask.push(a);
                                         keys.push(key);
                                     }
@@ -618,6 +631,9 @@ impl RlsAuthorizer {
                     verdicts[ask].visible = true;
                 }
             }
+        }
+        for &(ask, leader) in &followers {
+            verdicts[ask].visible = verdicts[leader].visible;
         }
         // Keep the answers, with every table they may have been read from: the relations
         // the policies and the functions they call name (`CacheSpec::tables`).

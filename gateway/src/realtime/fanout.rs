@@ -47,105 +47,122 @@ struct Target {
     identity_index: usize,
 }
 
-/// Fans a committed transaction out to the subscriptions allowed to see it, in commit order.
+/// Fans committed transactions (in commit order) out to the subscriptions allowed to see
+/// them: every change of every transaction is authorized in one call (one round trip for an
+/// authorizer that batches), then each transaction's changes are queued in commit order,
+/// followed by the broadcasts it sent from the database (`db_broadcast`). The pump hands
+/// several transactions at once when they queued up while it was busy.
 /// Returns `Err` (and delivers nothing) when the authorizer fails.
 pub async fn deliver(
     hub: &Realtime,
-    tx: &Transaction,
+    txs: &[&Transaction],
     authorizer: &dyn Authorizer,
 ) -> Result<DeliveryReport, AuthorizeError> {
     let mut report = DeliveryReport::default();
     let mut checks: Vec<Check> = Vec::new();
     let mut targets: Vec<Vec<Target>> = Vec::new();
-    for (i, change) in tx.changes.iter().enumerate() {
-        if change.kind == ChangeKind::Truncate {
-            continue;
-        }
-        let subs = hub.registry.candidates(change);
-        if subs.is_empty() {
-            continue;
-        }
-        if change.kind == ChangeKind::Delete
-            && change.relation.replica_identity != ReplicaIdentity::Full
-        {
-            report.unjudgeable_deletes += 1;
-            continue;
-        }
-        let mut by_channel: Vec<Target> = Vec::new();
-        let mut channel_slot: HashMap<u64, usize> = HashMap::new();
-        let mut identities: Vec<Arc<Identity>> = Vec::new();
-        let mut identity_slot: HashMap<Arc<Identity>, usize> = HashMap::new();
-        let position = Position::of(tx, i);
-        for sub in subs {
-            // A channel waiting for its replay gets this from the replay instead.
-            if !sub.channel.wants_live(position) {
+    // Channels and identities are gathered per change; identities are interned across the
+    // batch so each `Arc<Identity>` is hashed once per change, not per channel.
+    let mut channel_slot: HashMap<u64, usize> = HashMap::new();
+    let mut identity_slot: HashMap<Arc<Identity>, usize> = HashMap::new();
+    for (t, tx) in txs.iter().enumerate() {
+        for (i, change) in tx.changes.iter().enumerate() {
+            if change.kind == ChangeKind::Truncate {
                 continue;
             }
-            let slot = *channel_slot.entry(sub.channel.key).or_insert_with(|| {
-                let identity = sub.channel.identity();
-                let identity_index = *identity_slot.entry(identity.clone()).or_insert_with(|| {
-                    identities.push(identity);
-                    identities.len() - 1
+            let subs = hub.registry.candidates(change);
+            if subs.is_empty() {
+                continue;
+            }
+            if change.kind == ChangeKind::Delete
+                && change.relation.replica_identity != ReplicaIdentity::Full
+            {
+                report.unjudgeable_deletes += 1;
+                continue;
+            }
+            let mut by_channel: Vec<Target> = Vec::new();
+            let mut identities: Vec<Arc<Identity>> = Vec::new();
+            channel_slot.clear();
+            identity_slot.clear();
+            let position = Position::of(tx, i);
+            for sub in subs {
+                // A channel waiting for its replay gets this from the replay instead.
+                if !sub.channel.wants_live(position) {
+                    continue;
+                }
+                let slot = *channel_slot.entry(sub.channel.key).or_insert_with(|| {
+                    let identity = sub.channel.identity();
+                    let identity_index =
+                        *identity_slot.entry(identity.clone()).or_insert_with(|| {
+                            identities.push(identity);
+                            identities.len() - 1
+                        });
+                    by_channel.push(Target {
+                        channel: sub.channel.clone(),
+                        ids: Vec::new(),
+                        identity_index,
+                    });
+                    by_channel.len() - 1
                 });
-                by_channel.push(Target {
-                    channel: sub.channel.clone(),
-                    ids: Vec::new(),
-                    identity_index,
-                });
-                by_channel.len() - 1
+                by_channel[slot].ids.push(sub.id);
+            }
+            if by_channel.is_empty() {
+                continue;
+            }
+            report.candidates += by_channel.len();
+            report.checks += identities.len();
+            checks.push(Check {
+                tx: t,
+                change: i,
+                identities,
             });
-            by_channel[slot].ids.push(sub.id);
+            targets.push(by_channel);
         }
-        if by_channel.is_empty() {
-            continue;
-        }
-        report.candidates += by_channel.len();
-        report.checks += identities.len();
-        checks.push(Check {
-            tx: 0,
-            change: i,
-            identities,
-        });
-        targets.push(by_channel);
     }
-    if checks.is_empty() {
-        return Ok(report);
-    }
-    let verdicts = authorizer.authorize(&[tx], &checks).await?;
-    let commit_timestamp = tx.commit_timestamp();
-    for ((check, channels), verdicts) in checks
+    let verdicts = if checks.is_empty() {
+        Vec::new()
+    } else {
+        authorizer.authorize(txs, &checks).await?
+    };
+    let mut answered = checks
         .iter()
         .zip(&targets)
         .zip(verdicts.into_iter().chain(std::iter::repeat_with(Vec::new)))
-    {
-        let change = &tx.changes[check.change];
-        let position = Position::of(tx, check.change).encode();
-        // Shaped once per distinct column access, shared by every channel that gets it.
-        // Identities of one role share their plan's column set (one `Arc`), so a message
-        // seen by ten members is serialized once, not ten times. The verdicts hold every
-        // set alive for the loop, so pointers cannot be reused as keys.
-        let mut shaped: HashMap<usize, Arc<str>> = HashMap::new();
-        for target in channels {
-            let verdict = verdicts
-                .get(target.identity_index)
-                .cloned()
-                .unwrap_or(Verdict::Hidden);
-            let access = match verdict {
-                Verdict::Hidden => {
-                    report.hidden += 1;
-                    continue;
-                }
-                Verdict::Visible(access) => access,
-            };
-            let data = shaped
-                .entry(match &access {
-                    ColumnAccess::All => 0,
-                    ColumnAccess::Only(set) => Arc::as_ptr(set) as usize,
-                })
-                .or_insert_with(|| shape(change, &commit_timestamp, &position, &access).into())
-                .clone();
-            send_change(&target.channel, &target.ids, &data, &position, &mut report);
+        .peekable();
+    for (t, tx) in txs.iter().enumerate() {
+        let commit_timestamp = tx.commit_timestamp();
+        while let Some(((check, channels), verdicts)) = answered.next_if(|((c, _), _)| c.tx == t) {
+            let change = &tx.changes[check.change];
+            let position = Position::of(tx, check.change).encode();
+            // Shaped once per distinct column access, shared by every channel that gets it.
+            // Identities of one role share their plan's column set (one `Arc`), so a message
+            // seen by ten members is serialized once, not ten times. The verdicts hold every
+            // set alive for the loop, so pointers cannot be reused as keys.
+            let mut shaped: HashMap<usize, Arc<str>> = HashMap::new();
+            for target in channels {
+                let verdict = verdicts
+                    .get(target.identity_index)
+                    .cloned()
+                    .unwrap_or(Verdict::Hidden);
+                let access = match verdict {
+                    Verdict::Hidden => {
+                        report.hidden += 1;
+                        continue;
+                    }
+                    Verdict::Visible(access) => access,
+                };
+                let data = shaped
+                    .entry(match &access {
+                        ColumnAccess::All => 0,
+                        ColumnAccess::Only(set) => Arc::as_ptr(set) as usize,
+                    })
+                    .or_insert_with(|| shape(change, &commit_timestamp, &position, &access).into())
+                    .clone();
+                send_change(&target.channel, &target.ids, &data, &position, &mut report);
+            }
         }
+        // Broadcasts the database sent (realtime.send), after the row changes.
+        super::db_broadcast::deliver(hub, tx);
     }
     Ok(report)
 }

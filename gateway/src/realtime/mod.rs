@@ -70,26 +70,39 @@ pub struct Realtime {
 /// them with the values it last saw, so bursts coalesce into one reaction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Notices {
-    /// Authorization may have changed (grants, policies, membership): joined channels are
-    /// checked again and closed if no longer allowed.
+    /// Rows that policies on `realtime.messages` read changed (memberships): private
+    /// channels are checked again and closed if no longer allowed.
     pub access: u64,
+    /// Grants, policies or tables changed: every joined channel is checked again (private
+    /// ones, and the SELECT privilege on the columns its filters name).
+    pub grants: u64,
     /// The replication slot was lost and recreated: changes may have been missed.
     pub slot_lost: u64,
 }
 
-/// Did this transaction change something a joined channel's authorization depends on:
-/// the security feed (grants, policies, tables) or one of `tables` (`schema.table`, the rows
-/// that policies on `realtime.messages` read, such as memberships)?
-pub fn touches_access(tx: &crate::change::Transaction, tables: &[String]) -> bool {
+/// What a transaction changed that joined channels' authorization depends on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccessChange {
+    /// One of `revocation_tables` (`schema.table`, the rows that policies on
+    /// `realtime.messages` read, such as memberships).
+    pub members: bool,
+    /// The security feed (grants, policies, tables).
+    pub grants: bool,
+}
+
+/// Did this transaction change something a joined channel's authorization depends on?
+pub fn access_change(tx: &crate::change::Transaction, tables: &[String]) -> AccessChange {
     let (feed_schema, feed_table) = crate::authorize::SECURITY_FEED;
-    tx.changes.iter().any(|c| {
+    let mut change = AccessChange::default();
+    for c in &tx.changes {
         let (schema, name) = (&c.relation.schema, &c.relation.name);
-        (schema == feed_schema && name == feed_table)
-            || tables.iter().any(|t| {
-                t.split_once('.')
-                    .is_some_and(|(s, n)| s == schema && n == name)
-            })
-    })
+        change.grants |= schema == feed_schema && name == feed_table;
+        change.members |= tables.iter().any(|t| {
+            t.split_once('.')
+                .is_some_and(|(s, n)| s == schema && n == name)
+        });
+    }
+    change
 }
 
 /// Holds one place among the open sockets until dropped.
@@ -132,9 +145,17 @@ impl Realtime {
         }
     }
 
-    /// Every socket re-checks its channels' authorization.
-    pub fn access_may_have_changed(&self) {
-        self.notices.send_modify(|n| n.access += 1);
+    /// Sockets re-check their channels' authorization: private channels when memberships
+    /// changed, every channel when grants or policies did. (Only private channels ask the
+    /// database for a membership change: in a chat every message updates its members'
+    /// counters, and ten thousand sockets asking per message would starve the pipeline.)
+    pub fn access_may_have_changed(&self, change: AccessChange) {
+        if change.members || change.grants {
+            self.notices.send_modify(|n| {
+                n.access += u64::from(change.members);
+                n.grants += u64::from(change.grants);
+            });
+        }
     }
 
     /// Every joined channel is told that changes may have been missed.

@@ -3,10 +3,11 @@
 //! check Supabase Realtime does (`LiveRowAuthorizer`).
 //!
 //! ```text
-//! cargo run --release -p ripple-tests --bin bench_realtime [-- --subscribers 1000 --conversations 100]
+//! cargo run --release -p ripple-tests --bin bench_realtime [-- --scenario 1000x100,10000x1000]
 //! ```
 //!
-//! Per side: a fresh chat database in a throwaway cluster; `subscribers` users split evenly
+//! Per side: a fresh chat database in a throwaway cluster and the gateway in a process of
+//! its own (this binary with `--serve`); `subscribers` users split evenly
 //! into `conversations` group conversations; one WebSocket client per user (vsn 2.0.0), each
 //! subscribed to INSERTs on `public.messages` filtered to its conversation, as a chat
 //! frontend does. Then:
@@ -44,8 +45,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
-use ripple_tests::{fresh_db, gateway_config, spawn_gateway_using, TestDb};
+use ripple_tests::{fresh_db, gateway_config, TestDb};
 use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
@@ -54,9 +56,16 @@ use uuid::Uuid;
     about = "Realtime latency and deliveries/s: batched RLS vs a per-subscriber live-row check"
 )]
 struct Args {
-    #[arg(long, default_value_t = 1000)]
+    /// Scenarios as SUBSCRIBERSxCONVERSATIONS, each run on both sides and printed together.
+    #[arg(
+        long = "scenario",
+        value_delimiter = ',',
+        default_value = "1000x100,10000x1000"
+    )]
+    scenarios: Vec<String>,
+    #[arg(skip)]
     subscribers: usize,
-    #[arg(long, default_value_t = 100)]
+    #[arg(skip)]
     conversations: usize,
     /// Messages per second in the steady phase.
     #[arg(long, default_value_t = 50)]
@@ -64,6 +73,16 @@ struct Args {
     /// Seconds of the steady phase.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
+    /// Runs Ripple's side only (for profiling; no ratio is printed).
+    #[arg(long)]
+    skip_reference: bool,
+    /// Internal: run the gateway for this database URL and slot.
+    #[arg(long, num_args = 2, value_names = ["URL", "SLOT"])]
+    serve: Option<Vec<String>>,
+    #[arg(long, default_value_t = 0)]
+    serve_sockets: usize,
+    #[arg(long)]
+    serve_reference: bool,
     /// Messages in the burst phase.
     #[arg(long, default_value_t = 1000)]
     burst: usize,
@@ -96,6 +115,9 @@ struct Side {
     p99_ms: f64,
     steady_per_s: f64,
     burst_per_s: f64,
+    /// The writers' own pace in the burst: the deliveries/s Ripple would show if it
+    /// delivered each message the instant it was committed (the ceiling of this measure).
+    writers_ceiling_per_s: f64,
     missing: usize,
 }
 
@@ -146,14 +168,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     let db = fresh_db().await;
     let (users, convs) = setup(&db, args).await;
     let per = args.subscribers / args.conversations;
-    let make: ripple::server::MakeAuthorizer = if reference {
-        Box::new(|app| Arc::new(ripple::authorize::LiveRowAuthorizer::new(app.pool.clone())))
-    } else {
-        Box::new(ripple::server::default_authorizer)
-    };
-    let mut config = gateway_config();
-    config.client_queue = 100_000;
-    let gw = spawn_gateway_using(&db, config, make).await;
+    let gw = GatewayProcess::start(&db, args.subscribers, reference).await;
     let total_msgs = args.rate as usize * args.seconds as usize + args.burst;
     let tally = Tally::new(total_msgs);
 
@@ -293,6 +308,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     for h in handles {
         h.await.unwrap();
     }
+    let writers_done = burst_start.elapsed();
     let expected_all = (steady_n + args.burst) * per;
     wait_for(&tally, expected_all, Duration::from_secs(120)).await;
     let burst_end = tally
@@ -306,13 +322,14 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     for t in tasks {
         t.abort();
     }
-    drop(gw);
+    gw.stop().await;
     Side {
         name,
         p50_ms: percentile(&lat, 0.50),
         p99_ms: percentile(&lat, 0.99),
         steady_per_s,
         burst_per_s,
+        writers_ceiling_per_s: (args.burst * per) as f64 / writers_done.as_secs_f64(),
         missing,
     }
 }
@@ -324,26 +341,183 @@ async fn wait_for(tally: &Tally, expected: usize, limit: Duration) {
     }
 }
 
+/// The gateway under test, in a process of its own (this binary with `--serve`): its
+/// sockets do not count against this process's open-files limit (10,000 subscribers are
+/// 10,000 sockets on each side), and a profiler can be pointed at it alone.
+struct GatewayProcess {
+    child: tokio::process::Child,
+    addr: String,
+    anon_key: String,
+    verifier: ripple::auth::JwtVerifier,
+}
+
+impl GatewayProcess {
+    async fn start(db: &TestDb, subscribers: usize, reference: bool) -> Self {
+        let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--serve", &db.url, &db.name])
+            .args(["--serve-sockets", &subscribers.to_string()]);
+        if reference {
+            cmd.arg("--serve-reference");
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gateway process");
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = out.next_line().await.unwrap().expect("gateway address");
+        let addr = line.strip_prefix("ADDR ").expect("ADDR line").to_string();
+        let verifier = ripple::auth::JwtVerifier::new(&gateway_config().jwt_config().unwrap())
+            .expect("verifier");
+        let anon_key = verifier.mint_for("anon", None, 7200).unwrap();
+        if let Ok(pid) = std::env::var("BENCH_PID_FILE") {
+            let _ = std::fs::write(pid, child.id().unwrap_or(0).to_string());
+        }
+        Self {
+            child,
+            addr,
+            anon_key,
+            verifier,
+        }
+    }
+
+    fn token_for(&self, user: Uuid, ttl: i64) -> String {
+        self.verifier
+            .mint_for("authenticated", Some(&user.to_string()), ttl)
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The child: a gateway on the benchmark's database until its stdin closes.
+async fn serve(url: &str, slot: &str, sockets: usize, reference: bool) {
+    raise_open_files(sockets);
+    let make: ripple::server::MakeAuthorizer = if reference {
+        Box::new(|app| Arc::new(ripple::authorize::LiveRowAuthorizer::new(app.pool.clone())))
+    } else {
+        Box::new(ripple::server::default_authorizer)
+    };
+    let mut config = gateway_config();
+    config.slot = slot.to_string();
+    config.client_queue = 100_000;
+    config.max_sockets = sockets + 100;
+    config.max_connections = sockets + 1024;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    println!("ADDR {}", listener.local_addr().unwrap());
+    let stdin_closed = async {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    };
+    ripple::server::run_with(listener, config, url, stdin_closed, make)
+        .await
+        .expect("gateway");
+}
+
+/// 10,000 subscribers are 10,000 sockets in each process, plus the database connections.
+fn raise_open_files(subscribers: usize) -> u64 {
+    let want = (subscribers as u64 + 4096).max(8192);
+    let (soft, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
+    if soft >= want {
+        return soft;
+    }
+    if rlimit::Resource::NOFILE.set(want, want.max(hard)).is_ok() {
+        return want;
+    }
+    let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    rlimit::Resource::NOFILE
+        .get()
+        .map(|(s, _)| s)
+        .unwrap_or(soft)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args = Args::parse();
-    assert!(args.subscribers % args.conversations == 0);
-    println!(
-        "{} subscribers over {} conversations ({} each); steady {} msg/s for {} s; burst {} msgs",
-        args.subscribers,
-        args.conversations,
-        args.subscribers / args.conversations,
-        args.rate,
-        args.seconds,
-        args.burst
-    );
-    let ripple = run_side("ripple (batched RLS)", &args, false).await;
-    let reference = run_side("live-row per subscriber", &args, true).await;
+    let base = Args::parse();
+    if let Some(serve_args) = &base.serve {
+        serve(
+            &serve_args[0],
+            &serve_args[1],
+            base.serve_sockets,
+            base.serve_reference,
+        )
+        .await;
+        return;
+    }
+    let mut results = Vec::new();
+    for scenario in &base.scenarios {
+        let (subs, convs) = scenario
+            .split_once('x')
+            .and_then(|(s, c)| Some((s.parse::<usize>().ok()?, c.parse::<usize>().ok()?)))
+            .expect("a scenario is SUBSCRIBERSxCONVERSATIONS, e.g. 1000x100");
+        assert!(subs % convs == 0);
+        let args = Args {
+            subscribers: subs,
+            conversations: convs,
+            ..base.clone()
+        };
+        let nofile = raise_open_files(subs);
+        println!(
+            "{} subscribers over {} conversations ({} each); steady {} msg/s for {} s; burst {} msgs (open files {nofile})",
+            args.subscribers,
+            args.conversations,
+            args.subscribers / args.conversations,
+            args.rate,
+            args.seconds,
+            args.burst
+        );
+        let ripple = run_side("ripple (batched RLS)", &args, false).await;
+        if args.skip_reference {
+            println!(
+                "ripple: p50 {:.2} ms, p99 {:.2} ms, burst {:.0} deliveries/s (writers alone {:.0}), missing {}",
+                ripple.p50_ms, ripple.p99_ms, ripple.burst_per_s, ripple.writers_ceiling_per_s, ripple.missing
+            );
+            assert_eq!(ripple.missing, 0, "ripple missed deliveries");
+            continue;
+        }
+        let reference = run_side("live-row per subscriber", &args, true).await;
+        print_table(&ripple, &reference);
+        results.push((scenario.clone(), ripple, reference));
+    }
+    if results.len() > 1 {
+        println!();
+        println!(
+            "{:<12} {:>9} {:>9} {:>14} {:>14} {:>9}",
+            "scenario", "p50 ms", "p99 ms", "burst deliv/s", "reference/s", "ratio"
+        );
+        for (scenario, ripple, reference) in &results {
+            println!(
+                "{:<12} {:>9.2} {:>9.2} {:>14.0} {:>14.0} {:>8.2}x",
+                scenario,
+                ripple.p50_ms,
+                ripple.p99_ms,
+                ripple.burst_per_s,
+                reference.burst_per_s,
+                ripple.burst_per_s / reference.burst_per_s
+            );
+        }
+    }
+    // Ripple must deliver everything; the reference's misses (if any) are printed above,
+    // and would only flatter its figures.
+    for (scenario, ripple, _) in &results {
+        assert_eq!(ripple.missing, 0, "ripple missed deliveries in {scenario}");
+    }
+}
+
+fn print_table(ripple: &Side, reference: &Side) {
     println!(
         "{:<26} {:>9} {:>9} {:>16} {:>16} {:>8}",
         "authorizer", "p50 ms", "p99 ms", "steady deliv/s", "burst deliv/s", "missing"
     );
-    for s in [&ripple, &reference] {
+    for s in [ripple, reference] {
         println!(
             "{:<26} {:>9.2} {:>9.2} {:>16.0} {:>16.0} {:>8}",
             s.name, s.p50_ms, s.p99_ms, s.steady_per_s, s.burst_per_s, s.missing
@@ -354,7 +528,8 @@ async fn main() {
         ripple.burst_per_s / reference.burst_per_s,
         reference.p99_ms / ripple.p99_ms
     );
-    // Ripple must deliver everything; the reference's misses (if any) are printed above,
-    // and would only flatter its figures.
-    assert_eq!(ripple.missing, 0, "ripple missed deliveries");
+    println!(
+        "burst writers alone (commit pace x members): {:.0} deliveries/s on the ripple side, {:.0} on the reference side",
+        ripple.writers_ceiling_per_s, reference.writers_ceiling_per_s
+    );
 }

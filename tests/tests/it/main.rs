@@ -33,6 +33,7 @@ mod rest_rpc;
 mod rest_tables;
 mod resume;
 mod shutdown;
+mod socket_loop;
 mod supabase_js_auth;
 mod supabase_js_changes;
 mod supabase_js_realtime;

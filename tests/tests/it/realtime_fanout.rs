@@ -169,12 +169,12 @@ async fn a_message_reaches_the_member_and_never_the_outsider_insert_update_and_d
     let inserted = row(&c.db, MESSAGE_JSON, &id).await;
     let report = ripple::realtime::deliver(
         &c.gw.app.realtime,
-        &tx(vec![change(
+        &[&tx(vec![change(
             &rel,
             ChangeKind::Insert,
             Some(inserted.clone()),
             None,
-        )]),
+        )])],
         &auth,
     )
     .await
@@ -215,12 +215,12 @@ async fn a_message_reaches_the_member_and_never_the_outsider_insert_update_and_d
     let updated = row(&c.db, MESSAGE_JSON, &id).await;
     ripple::realtime::deliver(
         &c.gw.app.realtime,
-        &tx(vec![change(
+        &[&tx(vec![change(
             &rel,
             ChangeKind::Update,
             Some(updated),
             Some(inserted.clone()),
-        )]),
+        )])],
         &auth,
     )
     .await
@@ -237,7 +237,12 @@ async fn a_message_reaches_the_member_and_never_the_outsider_insert_update_and_d
         .unwrap();
     let report = ripple::realtime::deliver(
         &c.gw.app.realtime,
-        &tx(vec![change(&rel, ChangeKind::Delete, None, Some(before))]),
+        &[&tx(vec![change(
+            &rel,
+            ChangeKind::Delete,
+            None,
+            Some(before),
+        )])],
         &auth,
     )
     .await
@@ -286,7 +291,7 @@ async fn each_change_carries_only_the_ids_of_the_bindings_it_matches() {
     let r = row(&c.db, MESSAGE_JSON, &id).await;
     ripple::realtime::deliver(
         &c.gw.app.realtime,
-        &tx(vec![change(&rel, ChangeKind::Insert, Some(r), None)]),
+        &[&tx(vec![change(&rel, ChangeKind::Insert, Some(r), None)])],
         &auth,
     )
     .await
@@ -332,7 +337,12 @@ async fn columns_the_role_cannot_select_are_removed_from_records_and_columns() {
     let auth = LiveRowAuthorizer::new(c.gw.app.pool.clone());
     ripple::realtime::deliver(
         &c.gw.app.realtime,
-        &tx(vec![change(&rel, ChangeKind::Update, Some(new), Some(old))]),
+        &[&tx(vec![change(
+            &rel,
+            ChangeKind::Update,
+            Some(new),
+            Some(old),
+        )])],
         &auth,
     )
     .await
@@ -396,7 +406,12 @@ async fn deletes_of_a_table_without_full_old_rows_reach_no_one_and_the_join_says
     .await;
     ripple::realtime::deliver(
         &c.gw.app.realtime,
-        &tx(vec![change(&rel, ChangeKind::Insert, Some(inserted), None)]),
+        &[&tx(vec![change(
+            &rel,
+            ChangeKind::Insert,
+            Some(inserted),
+            None,
+        )])],
         &auth,
     )
     .await
@@ -409,7 +424,12 @@ async fn deletes_of_a_table_without_full_old_rows_reach_no_one_and_the_join_says
     let key_only: Map<String, Value> = json!({"id": 1}).as_object().unwrap().clone();
     let report = ripple::realtime::deliver(
         &c.gw.app.realtime,
-        &tx(vec![change(&rel, ChangeKind::Delete, None, Some(key_only))]),
+        &[&tx(vec![change(
+            &rel,
+            ChangeKind::Delete,
+            None,
+            Some(key_only),
+        )])],
         &auth,
     )
     .await
@@ -496,7 +516,7 @@ async fn a_transaction_arrives_in_commit_order_and_each_claim_set_is_checked_onc
         ));
     }
     let auth = LiveRowAuthorizer::new(c.gw.app.pool.clone());
-    let report = ripple::realtime::deliver(&c.gw.app.realtime, &tx(changes), &auth)
+    let report = ripple::realtime::deliver(&c.gw.app.realtime, &[&tx(changes)], &auth)
         .await
         .unwrap();
     assert_eq!(report.candidates, 9, "3 changes x 3 channels");
@@ -507,5 +527,76 @@ async fn a_transaction_arrives_in_commit_order_and_each_claim_set_is_checked_onc
             assert_eq!(tab.recv().await.payload["data"]["record"]["body"], body);
         }
     }
+    carol.assert_nothing_pending().await;
+}
+
+/// The RLS authorizer, counting the calls the fan-out makes to it.
+struct Counted {
+    inner: ripple::authorize::RlsAuthorizer,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl ripple::authorize::Authorizer for Counted {
+    fn authorize<'a>(
+        &'a self,
+        txs: &'a [&'a Transaction],
+        checks: &'a [ripple::authorize::Check],
+    ) -> ripple::authorize::AuthorizeFuture<'a> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.authorize(txs, checks)
+    }
+}
+
+#[tokio::test]
+async fn queued_transactions_are_authorized_in_one_call_and_delivered_in_commit_order() {
+    let c = chat().await;
+    let spec = json!([{"event": "INSERT", "schema": "public", "table": "messages"}]);
+    let (mut bob, _) = subscriber(&c, c.bob, spec.clone()).await;
+    let (mut carol, _) = subscriber(&c, c.carol, spec).await;
+    let dave = c.db.create_user("Dave").await;
+    let carols = conversation(&c.db, &[c.carol, dave]).await;
+    let rel = relation(&c.db, "public", "messages").await;
+    // Five transactions, alternating between Alice and Bob's conversation and Carol's.
+    let mut txs = Vec::new();
+    for i in 0..5 {
+        let (who, conv) = if i % 2 == 0 {
+            (c.alice, c.conv)
+        } else {
+            (c.carol, carols)
+        };
+        let id: Uuid =
+            c.db.as_user(who)
+                .query_one(
+                    "insert into public.messages (conversation_id, sender_id, body) values ($1, $2, $3) returning id",
+                    &[&conv, &who, &format!("m{i}")],
+                )
+                .await
+                .get(0);
+        txs.push(tx(vec![change(
+            &rel,
+            ChangeKind::Insert,
+            Some(row(&c.db, MESSAGE_JSON, &id).await),
+            None,
+        )]));
+    }
+    let auth = Counted {
+        inner: ripple::authorize::RlsAuthorizer::new(c.gw.app.pool.clone()),
+        calls: Default::default(),
+    };
+    let refs: Vec<&Transaction> = txs.iter().collect();
+    let report = ripple::realtime::deliver(&c.gw.app.realtime, &refs, &auth)
+        .await
+        .unwrap();
+    assert_eq!(auth.calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(report.candidates, 10, "5 changes x 2 channels");
+    assert_eq!((report.delivered, report.hidden), (5, 5));
+    for body in ["m0", "m2", "m4"] {
+        assert_eq!(bob.recv().await.payload["data"]["record"]["body"], body);
+    }
+    for body in ["m1", "m3"] {
+        assert_eq!(carol.recv().await.payload["data"]["record"]["body"], body);
+    }
+    bob.assert_nothing_pending().await;
     carol.assert_nothing_pending().await;
 }

@@ -438,10 +438,10 @@ impl Session {
     }
 
     /// Authorization may have changed (a grant, a policy, a membership): every private
-    /// channel is asked again, every filter column checked for SELECT again; channels no
-    /// longer allowed are closed with a `system` message. A check that cannot run closes
-    /// the channel too: access is never assumed.
-    pub(super) async fn recheck_access(&mut self) {
+    /// channel is asked again, and with `grants`, every filter column is checked for SELECT
+    /// again; channels no longer allowed are closed with a `system` message. A check that
+    /// cannot run closes the channel too: access is never assumed.
+    pub(super) async fn recheck_access(&mut self, grants: bool) {
         let topics: Vec<String> = self.channels.keys().cloned().collect();
         for topic in topics {
             let Some(ch) = self.channels.get_mut(&topic) else {
@@ -475,6 +475,9 @@ impl Session {
                         continue;
                     }
                 }
+            }
+            if !grants {
+                continue;
             }
             if let Some(denied) = self.unreadable_filter_column(&claims.role, &columns).await {
                 self.shutdown_channel(&topic, &denied);

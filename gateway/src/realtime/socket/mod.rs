@@ -115,58 +115,174 @@ pub(super) async fn run(
     tracing::debug!(socket = s.handle.id, "socket opened");
     let mut notices = s.hub.notices.subscribe();
     let mut seen = *notices.borrow_and_update();
-    let mut last_heard = Instant::now();
+    let mut io = Io {
+        handle: s.handle.clone(),
+        vsn,
+        inbox: std::collections::VecDeque::new(),
+        last_heard: Instant::now(),
+    };
     let end = loop {
         if s.handle.is_overflowed() {
             break End::Overflow;
         }
+        // Frames that arrived while the database was being asked, in their order.
+        if let Some(frame) = io.inbox.pop_front() {
+            let outcome = match frame {
+                Ok(m) => {
+                    io.meanwhile(Box::pin(s.dispatch(m)), &mut ws, &mut rx)
+                        .await
+                }
+                Err(e) => {
+                    s.malformed(e);
+                    Ok(())
+                }
+            };
+            match outcome {
+                Ok(()) => continue,
+                Err(end) => break end,
+            }
+        }
         let expiry = s.next_expiry();
-        tokio::select! {
+        // Arms that ask the database run through `io.meanwhile`, which keeps writing the
+        // queue and answering heartbeats while they wait (for a pooled connection, say).
+        // Their futures are boxed: a join's state machine is large, and held inline it
+        // would be allocated for every idle socket for its whole life.
+        let outcome = tokio::select! {
             _ = s.handle.overflow.notify.notified() => break End::Overflow,
             out = rx.recv() => {
                 let Some(first) = out else { break End::ClientClosed };
-                if let Err(end) = write_batch(&mut ws, vsn, &s.handle, first, &mut rx).await {
-                    break end;
-                }
+                write_batch(&mut ws, vsn, &s.handle, first, &mut rx).await
             }
             frame = ws.next() => {
-                last_heard = Instant::now();
+                io.last_heard = Instant::now();
                 match frame {
                     None => break End::ClientClosed,
                     Some(Err(e)) => break End::Error(e),
-                    Some(Ok(WsMessage::Text(text))) => {
-                        match protocol::decode_text(vsn, &text) {
-                            Ok(m) => s.dispatch(m).await,
-                            Err(e) => s.malformed(e),
-                        }
-                    }
-                    Some(Ok(WsMessage::Binary(bytes))) => {
-                        match protocol::decode_binary(vsn, &bytes) {
-                            Ok(m) => s.dispatch(m).await,
-                            Err(e) => s.malformed(e),
-                        }
-                    }
                     Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
-                    // tungstenite answers pings itself.
-                    Some(Ok(_)) => {}
+                    Some(Ok(frame)) => match decode(vsn, frame) {
+                        Some(Ok(m)) => io.meanwhile(Box::pin(s.dispatch(m)), &mut ws, &mut rx).await,
+                        Some(Err(e)) => {
+                            s.malformed(e);
+                            Ok(())
+                        }
+                        // tungstenite answers pings itself.
+                        None => Ok(()),
+                    },
                 }
             }
-            () = tokio::time::sleep_until(last_heard + idle) => break End::Idle,
+            () = tokio::time::sleep_until(io.last_heard + idle) => break End::Idle,
             () = shutdown_requested(&mut stop) => break End::Shutdown,
-            () = sleep_until_opt(expiry) => s.expire_channels(),
+            () = sleep_until_opt(expiry) => {
+                s.expire_channels();
+                Ok(())
+            }
             Ok(()) = notices.changed() => {
                 let now = *notices.borrow_and_update();
-                if now.slot_lost != seen.slot_lost {
+                let slot_lost = now.slot_lost != seen.slot_lost;
+                let grants = now.grants != seen.grants;
+                let members = now.access != seen.access;
+                seen = now;
+                if slot_lost {
                     s.changes_may_be_missed();
                 }
-                if now.access != seen.access {
-                    s.recheck_access().await;
+                // Nothing to ask when only memberships changed and no channel is private.
+                if grants || (members && s.channels.values().any(|c| c.private)) {
+                    io.meanwhile(Box::pin(s.recheck_access(grants)), &mut ws, &mut rx).await
+                } else {
+                    Ok(())
                 }
-                seen = now;
             }
+        };
+        if let Err(end) = outcome {
+            break end;
         }
     };
-    s.finish(&mut ws, end).await;
+    Box::pin(s.finish(&mut ws, end)).await;
+}
+
+/// A text or binary frame as a message (None for control frames).
+fn decode(vsn: Vsn, frame: WsMessage) -> Option<Result<Inbound, protocol::DecodeError>> {
+    match frame {
+        WsMessage::Text(text) => Some(protocol::decode_text(vsn, &text)),
+        WsMessage::Binary(bytes) => Some(protocol::decode_binary(vsn, &bytes)),
+        _ => None,
+    }
+}
+
+/// Frames read while a handler waits, kept for when it is done (at most this many: then
+/// the client is not read until the handler finishes).
+const INBOX_LIMIT: usize = 64;
+
+/// The socket's side of the loop that needs no `Session`: what keeps the socket alive
+/// while a handler that asks the database is waiting.
+struct Io {
+    handle: SocketHandle,
+    vsn: Vsn,
+    /// Frames read while a handler was waiting, dispatched in order once it is done.
+    inbox: std::collections::VecDeque<Result<Inbound, protocol::DecodeError>>,
+    last_heard: Instant,
+}
+
+impl Io {
+    /// Runs `handler` (a dispatch that may wait for the database) to completion while still
+    /// writing the socket's queue and answering heartbeats; other frames wait in the inbox.
+    /// The handler always finishes (it is never dropped halfway through a join): an end of
+    /// the socket seen meanwhile is returned after it.
+    async fn meanwhile(
+        &mut self,
+        handler: impl std::future::Future<Output = ()>,
+        ws: &mut Ws,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<(), End> {
+        tokio::pin!(handler);
+        let mut ended: Option<End> = None;
+        loop {
+            if ended.is_some() {
+                handler.as_mut().await;
+                return Err(ended.take().expect("ended"));
+            }
+            let reading = self.inbox.len() < INBOX_LIMIT;
+            tokio::select! {
+                biased;
+                () = handler.as_mut() => return Ok(()),
+                _ = self.handle.overflow.notify.notified() => ended = Some(End::Overflow),
+                out = rx.recv() => match out {
+                    Some(first) => {
+                        if let Err(end) = write_batch(ws, self.vsn, &self.handle, first, rx).await {
+                            ended = Some(end);
+                        }
+                    }
+                    None => ended = Some(End::ClientClosed),
+                },
+                frame = ws.next(), if reading => {
+                    self.last_heard = Instant::now();
+                    match frame {
+                        None | Some(Ok(WsMessage::Close(_))) => ended = Some(End::ClientClosed),
+                        Some(Err(e)) => ended = Some(End::Error(e)),
+                        Some(Ok(frame)) => match decode(self.vsn, frame) {
+                            Some(Ok(m)) if m.topic == "phoenix" && m.event == "heartbeat" => {
+                                self.handle
+                                    .push(Outbound::Message(Arc::new(heartbeat_reply(&m))));
+                            }
+                            Some(m) => self.inbox.push_back(m),
+                            None => {}
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The answer to a heartbeat (it needs nothing of the session).
+fn heartbeat_reply(m: &Inbound) -> ServerMessage {
+    ServerMessage {
+        join_ref: m.join_ref.as_deref().map(Arc::from),
+        r#ref: m.r#ref.clone(),
+        topic: m.topic.as_str().into(),
+        event: "phx_reply",
+        payload: json!({"status": "ok", "response": {}}).to_string(),
+    }
 }
 
 async fn shutdown_requested(stop: &mut Option<crate::shutdown::Shutdown>) {
@@ -321,7 +437,7 @@ impl Session {
     async fn dispatch(&mut self, m: Inbound) {
         if m.topic == "phoenix" {
             match m.event.as_str() {
-                "heartbeat" => self.reply(&m, "ok", json!({})),
+                "heartbeat" => self.queue(heartbeat_reply(&m)),
                 other => self.reply_error(
                     &m,
                     format!("UnknownEvent: `{other}` is not an event of the phoenix topic"),
