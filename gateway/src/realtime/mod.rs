@@ -62,6 +62,9 @@ pub struct Realtime {
     users: Mutex<HashMap<String, usize>>,
     /// Open sockets in all, against `RIPPLE_MAX_SOCKETS`.
     open_sockets: std::sync::atomic::AtomicUsize,
+    /// Private channels joined now: a membership change concerns only them, so with none
+    /// no socket is woken for it.
+    private_channels: std::sync::atomic::AtomicUsize,
     /// What every socket task reacts to (it watches for the counters to move).
     pub notices: tokio::sync::watch::Sender<Notices>,
 }
@@ -150,11 +153,26 @@ impl Realtime {
     /// database for a membership change: in a chat every message updates its members'
     /// counters, and ten thousand sockets asking per message would starve the pipeline.)
     pub fn access_may_have_changed(&self, change: AccessChange) {
+        // Waking every socket per message costs more than the rest of the fan-out (the
+        // profile's top entries): skipped when no private channel is joined.
+        let members = change.members && self.private_channels.load(Ordering::Acquire) > 0;
+        let change = AccessChange { members, ..change };
         if change.members || change.grants {
             self.notices.send_modify(|n| {
                 n.access += u64::from(change.members);
                 n.grants += u64::from(change.grants);
             });
+        }
+    }
+
+    /// A private channel was joined (true) or closed (false).
+    pub(crate) fn private_channel(&self, joined: bool) {
+        if joined {
+            self.private_channels.fetch_add(1, Ordering::AcqRel);
+        } else {
+            let _ = self
+                .private_channels
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
     }
 
@@ -240,4 +258,40 @@ pub async fn serve_socket(
     let ws =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     socket::run(ws, ctx, vsn, apikey, apikey_token, stop).await;
+}
+
+#[cfg(test)]
+mod access_notice_tests {
+    use super::*;
+
+    #[test]
+    fn a_membership_change_wakes_sockets_only_while_a_private_channel_is_joined() {
+        let hub = Realtime::new();
+        let members = AccessChange {
+            members: true,
+            grants: false,
+        };
+        hub.access_may_have_changed(members);
+        assert_eq!(
+            *hub.notices.borrow(),
+            Notices::default(),
+            "no private channel"
+        );
+        hub.private_channel(true);
+        hub.access_may_have_changed(members);
+        assert_eq!(hub.notices.borrow().access, 1);
+        hub.private_channel(false);
+        hub.access_may_have_changed(members);
+        assert_eq!(hub.notices.borrow().access, 1, "closed again");
+        // Grants and policies concern every channel, private or not.
+        hub.access_may_have_changed(AccessChange {
+            members: false,
+            grants: true,
+        });
+        assert_eq!(hub.notices.borrow().grants, 1);
+        // More closes than joins never wrap around.
+        hub.private_channel(false);
+        hub.access_may_have_changed(members);
+        assert_eq!(hub.notices.borrow().access, 1);
+    }
 }

@@ -333,6 +333,9 @@ impl Session {
         }
         self.note_user(&claims);
         tracing::debug!(socket = self.handle.id, channel = key, "channel joined");
+        if channel.private {
+            self.hub.private_channel(true);
+        }
         self.channels.insert(m.topic.clone(), channel);
     }
 
@@ -341,6 +344,9 @@ impl Session {
         let Some(ch) = self.channels.remove(topic) else {
             return;
         };
+        if ch.private {
+            self.hub.private_channel(false);
+        }
         self.hub.registry.remove_channel(ch.key);
         self.hub.topics.leave(&ch.topic_key, ch.key);
         if notify {
