@@ -15,7 +15,11 @@
 //!   each in its own transaction; latency is from the writer's COMMIT returning to the
 //!   client reading the change;
 //! - burst: `burst` messages written as fast as 4 connections can; deliveries per second is
-//!   the expected deliveries (messages x members) over the time until the last arrives.
+//!   the expected deliveries (messages x members) over the time until the last arrives;
+//! - backlog: the gateway process is paused (SIGSTOP) while `backlog` messages are
+//!   committed, then resumed (SIGCONT); deliveries per second from the resume to the last
+//!   delivery. The burst cannot go faster than the writers commit; the backlog measures the
+//!   gateway's own ceiling (authorizing what queued up in batches).
 //!
 //! Every delivery is counted: a run where Ripple misses one fails.
 //! Everything is on this machine and loopback, bounded in count and time.
@@ -106,6 +110,11 @@ struct Args {
     /// Messages in the burst phase.
     #[arg(long, default_value_t = 1000)]
     burst: usize,
+    /// Messages committed while the gateway is paused (SIGSTOP), then delivered as fast as
+    /// it can catch up: its own ceiling, whatever the writers' pace. The reference side
+    /// gets a twentieth of them (at least 100): at its rate the full backlog takes minutes.
+    #[arg(long, default_value_t = 5000)]
+    backlog: usize,
 }
 
 /// What the clients saw: per message, when it was committed; per delivery, the latency.
@@ -138,6 +147,8 @@ struct Side {
     /// The writers' own pace in the burst: the deliveries/s Ripple would show if it
     /// delivered each message the instant it was committed (the ceiling of this measure).
     writers_ceiling_per_s: f64,
+    /// Deliveries/s catching up with a backlog committed while the gateway was paused.
+    backlog_per_s: f64,
     missing: usize,
 }
 
@@ -189,7 +200,12 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     let (users, convs) = setup(&db, args).await;
     let per = args.subscribers / args.conversations;
     let gw = GatewayProcess::start(&db, args.subscribers, reference).await;
-    let total_msgs = args.rate as usize * args.seconds as usize + args.burst;
+    let backlog = if reference {
+        (args.backlog / 20).max(100)
+    } else {
+        args.backlog
+    };
+    let total_msgs = args.rate as usize * args.seconds as usize + args.burst + backlog;
     let tally = Tally::new(total_msgs);
 
     // One client per user, joined to its conversation's changes.
@@ -270,8 +286,6 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
             .unwrap();
         writers.push(w);
     }
-    let insert =
-        "insert into public.messages (conversation_id, sender_id, body) values ($1, $2, $3)";
 
     // Steady phase.
     let steady_n = args.rate as usize * args.seconds as usize;
@@ -285,7 +299,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
         let w = &writers[seq % writers.len()];
         let conv = convs[seq % convs.len()];
         let sender = users[(seq % convs.len()) * per];
-        w.execute(insert, &[&conv, &sender, &seq.to_string()])
+        w.execute(INSERT, &[&conv, &sender, &seq.to_string()])
             .await
             .unwrap();
         *tally.committed[seq].lock().unwrap() = Some(Instant::now());
@@ -303,31 +317,19 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     lat.sort_unstable();
 
     // Burst phase: as fast as 4 writers go.
+    let writers = Arc::new(writers);
     let burst_start = Instant::now();
-    let next = Arc::new(AtomicUsize::new(steady_n));
-    let mut handles = Vec::new();
-    for w in writers {
-        let (next, tally, convs, users) =
-            (next.clone(), tally.clone(), convs.clone(), users.clone());
-        let limit = steady_n + args.burst;
-        handles.push(tokio::spawn(async move {
-            loop {
-                let seq = next.fetch_add(1, Ordering::Relaxed);
-                if seq >= limit {
-                    break;
-                }
-                let conv = convs[seq % convs.len()];
-                let sender = users[(seq % convs.len()) * per];
-                w.execute(insert, &[&conv, &sender, &seq.to_string()])
-                    .await
-                    .unwrap();
-                *tally.committed[seq].lock().unwrap() = Some(Instant::now());
-            }
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
+    let convs = Arc::new(convs);
+    let users = Arc::new(users);
+    write_all(
+        &writers,
+        steady_n..steady_n + args.burst,
+        &tally,
+        &convs,
+        &users,
+        per,
+    )
+    .await;
     let writers_done = burst_start.elapsed();
     let expected_all = (steady_n + args.burst) * per;
     wait_for(&tally, expected_all, Duration::from_secs(120)).await;
@@ -338,6 +340,32 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
         .unwrap_or_else(Instant::now);
     let burst_per_s =
         (args.burst * per) as f64 / burst_end.duration_since(burst_start).as_secs_f64();
+
+    // Backlog phase: the gateway process is paused while the backlog is committed, then
+    // resumed; from then until the last delivery is how fast it catches up (authorizing
+    // queued transactions in batches), which the writers' pace cannot limit.
+    gw.signal("-STOP");
+    let first = steady_n + args.burst;
+    write_all(
+        &writers,
+        first..first + backlog,
+        &tally,
+        &convs,
+        &users,
+        per,
+    )
+    .await;
+    let resumed = Instant::now();
+    gw.signal("-CONT");
+    let expected_all = expected_all + backlog * per;
+    wait_for(&tally, expected_all, Duration::from_secs(300)).await;
+    let backlog_end = tally
+        .last_delivery
+        .lock()
+        .unwrap()
+        .unwrap_or_else(Instant::now);
+    let backlog_per_s = (backlog * per) as f64 / backlog_end.duration_since(resumed).as_secs_f64();
+
     let missing = expected_all.saturating_sub(tally.delivered.load(Ordering::Relaxed));
     for t in tasks {
         t.abort();
@@ -350,9 +378,55 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
         steady_per_s,
         burst_per_s,
         writers_ceiling_per_s: (args.burst * per) as f64 / writers_done.as_secs_f64(),
+        backlog_per_s,
         missing,
     }
 }
+
+/// Commits messages `seqs` with 4 writers as fast as they go: message `seq` goes to
+/// conversation seq % n, sent by its first member.
+async fn write_all(
+    writers: &Arc<Vec<tokio_postgres::Client>>,
+    seqs: std::ops::Range<usize>,
+    tally: &Arc<Tally>,
+    convs: &Arc<Vec<Uuid>>,
+    users: &Arc<Vec<Uuid>>,
+    per: usize,
+) {
+    let next = Arc::new(AtomicUsize::new(seqs.start));
+    let mut handles = Vec::new();
+    for w in 0..writers.len() {
+        let (writers, next, tally, convs, users) = (
+            writers.clone(),
+            next.clone(),
+            tally.clone(),
+            convs.clone(),
+            users.clone(),
+        );
+        let limit = seqs.end;
+        handles.push(tokio::spawn(async move {
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= limit {
+                    break;
+                }
+                let conv = convs[seq % convs.len()];
+                let sender = users[(seq % convs.len()) * per];
+                writers[w]
+                    .execute(INSERT, &[&conv, &sender, &seq.to_string()])
+                    .await
+                    .unwrap();
+                *tally.committed[seq].lock().unwrap() = Some(Instant::now());
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+const INSERT: &str =
+    "insert into public.messages (conversation_id, sender_id, body) values ($1, $2, $3)";
 
 async fn wait_for(tally: &Tally, expected: usize, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -399,6 +473,17 @@ impl GatewayProcess {
             anon_key,
             verifier,
         }
+    }
+
+    /// Sends the gateway process a signal (`-STOP`, `-CONT`) with kill(1).
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("gateway running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig} {pid}");
     }
 
     fn token_for(&self, user: Uuid, ttl: i64) -> String {
@@ -486,19 +571,20 @@ async fn main() {
         };
         let nofile = raise_open_files(subs);
         println!(
-            "{} subscribers over {} conversations ({} each); steady {} msg/s for {} s; burst {} msgs (open files {nofile})",
+            "{} subscribers over {} conversations ({} each); steady {} msg/s for {} s; burst {} msgs; backlog {} msgs (open files {nofile})",
             args.subscribers,
             args.conversations,
             args.subscribers / args.conversations,
             args.rate,
             args.seconds,
-            args.burst
+            args.burst,
+            args.backlog
         );
         let ripple = run_side("ripple (batched RLS)", &args, false).await;
         if args.skip_reference {
             println!(
-                "ripple: p50 {:.2} ms, p99 {:.2} ms, burst {:.0} deliveries/s (writers alone {:.0}), missing {}",
-                ripple.p50_ms, ripple.p99_ms, ripple.burst_per_s, ripple.writers_ceiling_per_s, ripple.missing
+                "ripple: p50 {:.2} ms, p99 {:.2} ms, burst {:.0} deliveries/s (writers alone {:.0}), backlog {:.0} deliveries/s, missing {}",
+                ripple.p50_ms, ripple.p99_ms, ripple.burst_per_s, ripple.writers_ceiling_per_s, ripple.backlog_per_s, ripple.missing
             );
             assert_eq!(ripple.missing, 0, "ripple missed deliveries");
             continue;
@@ -510,18 +596,29 @@ async fn main() {
     if results.len() > 1 {
         println!();
         println!(
-            "{:<12} {:>9} {:>9} {:>14} {:>14} {:>9}",
-            "scenario", "p50 ms", "p99 ms", "burst deliv/s", "reference/s", "ratio"
+            "{:<12} {:>9} {:>9} {:>14} {:>14} {:>9} {:>16} {:>14} {:>9}",
+            "scenario",
+            "p50 ms",
+            "p99 ms",
+            "burst deliv/s",
+            "reference/s",
+            "ratio",
+            "backlog deliv/s",
+            "reference/s",
+            "ratio"
         );
         for (scenario, ripple, reference) in &results {
             println!(
-                "{:<12} {:>9.2} {:>9.2} {:>14.0} {:>14.0} {:>8.2}x",
+                "{:<12} {:>9.2} {:>9.2} {:>14.0} {:>14.0} {:>8.2}x {:>16.0} {:>14.0} {:>8.2}x",
                 scenario,
                 ripple.p50_ms,
                 ripple.p99_ms,
                 ripple.burst_per_s,
                 reference.burst_per_s,
-                ripple.burst_per_s / reference.burst_per_s
+                ripple.burst_per_s / reference.burst_per_s,
+                ripple.backlog_per_s,
+                reference.backlog_per_s,
+                ripple.backlog_per_s / reference.backlog_per_s
             );
         }
     }
@@ -534,18 +631,25 @@ async fn main() {
 
 fn print_table(ripple: &Side, reference: &Side) {
     println!(
-        "{:<26} {:>9} {:>9} {:>16} {:>16} {:>8}",
-        "authorizer", "p50 ms", "p99 ms", "steady deliv/s", "burst deliv/s", "missing"
+        "{:<26} {:>9} {:>9} {:>16} {:>16} {:>16} {:>8}",
+        "authorizer",
+        "p50 ms",
+        "p99 ms",
+        "steady deliv/s",
+        "burst deliv/s",
+        "backlog deliv/s",
+        "missing"
     );
     for s in [ripple, reference] {
         println!(
-            "{:<26} {:>9.2} {:>9.2} {:>16.0} {:>16.0} {:>8}",
-            s.name, s.p50_ms, s.p99_ms, s.steady_per_s, s.burst_per_s, s.missing
+            "{:<26} {:>9.2} {:>9.2} {:>16.0} {:>16.0} {:>16.0} {:>8}",
+            s.name, s.p50_ms, s.p99_ms, s.steady_per_s, s.burst_per_s, s.backlog_per_s, s.missing
         );
     }
     println!(
-        "ratio (ripple / reference): burst deliveries/s {:.2}x, p99 latency {:.2}x lower",
+        "ratio (ripple / reference): burst deliveries/s {:.2}x, backlog deliveries/s {:.2}x, p99 latency {:.2}x lower",
         ripple.burst_per_s / reference.burst_per_s,
+        ripple.backlog_per_s / reference.backlog_per_s,
         reference.p99_ms / ripple.p99_ms
     );
     println!(
