@@ -128,11 +128,14 @@ pub struct ServeConfig {
     /// Tables whose rows decide private channel access (what policies on
     /// `realtime.messages` read): a change to one makes every socket re-check its private
     /// channels and close those no longer allowed. Grant and policy changes always do.
+    /// `schema.table(col col)` names the only columns that matter: an UPDATE changing none
+    /// of them is ignored (the chat's policies read a member's conversation and user, not
+    /// the counters every message updates).
     #[arg(
         long,
         env = "RIPPLE_REVOCATION_TABLES",
         value_delimiter = ',',
-        default_value = "public.conversation_members,public.conversation_bans"
+        default_value = "public.conversation_members(conversation_id user_id),public.conversation_bans"
     )]
     pub revocation_tables: Vec<String>,
 

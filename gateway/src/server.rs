@@ -167,6 +167,7 @@ async fn pump(
     repl: ReplicationHandle,
     authorizer: Arc<dyn Authorizer>,
 ) {
+    let revocation_tables = crate::realtime::revocation_tables(&app.config.revocation_tables);
     let m = &app.metrics;
     let txs = m.counter(
         "ripple_transactions_total",
@@ -338,7 +339,7 @@ async fn pump(
             batch
                 .iter()
                 .fold(crate::realtime::AccessChange::default(), |acc, tx| {
-                    let c = crate::realtime::access_change(tx, &app.config.revocation_tables);
+                    let c = crate::realtime::access_change(tx, &revocation_tables);
                     crate::realtime::AccessChange {
                         members: acc.members || c.members,
                         grants: acc.grants || c.grants,

@@ -93,17 +93,86 @@ pub struct AccessChange {
     pub grants: bool,
 }
 
+/// A table whose rows decide private channel access (`RIPPLE_REVOCATION_TABLES`): written
+/// `schema.table`, or `schema.table(col col ...)` to name the only columns that do. With
+/// columns, an UPDATE that changes none of them (a member's unread counter or read
+/// position, updated by every chat message) concerns no channel, where the table's old
+/// rows are full (REPLICA IDENTITY FULL) so the stream shows what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationTable {
+    pub schema: String,
+    pub name: String,
+    pub columns: Option<Vec<String>>,
+}
+
+impl RevocationTable {
+    /// Parses one setting entry; None when it is not `schema.table[(columns)]`.
+    pub fn parse(entry: &str) -> Option<Self> {
+        let entry = entry.trim();
+        let (table, columns) = match entry.split_once('(') {
+            Some((table, rest)) => {
+                let cols = rest.strip_suffix(')')?;
+                let cols: Vec<String> = cols.split_whitespace().map(str::to_string).collect();
+                (table.trim(), Some(cols).filter(|c| !c.is_empty()))
+            }
+            None => (entry, None),
+        };
+        let (schema, name) = table.split_once('.')?;
+        (!schema.is_empty() && !name.is_empty()).then(|| Self {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            columns,
+        })
+    }
+
+    /// Can this change alter a private channel's access?
+    fn concerns(&self, c: &crate::change::RowChange) -> bool {
+        use crate::change::{ChangeKind, ReplicaIdentity};
+        if c.relation.schema != self.schema || c.relation.name != self.name {
+            return false;
+        }
+        let Some(columns) = &self.columns else {
+            return true;
+        };
+        if c.kind != ChangeKind::Update || c.relation.replica_identity != ReplicaIdentity::Full {
+            return true;
+        }
+        let (Some(new), Some(old)) = (&c.record, &c.old_record) else {
+            return true;
+        };
+        // A listed column missing from either row (unchanged TOAST) counts as changed.
+        columns
+            .iter()
+            .any(|col| match (new.get(col), old.get(col)) {
+                (Some(a), Some(b)) => a != b,
+                _ => true,
+            })
+    }
+}
+
+/// The revocation tables of the setting; entries that do not parse are logged and skipped.
+pub fn revocation_tables(entries: &[String]) -> Vec<RevocationTable> {
+    entries
+        .iter()
+        .filter(|e| !e.trim().is_empty())
+        .filter_map(|e| {
+            let t = RevocationTable::parse(e);
+            if t.is_none() {
+                tracing::error!(entry = %e, "RIPPLE_REVOCATION_TABLES: not schema.table or schema.table(columns); ignored");
+            }
+            t
+        })
+        .collect()
+}
+
 /// Did this transaction change something a joined channel's authorization depends on?
-pub fn access_change(tx: &crate::change::Transaction, tables: &[String]) -> AccessChange {
+pub fn access_change(tx: &crate::change::Transaction, tables: &[RevocationTable]) -> AccessChange {
     let (feed_schema, feed_table) = crate::authorize::SECURITY_FEED;
     let mut change = AccessChange::default();
     for c in &tx.changes {
         let (schema, name) = (&c.relation.schema, &c.relation.name);
         change.grants |= schema == feed_schema && name == feed_table;
-        change.members |= tables.iter().any(|t| {
-            t.split_once('.')
-                .is_some_and(|(s, n)| s == schema && n == name)
-        });
+        change.members |= tables.iter().any(|t| t.concerns(c));
     }
     change
 }
@@ -293,5 +362,90 @@ mod access_notice_tests {
         hub.private_channel(false);
         hub.access_may_have_changed(members);
         assert_eq!(hub.notices.borrow().access, 1);
+    }
+}
+
+#[cfg(test)]
+mod revocation_table_tests {
+    use super::*;
+    use crate::change::{ChangeKind, RelationInfo, ReplicaIdentity, RowChange, Transaction};
+    use serde_json::{json, Value};
+
+    fn members_change(
+        kind: ChangeKind,
+        old: Value,
+        new: Value,
+        identity: ReplicaIdentity,
+    ) -> Transaction {
+        let row = |v: Value| v.as_object().unwrap().clone().into();
+        Transaction {
+            xid: 1,
+            commit_lsn: 1,
+            commit_time_micros: 0,
+            changes: vec![RowChange {
+                relation: Arc::new(RelationInfo {
+                    oid: 1,
+                    schema: "public".into(),
+                    name: "conversation_members".into(),
+                    replica_identity: identity,
+                    columns: vec![],
+                }),
+                kind,
+                record: (kind != ChangeKind::Delete).then(|| row(new)),
+                old_record: (kind != ChangeKind::Insert).then(|| row(old)),
+                unchanged_toast: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn entries_parse_with_and_without_columns_and_bad_ones_are_skipped() {
+        let tables = revocation_tables(&[
+            "public.conversation_members(conversation_id user_id)".into(),
+            " public.conversation_bans ".into(),
+            "no_schema".into(),
+            "public.t(unclosed".into(),
+            "".into(),
+        ]);
+        assert_eq!(
+            tables,
+            vec![
+                RevocationTable {
+                    schema: "public".into(),
+                    name: "conversation_members".into(),
+                    columns: Some(vec!["conversation_id".into(), "user_id".into()]),
+                },
+                RevocationTable {
+                    schema: "public".into(),
+                    name: "conversation_bans".into(),
+                    columns: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_update_of_columns_no_policy_reads_concerns_no_channel() {
+        let named =
+            revocation_tables(&["public.conversation_members(conversation_id user_id)".into()]);
+        let all = revocation_tables(&["public.conversation_members".into()]);
+        let old = json!({"conversation_id": "c", "user_id": "u", "unread_count": 1});
+        let counter = json!({"conversation_id": "c", "user_id": "u", "unread_count": 2});
+        let moved = json!({"conversation_id": "c", "user_id": "v", "unread_count": 1});
+        let full = ReplicaIdentity::Full;
+        let update =
+            |new: &Value, id| members_change(ChangeKind::Update, old.clone(), new.clone(), id);
+        // A counter changed: not with the columns named, yes without them.
+        assert!(!access_change(&update(&counter, full), &named).members);
+        assert!(access_change(&update(&counter, full), &all).members);
+        // A named column changed.
+        assert!(access_change(&update(&moved, full), &named).members);
+        // Without full old rows the stream cannot show what changed: it counts.
+        assert!(access_change(&update(&counter, ReplicaIdentity::Default), &named).members);
+        // Rows added or removed always count.
+        for kind in [ChangeKind::Insert, ChangeKind::Delete] {
+            let tx = members_change(kind, old.clone(), old.clone(), full);
+            assert!(access_change(&tx, &named).members, "{kind:?}");
+        }
     }
 }
