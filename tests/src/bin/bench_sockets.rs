@@ -247,10 +247,12 @@ async fn main() {
     let mut args = Args::parse();
     // Each process needs a file per socket plus headroom (the gateway: its listener,
     // database connections, epoll); where the hard limit cannot be raised (no
-    // CAP_SYS_RESOURCE), it caps the sockets held.
+    // CAP_SYS_RESOURCE), it caps the sockets held: the gateway keeps 256 files for itself
+    // (its connection budget is the limit less those), and one more connection must fit
+    // under the budget to be answered 429 by RIPPLE_MAX_SOCKETS rather than closed at accept.
     let limit = raise_open_files(args.hold + 16);
-    if (args.hold as u64) + 256 > limit {
-        let capped = (limit.saturating_sub(256)) as usize;
+    if (args.hold as u64) + 300 > limit {
+        let capped = (limit.saturating_sub(300)) as usize;
         if args.serve.is_none() {
             println!(
                 "the open-files limit ({limit}, not raisable here) caps held sockets at {capped} (asked {})",
