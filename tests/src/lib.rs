@@ -544,28 +544,51 @@ pub fn spawn_ripple_serve_with(
         .expect("start ripple serve")
 }
 
+/// The status `/health` at `addr` answers (None when no answer came within 3 s).
+pub async fn health_status(addr: std::net::SocketAddr) -> Option<u16> {
+    let attempt = async {
+        let mut conn = http::Conn::connect(addr).await.ok()?;
+        conn.send(hyper::Method::GET, "/health", &[], None)
+            .await
+            .ok()
+            .map(|r| r.status)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Waits up to `within` for `/health` at `addr` to answer 200 (a gateway just started, or
 /// one recovering); false if it never did.
 pub async fn wait_healthy(addr: std::net::SocketAddr, within: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + within;
     while std::time::Instant::now() < deadline {
-        let attempt = async {
-            let mut conn = http::Conn::connect(addr).await.ok()?;
-            conn.send(hyper::Method::GET, "/health", &[], None)
-                .await
-                .ok()
-                .map(|r| r.status)
-        };
-        let status = tokio::time::timeout(std::time::Duration::from_secs(3), attempt)
-            .await
-            .ok()
-            .flatten();
-        if status == Some(200) {
+        if health_status(addr).await == Some(200) {
             return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Raises this process's open-files soft limit to hold `sockets` sockets plus headroom
+/// (the benchmarks' thousands of clients), as far as the hard limit allows when raising
+/// that needs a privilege the process lacks. Returns the soft limit now in force.
+pub fn raise_open_files(sockets: usize) -> u64 {
+    let want = (sockets as u64 + 4096).max(8192);
+    let (soft, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
+    if soft >= want {
+        return soft;
+    }
+    if rlimit::Resource::NOFILE.set(want, want.max(hard)).is_ok() {
+        return want;
+    }
+    let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    rlimit::Resource::NOFILE
+        .get()
+        .map(|(s, _)| s)
+        .unwrap_or(soft)
 }
 
 /// A `ripple serve` process, killed (-9) when dropped, so a failing test leaves none behind.

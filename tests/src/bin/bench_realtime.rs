@@ -505,7 +505,7 @@ impl GatewayProcess {
 
 /// The child: a gateway on the benchmark's database until its stdin closes.
 async fn serve(url: &str, slot: &str, sockets: usize, reference: bool) {
-    raise_open_files(sockets);
+    ripple_tests::raise_open_files(sockets);
     let make: ripple::server::MakeAuthorizer = if reference {
         Box::new(|app| Arc::new(ripple::authorize::LiveRowAuthorizer::new(app.pool.clone())))
     } else {
@@ -525,23 +525,6 @@ async fn serve(url: &str, slot: &str, sockets: usize, reference: bool) {
     ripple::server::run_with(listener, config, url, stdin_closed, make)
         .await
         .expect("gateway");
-}
-
-/// 10,000 subscribers are 10,000 sockets in each process, plus the database connections.
-fn raise_open_files(subscribers: usize) -> u64 {
-    let want = (subscribers as u64 + 4096).max(8192);
-    let (soft, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
-    if soft >= want {
-        return soft;
-    }
-    if rlimit::Resource::NOFILE.set(want, want.max(hard)).is_ok() {
-        return want;
-    }
-    let _ = rlimit::Resource::NOFILE.set(hard, hard);
-    rlimit::Resource::NOFILE
-        .get()
-        .map(|(s, _)| s)
-        .unwrap_or(soft)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -569,7 +552,7 @@ async fn main() {
             conversations: convs,
             ..base.clone()
         };
-        let nofile = raise_open_files(subs);
+        let nofile = ripple_tests::raise_open_files(subs);
         println!(
             "{} subscribers over {} conversations ({} each); steady {} msg/s for {} s; burst {} msgs; backlog {} msgs (open files {nofile})",
             args.subscribers,

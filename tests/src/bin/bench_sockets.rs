@@ -48,24 +48,6 @@ struct Args {
     serve: Option<Vec<String>>,
 }
 
-/// Open files this benchmark needs per process: a socket per client plus headroom.
-fn raise_open_files(sockets: usize) -> u64 {
-    let want = (sockets as u64 + 4096).max(8192);
-    let (soft, hard) = rlimit::Resource::NOFILE.get().expect("getrlimit");
-    if soft >= want {
-        return soft;
-    }
-    // Raising the hard limit needs privilege; otherwise go as far as the hard limit.
-    if rlimit::Resource::NOFILE.set(want, want.max(hard)).is_ok() {
-        return want;
-    }
-    let _ = rlimit::Resource::NOFILE.set(hard, hard);
-    rlimit::Resource::NOFILE
-        .get()
-        .map(|(s, _)| s)
-        .unwrap_or(soft)
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
@@ -78,7 +60,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// The child: a gateway on the test database, until its stdin closes.
 async fn serve(url: &str, slot: &str, max_sockets: usize) {
-    let limit = raise_open_files(max_sockets);
+    let limit = ripple_tests::raise_open_files(max_sockets);
     let mut config = ripple_tests::gateway_config();
     config.slot = slot.to_string();
     config.max_sockets = max_sockets;
@@ -250,7 +232,7 @@ async fn main() {
     // CAP_SYS_RESOURCE), it caps the sockets held: the gateway keeps 256 files for itself
     // (its connection budget is the limit less those), and one more connection must fit
     // under the budget to be answered 429 by RIPPLE_MAX_SOCKETS rather than closed at accept.
-    let limit = raise_open_files(args.hold + 16);
+    let limit = ripple_tests::raise_open_files(args.hold + 16);
     if (args.hold as u64) + 300 > limit {
         let capped = (limit.saturating_sub(300)) as usize;
         if args.serve.is_none() {

@@ -59,20 +59,6 @@ fn serve_with_fd_limit(db: &ripple_tests::TestDb, port: u16, nofile: u32) -> Chi
         .expect("start ripple serve")
 }
 
-async fn health_status(addr: std::net::SocketAddr) -> Option<u16> {
-    let attempt = async {
-        let mut conn = ripple_tests::http::Conn::connect(addr).await.ok()?;
-        conn.send(hyper::Method::GET, "/health", &[], None)
-            .await
-            .ok()
-            .map(|r| r.status)
-    };
-    tokio::time::timeout(Duration::from_secs(3), attempt)
-        .await
-        .ok()
-        .flatten()
-}
-
 /// Item 1: a thousand connections that never finish their request head, against a process
 /// allowed only 400 open files. Before, the accept loop returned on its first EMFILE and
 /// the process exited; now the connections past the budget are closed at accept, the
@@ -932,7 +918,7 @@ async fn rest_saturation_delays_neither_health_nor_deliveries_nor_revocation() {
 
     let started = Instant::now();
     assert_eq!(
-        health_status(gw.addr).await,
+        ripple_tests::health_status(gw.addr).await,
         Some(200),
         "health while REST is busy"
     );
