@@ -125,7 +125,8 @@ pub(super) async fn run(
         if s.handle.is_overflowed() {
             break End::Overflow;
         }
-        // Frames that arrived while the database was being asked, in their order.
+        // Frames read, in their order: one just read, or those that arrived while the
+        // database was being asked.
         if let Some(frame) = io.inbox.pop_front() {
             let outcome = match frame {
                 Ok(m) => {
@@ -156,18 +157,14 @@ pub(super) async fn run(
             frame = ws.next() => {
                 io.last_heard = Instant::now();
                 match frame {
-                    None => break End::ClientClosed,
+                    None | Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
                     Some(Err(e)) => break End::Error(e),
-                    Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
-                    Some(Ok(frame)) => match decode(vsn, frame) {
-                        Some(Ok(m)) => io.meanwhile(Box::pin(s.dispatch(m)), &mut ws, &mut rx).await,
-                        Some(Err(e)) => {
-                            s.malformed(e);
-                            Ok(())
-                        }
-                        // tungstenite answers pings itself.
-                        None => Ok(()),
-                    },
+                    Some(Ok(frame)) => {
+                        // Handled at the top of the loop, like frames held while a handler
+                        // waited. (tungstenite answers pings itself: decode skips them.)
+                        io.inbox.extend(decode(vsn, frame));
+                        Ok(())
+                    }
                 }
             }
             () = tokio::time::sleep_until(io.last_heard + idle) => break End::Idle,
