@@ -50,9 +50,9 @@ pub const SET_REQUEST_CLAIMS_SQL: &str = set_request_claims_sql!();
 pub async fn set_request_claims(
     tx: &impl tokio_postgres::GenericClient,
     role: &str,
-    claims: &serde_json::Value,
+    claims_json: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute(SET_REQUEST_CLAIMS_SQL, &[&role, &claims.to_string()])
+    tx.execute(SET_REQUEST_CLAIMS_SQL, &[&role, &claims_json])
         .await?;
     Ok(())
 }

@@ -280,7 +280,7 @@ pub async fn query_as(
     ripple::db::set_request_claims(
         &tx,
         "authenticated",
-        &serde_json::json!({"sub": user.to_string(), "role": "authenticated"}),
+        &serde_json::json!({"sub": user.to_string(), "role": "authenticated"}).to_string(),
     )
     .await?;
     let rows = tx.query(sql, params).await?;
@@ -304,7 +304,7 @@ impl Session<'_> {
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let mut client = self.db.connect().await;
         let tx = client.transaction().await?;
-        ripple::db::set_request_claims(&tx, &self.role, &self.claims).await?;
+        ripple::db::set_request_claims(&tx, &self.role, &self.claims.to_string()).await?;
         let rows = tx.query(sql, params).await?;
         tx.commit().await?;
         Ok(rows)

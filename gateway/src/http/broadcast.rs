@@ -74,11 +74,12 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response<Body>
     };
     // Ask the policies once per private topic, all before delivering anything.
     let mut allowed: HashMap<&str, bool> = HashMap::new();
+    let who = crate::authorize::Identity::new(&claims.role, &claims.raw);
     for m in messages.iter().filter(|m| m.private) {
         if allowed.contains_key(m.topic.as_str()) {
             continue;
         }
-        let ok = match private::write_access(&app.pool, &m.topic, &claims).await {
+        let ok = match private::write_access(&app.pool, &m.topic, &who).await {
             Ok(a) => a.broadcast,
             Err(e) => {
                 tracing::warn!(error = %e, "broadcast write check failed");

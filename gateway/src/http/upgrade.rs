@@ -8,7 +8,6 @@ use axum::extract::Request;
 use hyper::{Response, StatusCode};
 
 use super::{json, Body};
-use crate::auth::Claims;
 use crate::realtime::protocol::Vsn;
 use crate::realtime::{describe_auth_error, Accepted, SocketContext};
 
@@ -52,10 +51,9 @@ pub async fn upgrade(mut req: Request, sockets: Arc<SocketContext>) -> Response<
     let Some(key) = api_key(&req) else {
         return unauthorized("apikey is required (query parameter `apikey` or header `apikey`)");
     };
-    let claims: Claims = match sockets.jwt.verify(&key) {
-        Ok(c) => c,
-        Err(e) => return unauthorized(&format!("invalid apikey: {}", describe_auth_error(&e))),
-    };
+    if let Err(e) = sockets.jwt.verify(&key) {
+        return unauthorized(&format!("invalid apikey: {}", describe_auth_error(&e)));
+    }
     let vsn_text = query_param(&req, "vsn");
     let Some(vsn) = Vsn::parse(vsn_text.as_deref()) else {
         return json(
@@ -91,14 +89,13 @@ pub async fn upgrade(mut req: Request, sockets: Arc<SocketContext>) -> Response<
     let stop = req.extensions_mut().remove::<crate::shutdown::Shutdown>();
     let accepted = Accepted {
         vsn,
-        apikey: claims,
         apikey_token: key,
         holds: vec![Box::new(slot), Box::new(connection)],
         stop,
     };
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => crate::realtime::serve_socket(sockets, upgraded, accepted).await,
+            Ok(upgraded) => crate::realtime::start_socket(sockets, upgraded, accepted).await,
             Err(error) => tracing::debug!(error = %error, "websocket upgrade failed"),
         }
     });

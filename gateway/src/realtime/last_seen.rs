@@ -6,7 +6,7 @@
 
 use postgres_protocol::escape::escape_identifier;
 
-use crate::auth::Claims;
+use crate::authorize::Identity;
 use crate::db::DbError;
 
 /// A function to call, parsed from its setting (`name` or `schema.name`).
@@ -37,15 +37,15 @@ impl LastSeenHook {
         })
     }
 
-    /// Calls the function as the user of `claims`, if the database has it.
+    /// Calls the function as the user `who`, if the database has it.
     pub async fn call(
         &self,
         pool: &deadpool_postgres::Pool,
-        claims: &Claims,
+        who: &Identity,
     ) -> Result<(), DbError> {
         let mut conn = pool.get().await?;
         let tx = conn.transaction().await?;
-        crate::db::set_request_claims(&*tx, &claims.role, &claims.raw).await?;
+        crate::db::set_request_claims(&*tx, who.role(), who.claims_json()).await?;
         let exists: bool = tx
             .query_one("select to_regprocedure($1) is not null", &[&self.signature])
             .await?

@@ -2,7 +2,7 @@
 //! works unchanged.
 //!
 //! ```text
-//! serve_socket (after `crate::http` checked the apikey and upgraded)
+//! start_socket (after `crate::http` checked the apikey and upgraded)
 //!   -> socket   (one task per socket: reads frames, writes its bounded queue;
 //!                socket/channels a channel's life, socket/extensions broadcast and presence)
 //!        join   (config + postgres_changes checked against the catalog)
@@ -44,7 +44,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::auth::{AuthError, Claims, JwtVerifier};
+use crate::auth::{AuthError, JwtVerifier};
 use crate::config::ServeConfig;
 
 pub use fanout::{deliver, DeliveryReport};
@@ -295,8 +295,7 @@ pub struct SocketContext {
 /// The parts of an accepted WebSocket handshake the socket task needs.
 pub struct Accepted {
     pub vsn: protocol::Vsn,
-    /// The verified `apikey` and its text (a join without `access_token` runs under it).
-    pub apikey: Claims,
+    /// The verified `apikey`'s text (a join without `access_token` runs under it).
     pub apikey_token: String,
     /// Held until the socket closes (a place among the open sockets, a connection permit).
     pub holds: Vec<Box<dyn std::any::Any + Send>>,
@@ -304,29 +303,31 @@ pub struct Accepted {
     pub stop: Option<crate::shutdown::Shutdown>,
 }
 
-/// Runs the socket over the upgraded connection until it closes.
-pub async fn serve_socket(
+/// What each socket reads the client into (see `start_socket`).
+const READ_BUFFER_BYTES: usize = 512;
+
+/// Starts the socket's own task over the upgraded connection; it runs until the socket
+/// closes.
+///
+/// Its own task, rather than the rest of the handshake's: a task keeps the room of the
+/// largest state its future can be in for its whole life, and the handshake's states
+/// (the request, the upgrade) would otherwise be paid by every idle socket.
+pub async fn start_socket(
     ctx: Arc<SocketContext>,
     upgraded: hyper::upgrade::Upgraded,
     accepted: Accepted,
 ) {
-    let Accepted {
-        vsn,
-        apikey,
-        apikey_token,
-        holds,
-        stop,
-    } = accepted;
-    let _holds = holds;
     let max = ctx.config.max_body_bytes;
-    let config = WebSocketConfig {
-        max_message_size: Some(max),
-        max_frame_size: Some(max),
-        ..WebSocketConfig::default()
-    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        // Kept by every socket for its whole life, idle or not: the frames a client sends
+        // (joins, heartbeats, broadcasts) are small, and a larger one grows the buffer to
+        // its length. tungstenite's 128 KiB default would be most of an idle socket.
+        .read_buffer_size(READ_BUFFER_BYTES);
     let ws =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    socket::run(ws, ctx, vsn, apikey, apikey_token, stop).await;
+    tokio::spawn(socket::run(ws, ctx, accepted));
 }
 
 #[cfg(test)]

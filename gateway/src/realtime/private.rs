@@ -7,7 +7,7 @@
 //! - May this user send (write)? Probe rows are inserted as the user; INSERT policies (their
 //!   WITH CHECK) decide. Rolled back too.
 
-use crate::auth::Claims;
+use crate::authorize::Identity;
 
 /// What a user may do on a private topic, per extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,10 +27,10 @@ pub type ProbeError = crate::db::DbError;
 
 async fn as_user(
     tx: &tokio_postgres::Transaction<'_>,
-    claims: &Claims,
+    who: &Identity,
     sub_topic: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    crate::db::set_request_claims(tx, &claims.role, &claims.raw).await?;
+    crate::db::set_request_claims(tx, who.role(), who.claims_json()).await?;
     tx.execute(
         "select set_config('realtime.topic', $1, true)",
         &[&sub_topic],
@@ -44,7 +44,7 @@ async fn as_user(
 pub async fn read_access(
     pool: &deadpool_postgres::Pool,
     sub_topic: &str,
-    claims: &Claims,
+    who: &Identity,
 ) -> Result<TopicAccess, ProbeError> {
     let mut conn = pool.get().await.map_err(ProbeError::Pool)?;
     let tx = conn.transaction().await.map_err(ProbeError::Db)?;
@@ -58,9 +58,7 @@ pub async fn read_access(
         .await
         .map_err(ProbeError::Db)?;
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    as_user(&tx, claims, sub_topic)
-        .await
-        .map_err(ProbeError::Db)?;
+    as_user(&tx, who, sub_topic).await.map_err(ProbeError::Db)?;
     let visible = tx
         .query(
             "select extension from realtime.messages where id = any($1)",
@@ -89,13 +87,11 @@ pub async fn read_access(
 pub async fn write_access(
     pool: &deadpool_postgres::Pool,
     sub_topic: &str,
-    claims: &Claims,
+    who: &Identity,
 ) -> Result<TopicAccess, ProbeError> {
     let mut conn = pool.get().await.map_err(ProbeError::Pool)?;
     let mut tx = conn.transaction().await.map_err(ProbeError::Db)?;
-    as_user(&tx, claims, sub_topic)
-        .await
-        .map_err(ProbeError::Db)?;
+    as_user(&tx, who, sub_topic).await.map_err(ProbeError::Db)?;
     let mut access = TopicAccess::default();
     for extension in ["broadcast", "presence"] {
         let sp = tx.savepoint(extension).await.map_err(ProbeError::Db)?;

@@ -229,7 +229,7 @@ async fn time_calls(
     samples: usize,
     before: Option<&str>,
 ) -> anyhow::Result<Vec<Duration>> {
-    let claims = serde_json::json!({"sub": user.to_string(), "role": "authenticated"});
+    let claims = serde_json::json!({"sub": user.to_string(), "role": "authenticated"}).to_string();
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
         if let Some(b) = before {
@@ -322,7 +322,8 @@ async fn main() -> anyhow::Result<()> {
     let mut client = ripple::db::connect(&url).await?;
     let unread: serde_json::Value = {
         let tx = client.transaction().await?;
-        let claims = serde_json::json!({"sub": me.to_string(), "role": "authenticated"});
+        let claims =
+            serde_json::json!({"sub": me.to_string(), "role": "authenticated"}).to_string();
         ripple::db::set_request_claims(&tx, "authenticated", &claims).await?;
         let v = tx
             .query_one("select public.unread_counts()", &[])
@@ -333,7 +334,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let reference_unread: serde_json::Value = {
         let tx = client.transaction().await?;
-        let claims = serde_json::json!({"sub": me.to_string(), "role": "authenticated"});
+        let claims =
+            serde_json::json!({"sub": me.to_string(), "role": "authenticated"}).to_string();
         ripple::db::set_request_claims(&tx, "authenticated", &claims).await?;
         let v = tx
             .query_one("select v4ref.unread_counts()", &[])
@@ -470,7 +472,8 @@ async fn main() -> anyhow::Result<()> {
     {
         let mut fresh = ripple::db::connect(&url).await?;
         let tx = fresh.transaction().await?;
-        let claims = serde_json::json!({"sub": me.to_string(), "role": "authenticated"});
+        let claims =
+            serde_json::json!({"sub": me.to_string(), "role": "authenticated"}).to_string();
         ripple::db::set_request_claims(&tx, "authenticated", &claims).await?;
         tx.query("select public.send_message($1, 'counted')", &[&group])
             .await?;
@@ -504,7 +507,8 @@ async fn main() -> anyhow::Result<()> {
     // The plan of a direct read under RLS: an index, and no function call per row.
     let plan_text: Vec<String> = {
         let tx = client.transaction().await?;
-        let claims = serde_json::json!({"sub": me.to_string(), "role": "authenticated"});
+        let claims =
+            serde_json::json!({"sub": me.to_string(), "role": "authenticated"}).to_string();
         ripple::db::set_request_claims(&tx, "authenticated", &claims).await?;
         let rows = tx
             .query(

@@ -228,13 +228,13 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
                                "table": "messages", "filter": format!("conversation_id=eq.{conv}")}],
                            "private": false},
                 "access_token": token}]);
-            ws.send(Message::Text(join.to_string())).await.unwrap();
+            ws.send(Message::Text(join.to_string().into())).await.unwrap();
             let mut heartbeat = tokio::time::interval(Duration::from_secs(20));
             loop {
                 let frame = tokio::select! {
                     f = ws.next() => f,
                     _ = heartbeat.tick() => {
-                        let _ = ws.send(Message::Text(json!([null, "hb", "phoenix", "heartbeat", {}]).to_string())).await;
+                        let _ = ws.send(Message::Text(json!([null, "hb", "phoenix", "heartbeat", {}]).to_string().into())).await;
                         continue;
                     }
                 };

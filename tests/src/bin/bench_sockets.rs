@@ -101,7 +101,7 @@ async fn client(
                        "table": "messages", "filter": format!("conversation_id=eq.{conv}")}],
                    "private": false},
         "access_token": token}]);
-    ws.send(Message::Text(join.to_string()))
+    ws.send(Message::Text(join.to_string().into()))
         .await
         .map_err(|e| e.to_string())?;
     let mut keepalive = tokio::time::interval(Duration::from_secs(20));
@@ -126,7 +126,7 @@ async fn client(
                 let Some(done) = asked else { return Ok(()) };
                 next_ref += 1;
                 let r = format!("hb{next_ref}");
-                ws.send(Message::Text(json!([null, r, "phoenix", "heartbeat", {}]).to_string()))
+                ws.send(Message::Text(json!([null, r, "phoenix", "heartbeat", {}]).to_string().into()))
                     .await
                     .map_err(|e| e.to_string())?;
                 waiting = Some((r, done));
@@ -134,7 +134,7 @@ async fn client(
             _ = keepalive.tick() => {
                 next_ref += 1;
                 let _ = ws
-                    .send(Message::Text(json!([null, format!("k{next_ref}"), "phoenix", "heartbeat", {}]).to_string()))
+                    .send(Message::Text(json!([null, format!("k{next_ref}"), "phoenix", "heartbeat", {}]).to_string().into()))
                     .await;
             }
         }

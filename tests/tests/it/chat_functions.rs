@@ -438,7 +438,7 @@ async fn pages_return_each_message_exactly_once_while_others_are_sending() {
         ripple::db::set_request_claims(
             &tx,
             "authenticated",
-            &serde_json::json!({"sub": u[0].to_string(), "role": "authenticated"}),
+            &serde_json::json!({"sub": u[0].to_string(), "role": "authenticated"}).to_string(),
         )
         .await
         .unwrap();

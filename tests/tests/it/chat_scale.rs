@@ -253,7 +253,7 @@ async fn a_message_writes_the_conversation_and_the_senders_member_row_only() {
     ripple::db::set_request_claims(
         &tx,
         "authenticated",
-        &serde_json::json!({"sub": users[1].to_string(), "role": "authenticated"}),
+        &serde_json::json!({"sub": users[1].to_string(), "role": "authenticated"}).to_string(),
     )
     .await
     .unwrap();
@@ -375,7 +375,7 @@ async fn reading_messages_under_rls_uses_an_index_and_no_function_per_row() {
     ripple::db::set_request_claims(
         &tx,
         "authenticated",
-        &serde_json::json!({"sub": users[2].to_string(), "role": "authenticated"}),
+        &serde_json::json!({"sub": users[2].to_string(), "role": "authenticated"}).to_string(),
     )
     .await
     .unwrap();

@@ -81,7 +81,11 @@ async fn client_task(
         let join = json!({"topic": "realtime:all", "event": "phx_join", "ref": "1", "join_ref": "1",
             "payload": {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "messages",
                 "resume": {"since": last}}]}, "access_token": token}});
-        if ws.send(Message::Text(join.to_string())).await.is_err() {
+        if ws
+            .send(Message::Text(join.to_string().into()))
+            .await
+            .is_err()
+        {
             continue;
         }
         let mut beat = tokio::time::interval(Duration::from_secs(5));
@@ -90,7 +94,7 @@ async fn client_task(
                 f = ws.next() => f,
                 _ = beat.tick() => {
                     let hb = json!({"topic": "phoenix", "event": "heartbeat", "ref": "hb", "payload": {}});
-                    if ws.send(Message::Text(hb.to_string())).await.is_err() { continue 'connect; }
+                    if ws.send(Message::Text(hb.to_string().into())).await.is_err() { continue 'connect; }
                     continue;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
@@ -253,7 +257,7 @@ async fn as_user(
     ripple::db::set_request_claims(
         &tx,
         "authenticated",
-        &json!({"sub": user, "role": "authenticated"}),
+        &json!({"sub": user, "role": "authenticated"}).to_string(),
     )
     .await?;
     tx.batch_execute(sql).await?;
@@ -307,7 +311,7 @@ async fn every_allowed_change_reaches_every_allowed_subscriber_exactly_once() {
         ripple::db::set_request_claims(
             &tx,
             "authenticated",
-            &json!({"sub": owner, "role": "authenticated"}),
+            &json!({"sub": owner, "role": "authenticated"}).to_string(),
         )
         .await
         .unwrap();
@@ -330,7 +334,7 @@ async fn every_allowed_change_reaches_every_allowed_subscriber_exactly_once() {
         ripple::db::set_request_claims(
             &tx,
             "authenticated",
-            &json!({"sub": users[0], "role": "authenticated"}),
+            &json!({"sub": users[0], "role": "authenticated"}).to_string(),
         )
         .await
         .unwrap();
@@ -439,7 +443,7 @@ async fn every_allowed_change_reaches_every_allowed_subscriber_exactly_once() {
                     let hidden = hidden_phase.load(Ordering::Acquire) && rng.gen_bool(0.3);
                     let body = if hidden { format!("hidden: {w}-{n}") } else { format!("msg {w}-{n}") };
                     let tx = client.transaction().await.unwrap();
-                    ripple::db::set_request_claims(&tx, "authenticated", &json!({"sub": sender, "role": "authenticated"}))
+                    ripple::db::set_request_claims(&tx, "authenticated", &json!({"sub": sender, "role": "authenticated"}).to_string())
                         .await
                         .unwrap();
                     let r = tx

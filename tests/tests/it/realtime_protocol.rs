@@ -173,7 +173,7 @@ async fn malformed_frames_and_unknown_events_get_error_replies_and_the_socket_su
     assert_eq!(m.r#ref.as_deref(), Some("77"));
     assert!(reason(&m).contains("event must be a string"));
     // A binary frame that is not a broadcast push.
-    c.send_raw(Message::Binary(vec![9, 1, 2, 3])).await;
+    c.send_raw(Message::Binary(vec![9, 1, 2, 3].into())).await;
     assert_eq!(c.recv().await.event, "phx_error");
     // Unknown event on the phoenix topic, and on a topic never joined.
     let r = c.send(None, "phoenix", "dance", json!({})).await;
@@ -471,7 +471,7 @@ async fn broadcast_honours_self_and_ack_across_framings_including_binary_frames(
         f.extend_from_slice(br#"{"x":1}"#);
         f
     };
-    a.send_raw(Message::Binary(frame)).await;
+    a.send_raw(Message::Binary(frame.into())).await;
     let m = b.recv().await;
     assert_eq!(
         m.payload,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::auth::{AuthError, Claims};
+use crate::auth::AuthError;
 use crate::authorize::Identity;
 use crate::realtime::join::{self, JoinConfig, ResolveError};
 use crate::realtime::private::{self, TopicAccess};
@@ -18,7 +18,7 @@ use crate::realtime::registry::{ChannelRef, Subscription};
 use crate::realtime::resume::{ReplayRequest, ResumeRequest};
 use crate::realtime::topics::{Member, TopicKey};
 
-use super::{now_millis, reason_for, Channel, Session};
+use super::{now_millis, reason_for, token_digest, Channel, Session};
 
 impl Session {
     pub(super) async fn join(&mut self, m: Inbound) {
@@ -119,12 +119,13 @@ impl Session {
                 return;
             }
         };
+        let identity = Arc::new(Identity::new(&claims.role, &claims.raw));
         let mut reads = TopicAccess {
             broadcast: true,
             presence: true,
         };
         if config.private {
-            match private::read_access(&self.ctx.pool, &sub_topic, &claims).await {
+            match private::read_access(&self.ctx.pool, &sub_topic, &identity).await {
                 Ok(a) if a.any() => reads = a,
                 Ok(_) => {
                     self.reply_error(
@@ -190,8 +191,8 @@ impl Session {
         let key = self.hub.next_id();
         let topic: Arc<str> = m.topic.as_str().into();
         let join_ref: Option<Arc<str>> = m.join_ref.as_deref().map(Arc::from);
-        let identity = Arc::new(Identity::new(&claims.role, &claims.raw));
-        let mut channel_ref = ChannelRef::new(key, self.handle.clone(), topic.clone(), identity);
+        let mut channel_ref =
+            ChannelRef::new(key, self.handle.clone(), topic.clone(), identity.clone());
         if let Some(request) = resume {
             channel_ref = channel_ref.resumable(join_ref.clone(), request);
         }
@@ -268,8 +269,10 @@ impl Session {
             topic,
             sub_topic,
             channel: channel_ref,
-            claims: claims.clone(),
-            token,
+            identity: identity.clone(),
+            exp: claims.exp,
+            sub: claims.sub.clone(),
+            token_digest: token_digest(&token),
             private: config.private,
             ack: config.broadcast_ack,
             topic_key,
@@ -331,12 +334,12 @@ impl Session {
                 });
             }
         }
-        self.note_user(&claims);
+        self.note_user(claims.sub, &identity);
         tracing::debug!(socket = self.handle.id, channel = key, "channel joined");
         if channel.private {
             self.hub.private_channel(true);
         }
-        self.channels.insert(m.topic.clone(), channel);
+        self.channels.insert(m.topic.clone(), Box::new(channel));
     }
 
     /// Removes a channel everywhere; with `notify`, tells the client with `phx_close`.
@@ -383,7 +386,7 @@ impl Session {
         let Some(ch) = self.channels.get(&m.topic) else {
             return;
         };
-        if token.starts_with("sb_") || token == ch.token {
+        if token.starts_with("sb_") || token_digest(&token) == ch.token_digest {
             self.reply(&m, "ok", json!({}));
             return;
         }
@@ -399,8 +402,9 @@ impl Session {
                 return;
             }
         };
+        let identity = Arc::new(Identity::new(&claims.role, &claims.raw));
         if private {
-            match private::read_access(&self.ctx.pool, &sub_topic, &claims).await {
+            match private::read_access(&self.ctx.pool, &sub_topic, &identity).await {
                 Ok(a) if a.any() => {}
                 Ok(_) => {
                     self.shutdown_channel(
@@ -420,13 +424,14 @@ impl Session {
             }
         }
         if let Some(ch) = self.channels.get_mut(&m.topic) {
-            ch.channel
-                .set_identity(Arc::new(Identity::new(&claims.role, &claims.raw)));
-            ch.claims = claims.clone();
-            ch.token = token;
+            ch.channel.set_identity(identity.clone());
+            ch.identity = identity.clone();
+            ch.exp = claims.exp;
+            ch.sub = claims.sub.clone();
+            ch.token_digest = token_digest(&token);
             ch.write_access = None;
         }
-        self.note_user(&claims);
+        self.note_user(claims.sub, &identity);
         self.reply(&m, "ok", json!({}));
     }
 
@@ -454,16 +459,16 @@ impl Session {
                 continue;
             };
             ch.write_access = None;
-            let (private, sub_topic, claims, columns) = (
+            let (private, sub_topic, identity, columns) = (
                 ch.private,
                 ch.sub_topic.clone(),
-                ch.claims.clone(),
+                ch.identity.clone(),
                 ch.filter_columns.clone(),
             );
             if private {
                 // On the pipeline's own connections: a revocation must not wait behind
                 // REST requests (forty slow RPCs on the shared pool delayed it by seconds).
-                match private::read_access(&self.ctx.authorize_pool, &sub_topic, &claims).await {
+                match private::read_access(&self.ctx.authorize_pool, &sub_topic, &identity).await {
                     Ok(a) if a.any() => {}
                     Ok(_) => {
                         self.shutdown_channel(
@@ -485,7 +490,10 @@ impl Session {
             if !grants {
                 continue;
             }
-            if let Some(denied) = self.unreadable_filter_column(&claims.role, &columns).await {
+            if let Some(denied) = self
+                .unreadable_filter_column(identity.role(), &columns)
+                .await
+            {
                 self.shutdown_channel(&topic, &denied);
             }
         }
@@ -535,16 +543,16 @@ impl Session {
         None
     }
 
-    pub(super) fn note_user(&mut self, claims: &Claims) {
-        let Some(sub) = claims.sub.clone() else {
+    pub(super) fn note_user(&mut self, sub: Option<String>, who: &Arc<Identity>) {
+        let Some(sub) = sub else {
             return;
         };
         match &mut self.user {
             None => {
                 self.hub.user_connected(&sub);
-                self.user = Some((sub, claims.clone()));
+                self.user = Some((sub, who.clone()));
             }
-            Some((current, latest)) if *current == sub => *latest = claims.clone(),
+            Some((current, latest)) if *current == sub => *latest = who.clone(),
             // One socket counts for one user: its first.
             Some(_) => {}
         }
@@ -552,7 +560,7 @@ impl Session {
 
     /// When the earliest channel token expires.
     pub(super) fn next_expiry(&self) -> Option<Instant> {
-        let exp = self.channels.values().map(|c| c.claims.exp).min()?;
+        let exp = self.channels.values().map(|c| c.exp).min()?;
         let wait_ms = (exp.saturating_mul(1000) - now_millis()).max(0) as u64;
         Some(Instant::now() + Duration::from_millis(wait_ms))
     }
@@ -562,8 +570,8 @@ impl Session {
         let expired: Vec<(String, i64)> = self
             .channels
             .iter()
-            .filter(|(_, c)| c.claims.is_expired_at(now))
-            .map(|(t, c)| (t.clone(), now - c.claims.exp))
+            .filter(|(_, c)| c.exp <= now)
+            .map(|(t, c)| (t.clone(), now - c.exp))
             .collect();
         for (topic, ago) in expired {
             self.shutdown_channel(&topic, &format!("Token has expired {ago} seconds ago"));

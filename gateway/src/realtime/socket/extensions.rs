@@ -54,11 +54,11 @@ impl Session {
         if let Some(a) = ch.write_access {
             return Some(a);
         }
-        let (sub_topic, claims) = (ch.sub_topic.clone(), ch.claims.clone());
+        let (sub_topic, who) = (ch.sub_topic.clone(), ch.identity.clone());
         // Asked again after every re-check (which clears it): on the pipeline's
         // connections too, so a removed member's next broadcast is refused without
         // waiting for REST.
-        match private::write_access(&self.ctx.authorize_pool, &sub_topic, &claims).await {
+        match private::write_access(&self.ctx.authorize_pool, &sub_topic, &who).await {
             Ok(a) => {
                 if let Some(ch) = self.channels.get_mut(topic) {
                     ch.write_access = Some(a);
@@ -173,7 +173,7 @@ impl Session {
             // name, so apps can trust who a presence entry belongs to.
             fields.insert(
                 VERIFIED_SUB.into(),
-                ch.claims.sub.clone().map_or(Value::Null, Value::String),
+                ch.sub.clone().map_or(Value::Null, Value::String),
             );
             self.hub.topics.track(&ch.topic_key, ch.key, fields);
         } else {

@@ -16,18 +16,18 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::auth::{AuthError, Claims};
+use crate::auth::AuthError;
+use crate::authorize::Identity;
 use crate::realtime::private::TopicAccess;
 use crate::realtime::protocol::{self, Frame, Inbound, ServerMessage, Vsn};
 use crate::realtime::registry::ChannelRef;
-use crate::realtime::socket_handle::{Outbound, SocketHandle};
+use crate::realtime::socket_handle::{Outbound, Outbox, SocketHandle};
 use crate::realtime::topics::TopicKey;
 use crate::realtime::{Realtime, SocketContext};
 
@@ -48,8 +48,16 @@ struct Channel {
     topic: Arc<str>,
     sub_topic: String,
     channel: Arc<ChannelRef>,
-    claims: Claims,
-    token: String,
+    /// Who the channel runs as (its token's role and claims): the same `Arc` as the
+    /// `ChannelRef`'s and `Session::user`'s, since it is kept for the socket's life. The
+    /// parsed claims are not kept: two fields of them are, below.
+    identity: Arc<Identity>,
+    /// The token's `exp` (seconds since the epoch) and `sub`.
+    exp: i64,
+    sub: Option<String>,
+    /// SHA-256 of the token the channel runs under: a refresh with the same token is a
+    /// no-op (only the digest is kept, not the token's few hundred bytes).
+    token_digest: TokenDigest,
     private: bool,
     ack: bool,
     topic_key: TopicKey,
@@ -60,6 +68,16 @@ struct Channel {
     filter_columns: Vec<(String, String, String)>,
     /// Its `postgres_changes` bindings, against the per-socket limit.
     bindings: usize,
+}
+
+/// A token's SHA-256.
+type TokenDigest = [u8; 32];
+
+fn token_digest(token: &str) -> TokenDigest {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// Why the loop ended.
@@ -78,22 +96,30 @@ struct Session {
     vsn: Vsn,
     handle: SocketHandle,
     apikey_token: String,
-    channels: HashMap<String, Channel>,
+    /// Boxed: a `HashMap` allocates room for several entries at its first insert, and a
+    /// `Channel` inline would make that room several times an idle socket's one channel.
+    channels: HashMap<String, Box<Channel>>,
     /// The user (`sub`) this socket counts for, with their latest claims.
-    user: Option<(String, Claims)>,
+    user: Option<(String, Arc<Identity>)>,
     /// What this socket may send per second.
     broadcasts: super::rate::Bucket,
     presence_updates: super::rate::Bucket,
 }
 
-pub(super) async fn run(
+/// The socket's task: everything it needs is set up here, outside the future, which then
+/// holds each piece once. (An `async fn` keeps its arguments in the future beside the
+/// locals it moves them to, so a socket would pay for its WebSocket twice for its life.)
+pub(super) fn run(
     mut ws: Ws,
     ctx: Arc<SocketContext>,
-    vsn: Vsn,
-    _apikey: Claims,
-    apikey_token: String,
-    mut stop: Option<crate::shutdown::Shutdown>,
-) {
+    accepted: super::Accepted,
+) -> impl std::future::Future<Output = ()> + Send {
+    let super::Accepted {
+        vsn,
+        apikey_token,
+        holds,
+        mut stop,
+    } = accepted;
     let hub = ctx.hub.clone();
     let (handle, mut rx) = SocketHandle::new(
         hub.next_id(),
@@ -121,80 +147,96 @@ pub(super) async fn run(
         inbox: std::collections::VecDeque::new(),
         last_heard: Instant::now(),
     };
-    let end = loop {
-        if s.handle.is_overflowed() {
-            break End::Overflow;
-        }
-        // Frames read, in their order: one just read, or those that arrived while the
-        // database was being asked.
-        if let Some(frame) = io.inbox.pop_front() {
-            let outcome = match frame {
-                Ok(m) => {
-                    io.meanwhile(Box::pin(s.dispatch(m)), &mut ws, &mut rx)
-                        .await
+    // Everything above is captured by the task's future, never rebound inside it (a
+    // `let` there would give each its own room beside the captured one).
+    async move {
+        // Held until the socket closes (a place among the open sockets, a connection permit).
+        let _holds = &holds;
+        let end = loop {
+            if s.handle.is_overflowed() {
+                break End::Overflow;
+            }
+            // Frames read, in their order: one just read, or those that arrived while the
+            // database was being asked.
+            if let Some(frame) = io.inbox.pop_front() {
+                // The frame moves into the boxed handler before anything is awaited, so the
+                // loop's own state never holds one.
+                let outcome = match frame {
+                    Ok(m) => {
+                        let handler = Box::pin(io.meanwhile(s.dispatch(m), &mut ws, &mut rx));
+                        handler.await
+                    }
+                    Err(e) => {
+                        s.malformed(e);
+                        Ok(())
+                    }
+                };
+                io.release_inbox();
+                match outcome {
+                    Ok(()) => continue,
+                    Err(end) => break end,
                 }
-                Err(e) => {
-                    s.malformed(e);
+            }
+            // One timer for both deadlines (each timer is part of every idle socket's state):
+            // the client's silence and the earliest channel token's expiry.
+            let silent_at = io.last_heard + idle;
+            let expiry = s.next_expiry();
+            let deadline = expiry.map_or(silent_at, |e| e.min(silent_at));
+            // Arms that ask the database run through `io.meanwhile`, which keeps writing the
+            // queue and answering heartbeats while they wait (for a pooled connection, say).
+            // What an arm awaits is boxed: a join's state machine is large, and even a write
+            // batch's is several times the loop's own state; held inline, each would be
+            // allocated for every idle socket for its whole life (the task's size is the
+            // largest state it can be in).
+            let outcome = tokio::select! {
+                _ = s.handle.queue.notify.notified() => break End::Overflow,
+                first = rx.recv() => {
+                    Box::pin(write_batch(&mut ws, vsn, &s.handle, first, &mut rx)).await
+                }
+                frame = ws.next() => {
+                    io.last_heard = Instant::now();
+                    match frame {
+                        None | Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
+                        Some(Err(e)) => break End::Error(e),
+                        Some(Ok(frame)) => {
+                            // Handled at the top of the loop, like frames held while a handler
+                            // waited. (tungstenite answers pings itself: decode skips them.)
+                            io.inbox.extend(decode(vsn, frame));
+                            Ok(())
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if Instant::now() >= silent_at {
+                        break End::Idle;
+                    }
+                    s.expire_channels();
                     Ok(())
                 }
-            };
-            match outcome {
-                Ok(()) => continue,
-                Err(end) => break end,
-            }
-        }
-        let expiry = s.next_expiry();
-        // Arms that ask the database run through `io.meanwhile`, which keeps writing the
-        // queue and answering heartbeats while they wait (for a pooled connection, say).
-        // Their futures are boxed: a join's state machine is large, and held inline it
-        // would be allocated for every idle socket for its whole life.
-        let outcome = tokio::select! {
-            _ = s.handle.overflow.notify.notified() => break End::Overflow,
-            out = rx.recv() => {
-                let Some(first) = out else { break End::ClientClosed };
-                write_batch(&mut ws, vsn, &s.handle, first, &mut rx).await
-            }
-            frame = ws.next() => {
-                io.last_heard = Instant::now();
-                match frame {
-                    None | Some(Ok(WsMessage::Close(_))) => break End::ClientClosed,
-                    Some(Err(e)) => break End::Error(e),
-                    Some(Ok(frame)) => {
-                        // Handled at the top of the loop, like frames held while a handler
-                        // waited. (tungstenite answers pings itself: decode skips them.)
-                        io.inbox.extend(decode(vsn, frame));
+                () = shutdown_requested(&mut stop) => break End::Shutdown,
+                Ok(()) = notices.changed() => {
+                    let now = *notices.borrow_and_update();
+                    let slot_lost = now.slot_lost != seen.slot_lost;
+                    let grants = now.grants != seen.grants;
+                    let members = now.access != seen.access;
+                    seen = now;
+                    if slot_lost {
+                        s.changes_may_be_missed();
+                    }
+                    // Nothing to ask when only memberships changed and no channel is private.
+                    if grants || (members && s.channels.values().any(|c| c.private)) {
+                        Box::pin(io.meanwhile(s.recheck_access(grants), &mut ws, &mut rx)).await
+                    } else {
                         Ok(())
                     }
                 }
-            }
-            () = tokio::time::sleep_until(io.last_heard + idle) => break End::Idle,
-            () = shutdown_requested(&mut stop) => break End::Shutdown,
-            () = sleep_until_opt(expiry) => {
-                s.expire_channels();
-                Ok(())
-            }
-            Ok(()) = notices.changed() => {
-                let now = *notices.borrow_and_update();
-                let slot_lost = now.slot_lost != seen.slot_lost;
-                let grants = now.grants != seen.grants;
-                let members = now.access != seen.access;
-                seen = now;
-                if slot_lost {
-                    s.changes_may_be_missed();
-                }
-                // Nothing to ask when only memberships changed and no channel is private.
-                if grants || (members && s.channels.values().any(|c| c.private)) {
-                    io.meanwhile(Box::pin(s.recheck_access(grants)), &mut ws, &mut rx).await
-                } else {
-                    Ok(())
-                }
+            };
+            if let Err(end) = outcome {
+                break end;
             }
         };
-        if let Err(end) = outcome {
-            break end;
-        }
-    };
-    Box::pin(s.finish(&mut ws, end)).await;
+        Box::pin(s.finish(&mut ws, end)).await;
+    }
 }
 
 /// A text or binary frame as a message (None for control frames).
@@ -221,6 +263,14 @@ struct Io {
 }
 
 impl Io {
+    /// Frees the inbox's buffer once it is empty: it grows for a burst of frames and an
+    /// idle socket would otherwise keep that room (a few hundred bytes an entry) for good.
+    fn release_inbox(&mut self) {
+        if self.inbox.is_empty() {
+            self.inbox = std::collections::VecDeque::new();
+        }
+    }
+
     /// Runs `handler` (a dispatch that may wait for the database) to completion while still
     /// writing the socket's queue and answering heartbeats; other frames wait in the inbox.
     /// The handler always finishes (it is never dropped halfway through a join): an end of
@@ -229,7 +279,7 @@ impl Io {
         &mut self,
         handler: impl std::future::Future<Output = ()>,
         ws: &mut Ws,
-        rx: &mut mpsc::Receiver<Outbound>,
+        rx: &mut Outbox,
     ) -> Result<(), End> {
         tokio::pin!(handler);
         let mut ended: Option<End> = None;
@@ -242,15 +292,14 @@ impl Io {
             tokio::select! {
                 biased;
                 () = handler.as_mut() => return Ok(()),
-                _ = self.handle.overflow.notify.notified() => ended = Some(End::Overflow),
-                out = rx.recv() => match out {
-                    Some(first) => {
-                        if let Err(end) = write_batch(ws, self.vsn, &self.handle, first, rx).await {
-                            ended = Some(end);
-                        }
+                _ = self.handle.queue.notify.notified() => ended = Some(End::Overflow),
+                first = rx.recv() => {
+                    if let Err(end) =
+                        Box::pin(write_batch(ws, self.vsn, &self.handle, first, rx)).await
+                    {
+                        ended = Some(end);
                     }
-                    None => ended = Some(End::ClientClosed),
-                },
+                }
                 frame = ws.next(), if reading => {
                     self.last_heard = Instant::now();
                     match frame {
@@ -289,19 +338,12 @@ async fn shutdown_requested(stop: &mut Option<crate::shutdown::Shutdown>) {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn encode(vsn: Vsn, m: &Outbound) -> Option<WsMessage> {
     match m {
-        Outbound::Message(m) => Some(WsMessage::Text(protocol::encode_text(vsn, m))),
+        Outbound::Message(m) => Some(WsMessage::Text(protocol::encode_text(vsn, m).into())),
         Outbound::Broadcast(b) => match protocol::encode_broadcast(vsn, b)? {
-            Frame::Text(t) => Some(WsMessage::Text(t)),
-            Frame::Binary(b) => Some(WsMessage::Binary(b)),
+            Frame::Text(t) => Some(WsMessage::Text(t.into())),
+            Frame::Binary(b) => Some(WsMessage::Binary(b.into())),
         },
     }
 }
@@ -313,7 +355,7 @@ async fn write_batch(
     vsn: Vsn,
     handle: &SocketHandle,
     first: Outbound,
-    rx: &mut mpsc::Receiver<Outbound>,
+    rx: &mut Outbox,
 ) -> Result<(), End> {
     let write = async {
         let mut next = Some(first);
@@ -324,17 +366,13 @@ async fn write_batch(
                 ws.feed(frame).await?;
             }
             n += 1;
-            next = if n < WRITE_BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
+            next = if n < WRITE_BATCH { rx.try_recv() } else { None };
         }
         ws.flush().await
     };
     tokio::select! {
         r = write => r.map_err(End::Error),
-        _ = handle.overflow.notify.notified() => Err(End::Overflow),
+        _ = handle.queue.notify.notified() => Err(End::Overflow),
     }
 }
 
@@ -471,7 +509,7 @@ impl Session {
             End::Overflow => {
                 let dropped = self
                     .handle
-                    .overflow
+                    .queue
                     .dropped
                     .load(std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(socket = id, dropped, "client too slow: disconnecting");
@@ -498,7 +536,7 @@ impl Session {
                                             "message": message, "channel": sub_topic})
                             .to_string(),
                         };
-                        ws.feed(WsMessage::Text(protocol::encode_text(self.vsn, &m)))
+                        ws.feed(WsMessage::Text(protocol::encode_text(self.vsn, &m).into()))
                             .await?;
                     }
                     ws.close(Some(CloseFrame {
@@ -552,14 +590,14 @@ impl Session {
         for t in topics {
             self.close_channel(&t, false);
         }
-        if let Some((sub, claims)) = self.user.take() {
+        if let Some((sub, who)) = self.user.take() {
             let last = self.hub.user_disconnected(&sub);
             if let Some(hook) =
                 LastSeenHook::from_setting(&self.ctx.config.last_seen_function).filter(|_| last)
             {
                 let pool = self.ctx.pool.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = hook.call(&pool, &claims).await {
+                    if let Err(error) = hook.call(&pool, &who).await {
                         tracing::warn!(error = %error, "the last-seen function failed");
                     }
                 });

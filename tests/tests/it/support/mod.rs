@@ -145,7 +145,7 @@ impl Client {
             json!({"join_ref": join_ref, "ref": r, "topic": topic, "event": event, "payload": payload})
                 .to_string()
         };
-        self.send_raw(Message::Text(text)).await;
+        self.send_raw(Message::Text(text.into())).await;
         r
     }
 
