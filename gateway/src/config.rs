@@ -125,20 +125,6 @@ pub struct ServeConfig {
     )]
     pub last_seen_function: String,
 
-    /// Tables whose rows decide private channel access (what policies on
-    /// `realtime.messages` read): a change to one makes every socket re-check its private
-    /// channels and close those no longer allowed. Grant and policy changes always do.
-    /// `schema.table(col col)` names the only columns that matter: an UPDATE changing none
-    /// of them is ignored (the chat's policies read a member's conversation and user, not
-    /// the counters every message updates).
-    #[arg(
-        long,
-        env = "RIPPLE_REVOCATION_TABLES",
-        value_delimiter = ',',
-        default_value = "public.conversation_members(conversation_id user_id),public.conversation_bans"
-    )]
-    pub revocation_tables: Vec<String>,
-
     /// Messages queued per WebSocket client before it is disconnected as too slow.
     #[arg(long, env = "RIPPLE_CLIENT_QUEUE", default_value_t = 1024)]
     pub client_queue: usize,

@@ -160,6 +160,39 @@ fn watch_slot_losses(app: &Arc<App>, repl: &ReplicationHandle) {
 /// a connection died, the transaction is not visible yet), it retries the same transaction:
 /// nothing is skipped and nothing confirmed early. The slot is confirmed only up to what
 /// leaves the window, so a restart replays the window and clients can resume across it.
+/// What private channels' access depends on, from the policies on `realtime.messages`
+/// (read on the pipeline's own connections).
+async fn revocation_scope(app: &App) -> crate::realtime::RevocationScope {
+    use crate::realtime::RevocationScope;
+    let read = async {
+        let client = app.authorize_pool.get().await.map_err(|e| e.to_string())?;
+        crate::authorize::private_channel_reads(&client)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match read.await {
+        Ok(Some(reads)) => {
+            let unnamed = reads.unnamed_reads;
+            let scope = RevocationScope::from_reads(reads);
+            tracing::info!(
+                tables = scope.table_count(),
+                every_column = unnamed,
+                "private channels are re-checked on changes to what the realtime.messages policies read"
+            );
+            scope
+        }
+        // No realtime.messages: no private channel can be joined.
+        Ok(None) => RevocationScope::default(),
+        Err(error) => {
+            tracing::warn!(
+                error = %error,
+                "could not read what the realtime.messages policies depend on: every change re-checks private channels until it can"
+            );
+            RevocationScope::everything()
+        }
+    }
+}
+
 /// Between two transactions it serves the replays that resuming joins asked for.
 async fn pump(
     app: Arc<App>,
@@ -167,7 +200,8 @@ async fn pump(
     repl: ReplicationHandle,
     authorizer: Arc<dyn Authorizer>,
 ) {
-    let revocation_tables = crate::realtime::revocation_tables(&app.config.revocation_tables);
+    let mut revocation = revocation_scope(&app).await;
+    let mut revocation_read_at = std::time::Instant::now();
     let m = &app.metrics;
     let txs = m.counter(
         "ripple_transactions_total",
@@ -339,12 +373,21 @@ async fn pump(
             batch
                 .iter()
                 .fold(crate::realtime::AccessChange::default(), |acc, tx| {
-                    let c = crate::realtime::access_change(tx, &revocation_tables);
+                    let c = crate::realtime::access_change(tx, &revocation);
                     crate::realtime::AccessChange {
                         members: acc.members || c.members,
                         grants: acc.grants || c.grants,
                     }
                 });
+        // The policies (or the functions they call) may have changed what they read; a
+        // scope that could not be read is tried again every few seconds.
+        if access_changed.grants
+            || (revocation.is_everything()
+                && revocation_read_at.elapsed() > std::time::Duration::from_secs(5))
+        {
+            revocation = revocation_scope(&app).await;
+            revocation_read_at = std::time::Instant::now();
+        }
         let started = std::time::Instant::now();
         let mut backoff = authorization_backoff();
         let refs: Vec<&Transaction> = batch.iter().map(AsRef::as_ref).collect();

@@ -35,7 +35,7 @@ pub use contract::{
     AuthorizeError, AuthorizeFuture, Authorizer, Check, ColumnAccess, Identity, Verdict,
 };
 pub use live_row::LiveRowAuthorizer;
-pub use plan::{CacheSpec, CheckPlan, Decision};
+pub use plan::{private_channel_reads, CacheSpec, CheckPlan, Decision, PolicyReads};
 
 /// Is this error the policy's own answer for these claims (a policy that raises, a claim
 /// that does not cast), which hides the rows, rather than a failure to ask at all (a lost

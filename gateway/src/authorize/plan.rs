@@ -250,6 +250,7 @@ async fn cache_spec(
         return Ok(None);
     }
     let mut policy_oids = Vec::with_capacity(policies.len());
+    let mut exprs = Vec::with_capacity(policies.len());
     for p in policies {
         let (expr, whole_row): (String, bool) = (p.get(1), p.get(3));
         // A whole-row reference (the row passed to a function) reads every column.
@@ -257,6 +258,49 @@ async fn cache_spec(
             return Ok(None);
         }
         policy_oids.push(p.get::<_, i64>(2));
+        exprs.push(expr);
+    }
+    let reads = policy_reads(client, oid, &policy_oids, &exprs).await?;
+    if reads.time_or_chance || reads.unnamed_reads {
+        return Ok(None);
+    }
+    Ok(Some(CacheSpec {
+        columns: reads.own_columns,
+        tables: reads.tables,
+        identifiers: Some(reads.names),
+    }))
+}
+
+/// What a set of policies reads, as far as the catalog and the bodies of the functions they
+/// call tell.
+#[derive(Debug, Default)]
+pub struct PolicyReads {
+    /// Columns of the policies' own table that they name (from `pg_depend`).
+    pub own_columns: Vec<String>,
+    /// Relations the policies or those bodies name, by name in any schema (a superset),
+    /// a view standing for the tables under it.
+    pub tables: Vec<u32>,
+    /// Every identifier in the policies and in those bodies.
+    pub names: HashSet<String>,
+    /// A body reads columns it does not name (`*`, a whole row, dynamic SQL), or calls
+    /// functions deeper than we follow: `names` is not the whole story.
+    pub unnamed_reads: bool,
+    /// A volatile function, or a body that asks the clock or for randomness.
+    pub time_or_chance: bool,
+}
+
+/// Reads the catalog for what the policies `policy_oids` (their expressions `exprs`) on
+/// table `oid` read.
+pub(crate) async fn policy_reads(
+    client: &tokio_postgres::Client,
+    oid: u32,
+    policy_oids: &[i64],
+    exprs: &[String],
+) -> Result<PolicyReads, tokio_postgres::Error> {
+    let mut reads = PolicyReads::default();
+    for expr in exprs {
+        identifiers(expr, &mut reads.names);
+        reads.time_or_chance |= mentions_uncacheable(expr);
     }
     let deps = client
         .query(
@@ -270,15 +314,7 @@ async fn cache_spec(
             &[&policy_oids],
         )
         .await?;
-    let mut columns = Vec::new();
-    let mut tables = Vec::new();
-    let mut names: HashSet<String> = HashSet::new();
-    let mut is_opaque = false;
     let mut bodies: Vec<String> = Vec::new();
-    for p in policies {
-        let expr: String = p.get(1);
-        identifiers(&expr, &mut names);
-    }
     for d in &deps {
         let (column, refobj, volatility, body, is_rel, is_proc): (
             Option<String>,
@@ -291,18 +327,15 @@ async fn cache_spec(
         if is_proc {
             // Volatile functions may answer differently each time; a body that asks the
             // clock does too.
-            if volatility.as_deref() == Some("v")
-                || body.as_deref().is_some_and(mentions_uncacheable)
-            {
-                return Ok(None);
-            }
+            reads.time_or_chance |= volatility.as_deref() == Some("v")
+                || body.as_deref().is_some_and(mentions_uncacheable);
             bodies.extend(body);
         } else if is_rel && refobj as u32 == oid {
             if let Some(c) = column {
-                columns.push(c);
+                reads.own_columns.push(c);
             }
         } else if is_rel {
-            tables.push(refobj as u32);
+            reads.tables.push(refobj as u32);
         }
     }
     // The functions those bodies call, by name, a few levels down: their bodies too must be
@@ -313,14 +346,15 @@ async fn cache_spec(
         depth += 1;
         let mut called: Vec<String> = Vec::new();
         for body in &bodies {
-            identifiers(body, &mut names);
-            is_opaque |= opaque(body);
+            identifiers(body, &mut reads.names);
+            reads.unnamed_reads |= opaque(body);
             called.extend(
                 called_names(body)
                     .into_iter()
                     .filter(|n| seen.insert(n.clone())),
             );
         }
+        bodies.clear();
         if called.is_empty() {
             break;
         }
@@ -331,23 +365,18 @@ async fn cache_spec(
                 &[&called],
             )
             .await?;
-        bodies.clear();
         for r in rows {
             let (volatility, body): (String, String) = (r.get(0), r.get(1));
-            if volatility == "v" || mentions_uncacheable(&body) {
-                return Ok(None);
-            }
+            reads.time_or_chance |= volatility == "v" || mentions_uncacheable(&body);
             bodies.push(body);
         }
     }
-    if !bodies.is_empty() || is_opaque {
-        // Deeper than we follow, or reading what it does not name: not cacheable.
-        return Ok(None);
-    }
+    // Deeper than we follow.
+    reads.unnamed_reads |= !bodies.is_empty();
     // Every relation the policies or those bodies name, by name in any schema (a superset):
     // an answer depends on them, and the stream must be able to show their changes. A view
     // stands for the tables it reads.
-    let named: Vec<String> = names.iter().cloned().collect();
+    let named: Vec<String> = reads.names.iter().cloned().collect();
     let rels = client
         .query(
             "select c.oid::int8, c.relkind::text from pg_class c \
@@ -361,7 +390,7 @@ async fn cache_spec(
         if kind == "v" || kind == "m" {
             views.push(rel);
         }
-        tables.push(rel as u32);
+        reads.tables.push(rel as u32);
     }
     if !views.is_empty() {
         let under = client
@@ -373,17 +402,46 @@ async fn cache_spec(
                 &[&views],
             )
             .await?;
-        tables.extend(under.iter().map(|r| r.get::<_, i64>(0) as u32));
+        reads
+            .tables
+            .extend(under.iter().map(|r| r.get::<_, i64>(0) as u32));
     }
-    columns.sort();
-    columns.dedup();
-    tables.sort_unstable();
-    tables.dedup();
-    Ok(Some(CacheSpec {
-        columns,
-        tables,
-        identifiers: Some(names),
-    }))
+    reads.own_columns.sort();
+    reads.own_columns.dedup();
+    reads.tables.sort_unstable();
+    reads.tables.dedup();
+    Ok(reads)
+}
+
+/// What the policies on `realtime.messages` read: they decide who may use a private
+/// channel, so a change to what they read may revoke a joined one. Every command's
+/// policies count (`USING` and `WITH CHECK`), for every role. None without the table.
+pub async fn private_channel_reads(
+    client: &tokio_postgres::Client,
+) -> Result<Option<PolicyReads>, tokio_postgres::Error> {
+    let Some(oid) = client
+        .query_one("select to_regclass('realtime.messages')::oid::int8", &[])
+        .await?
+        .get::<_, Option<i64>>(0)
+    else {
+        return Ok(None);
+    };
+    let policies = client
+        .query(
+            "select p.oid::int8, coalesce(pg_get_expr(p.polqual, p.polrelid), ''), \
+                    coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') \
+               from pg_policy p where p.polrelid = $1::int8::oid",
+            &[&oid],
+        )
+        .await?;
+    let oids: Vec<i64> = policies.iter().map(|r| r.get(0)).collect();
+    let exprs: Vec<String> = policies
+        .iter()
+        .flat_map(|r| [r.get::<_, String>(1), r.get::<_, String>(2)])
+        .collect();
+    policy_reads(client, oid as u32, &oids, &exprs)
+        .await
+        .map(Some)
 }
 
 /// Names followed by `(` in a function body: the functions (or keywords) it calls.

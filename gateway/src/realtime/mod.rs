@@ -86,52 +86,67 @@ pub struct Notices {
 /// What a transaction changed that joined channels' authorization depends on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AccessChange {
-    /// One of `revocation_tables` (`schema.table`, the rows that policies on
-    /// `realtime.messages` read, such as memberships).
+    /// What the policies on `realtime.messages` read (`RevocationScope`), such as
+    /// memberships.
     pub members: bool,
     /// The security feed (grants, policies, tables).
     pub grants: bool,
 }
 
-/// A table whose rows decide private channel access (`RIPPLE_REVOCATION_TABLES`): written
-/// `schema.table`, or `schema.table(col col ...)` to name the only columns that do. With
-/// columns, an UPDATE that changes none of them (a member's unread counter or read
-/// position, updated by every chat message) concerns no channel, where the table's old
-/// rows are full (REPLICA IDENTITY FULL) so the stream shows what changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevocationTable {
-    pub schema: String,
-    pub name: String,
-    pub columns: Option<Vec<String>>,
+/// What private channels' access depends on, read from the catalog
+/// (`authorize::private_channel_reads`): the tables that the policies on `realtime.messages`
+/// and the functions they call name, and of those tables' columns, the ones they name. A
+/// change elsewhere cannot revoke a joined channel, and neither can an UPDATE that changes
+/// only unnamed columns (a member's unread counter or read position, which every chat
+/// message updates) where the table's old rows are full (REPLICA IDENTITY FULL) so the
+/// stream shows what changed. Reloaded when the security feed shows a policy, grant or
+/// function change, so it follows the DBA's SQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationScope {
+    tables: std::collections::HashSet<u32>,
+    /// The identifiers the policies and those bodies use; `None` when a body may read
+    /// columns it does not name (then any change to the tables counts).
+    names: Option<std::collections::HashSet<String>>,
+    /// The catalog could not be read: every change counts until it can.
+    everything: bool,
 }
 
-impl RevocationTable {
-    /// Parses one setting entry; None when it is not `schema.table[(columns)]`.
-    pub fn parse(entry: &str) -> Option<Self> {
-        let entry = entry.trim();
-        let (table, columns) = match entry.split_once('(') {
-            Some((table, rest)) => {
-                let cols = rest.strip_suffix(')')?;
-                let cols: Vec<String> = cols.split_whitespace().map(str::to_string).collect();
-                (table.trim(), Some(cols).filter(|c| !c.is_empty()))
-            }
-            None => (entry, None),
-        };
-        let (schema, name) = table.split_once('.')?;
-        (!schema.is_empty() && !name.is_empty()).then(|| Self {
-            schema: schema.to_string(),
-            name: name.to_string(),
-            columns,
-        })
+impl RevocationScope {
+    pub fn from_reads(reads: crate::authorize::PolicyReads) -> Self {
+        Self {
+            tables: reads.tables.into_iter().collect(),
+            names: (!reads.unnamed_reads).then_some(reads.names),
+            everything: false,
+        }
+    }
+
+    /// When the catalog cannot be read: access is never assumed to stand.
+    pub fn everything() -> Self {
+        Self {
+            everything: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.everything
+    }
+
+    /// Tables it watches (for the log).
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
     }
 
     /// Can this change alter a private channel's access?
     fn concerns(&self, c: &crate::change::RowChange) -> bool {
         use crate::change::{ChangeKind, ReplicaIdentity};
-        if c.relation.schema != self.schema || c.relation.name != self.name {
+        if self.everything {
+            return true;
+        }
+        if !self.tables.contains(&c.relation.oid) {
             return false;
         }
-        let Some(columns) = &self.columns else {
+        let Some(names) = &self.names else {
             return true;
         };
         if c.kind != ChangeKind::Update || c.relation.replica_identity != ReplicaIdentity::Full {
@@ -140,9 +155,10 @@ impl RevocationTable {
         let (Some(new), Some(old)) = (&c.record, &c.old_record) else {
             return true;
         };
-        // A listed column missing from either row (unchanged TOAST) counts as changed.
-        columns
-            .iter()
+        // A named column missing from either row (unchanged TOAST) counts as changed.
+        new.keys()
+            .chain(old.keys())
+            .filter(|col| names.contains(col.as_str()))
             .any(|col| match (new.get(col), old.get(col)) {
                 (Some(a), Some(b)) => a != b,
                 _ => true,
@@ -150,29 +166,14 @@ impl RevocationTable {
     }
 }
 
-/// The revocation tables of the setting; entries that do not parse are logged and skipped.
-pub fn revocation_tables(entries: &[String]) -> Vec<RevocationTable> {
-    entries
-        .iter()
-        .filter(|e| !e.trim().is_empty())
-        .filter_map(|e| {
-            let t = RevocationTable::parse(e);
-            if t.is_none() {
-                tracing::error!(entry = %e, "RIPPLE_REVOCATION_TABLES: not schema.table or schema.table(columns); ignored");
-            }
-            t
-        })
-        .collect()
-}
-
 /// Did this transaction change something a joined channel's authorization depends on?
-pub fn access_change(tx: &crate::change::Transaction, tables: &[RevocationTable]) -> AccessChange {
+pub fn access_change(tx: &crate::change::Transaction, scope: &RevocationScope) -> AccessChange {
     let (feed_schema, feed_table) = crate::authorize::SECURITY_FEED;
     let mut change = AccessChange::default();
     for c in &tx.changes {
         let (schema, name) = (&c.relation.schema, &c.relation.name);
         change.grants |= schema == feed_schema && name == feed_table;
-        change.members |= tables.iter().any(|t| t.concerns(c));
+        change.members |= scope.concerns(c);
     }
     change
 }
@@ -367,12 +368,16 @@ mod access_notice_tests {
 }
 
 #[cfg(test)]
-mod revocation_table_tests {
+mod revocation_scope_tests {
     use super::*;
+    use crate::authorize::PolicyReads;
     use crate::change::{ChangeKind, RelationInfo, ReplicaIdentity, RowChange, Transaction};
     use serde_json::{json, Value};
 
-    fn members_change(
+    const MEMBERS: u32 = 7;
+
+    fn change(
+        oid: u32,
         kind: ChangeKind,
         old: Value,
         new: Value,
@@ -385,7 +390,7 @@ mod revocation_table_tests {
             commit_time_micros: 0,
             changes: vec![RowChange {
                 relation: Arc::new(RelationInfo {
-                    oid: 1,
+                    oid,
                     schema: "public".into(),
                     name: "conversation_members".into(),
                     replica_identity: identity,
@@ -399,54 +404,57 @@ mod revocation_table_tests {
         }
     }
 
-    #[test]
-    fn entries_parse_with_and_without_columns_and_bad_ones_are_skipped() {
-        let tables = revocation_tables(&[
-            "public.conversation_members(conversation_id user_id)".into(),
-            " public.conversation_bans ".into(),
-            "no_schema".into(),
-            "public.t(unclosed".into(),
-            "".into(),
-        ]);
-        assert_eq!(
-            tables,
-            vec![
-                RevocationTable {
-                    schema: "public".into(),
-                    name: "conversation_members".into(),
-                    columns: Some(vec!["conversation_id".into(), "user_id".into()]),
-                },
-                RevocationTable {
-                    schema: "public".into(),
-                    name: "conversation_bans".into(),
-                    columns: None,
-                },
+    /// As the catalog reads the chat's policies: `private.is_member` names the member's
+    /// conversation and user.
+    fn scope(unnamed_reads: bool) -> RevocationScope {
+        RevocationScope::from_reads(PolicyReads {
+            tables: vec![MEMBERS],
+            names: [
+                "conversation_members",
+                "conversation_id",
+                "user_id",
+                "topic",
             ]
-        );
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            unnamed_reads,
+            ..PolicyReads::default()
+        })
     }
 
     #[test]
-    fn an_update_of_columns_no_policy_reads_concerns_no_channel() {
-        let named =
-            revocation_tables(&["public.conversation_members(conversation_id user_id)".into()]);
-        let all = revocation_tables(&["public.conversation_members".into()]);
+    fn an_update_of_columns_no_policy_names_concerns_no_channel() {
+        let named = scope(false);
+        let opaque = scope(true);
         let old = json!({"conversation_id": "c", "user_id": "u", "unread_count": 1});
         let counter = json!({"conversation_id": "c", "user_id": "u", "unread_count": 2});
         let moved = json!({"conversation_id": "c", "user_id": "v", "unread_count": 1});
         let full = ReplicaIdentity::Full;
         let update =
-            |new: &Value, id| members_change(ChangeKind::Update, old.clone(), new.clone(), id);
-        // A counter changed: not with the columns named, yes without them.
+            |new: &Value, id| change(MEMBERS, ChangeKind::Update, old.clone(), new.clone(), id);
+        // A counter changed: ignored where the policies name their columns, counted where
+        // a body may read columns it does not name.
         assert!(!access_change(&update(&counter, full), &named).members);
-        assert!(access_change(&update(&counter, full), &all).members);
+        assert!(access_change(&update(&counter, full), &opaque).members);
         // A named column changed.
         assert!(access_change(&update(&moved, full), &named).members);
         // Without full old rows the stream cannot show what changed: it counts.
         assert!(access_change(&update(&counter, ReplicaIdentity::Default), &named).members);
         // Rows added or removed always count.
         for kind in [ChangeKind::Insert, ChangeKind::Delete] {
-            let tx = members_change(kind, old.clone(), old.clone(), full);
+            let tx = change(MEMBERS, kind, old.clone(), old.clone(), full);
             assert!(access_change(&tx, &named).members, "{kind:?}");
         }
+        // A table the policies do not read never counts; with the catalog unread, all do.
+        let elsewhere = change(
+            MEMBERS + 1,
+            ChangeKind::Insert,
+            old.clone(),
+            old.clone(),
+            full,
+        );
+        assert!(!access_change(&elsewhere, &named).members);
+        assert!(access_change(&elsewhere, &RevocationScope::everything()).members);
     }
 }

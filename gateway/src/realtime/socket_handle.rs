@@ -304,7 +304,10 @@ mod tests {
             assert!(waiting.as_mut().now_or_never().is_none());
             assert_eq!(h.push(msg()), Push::Queued);
         }
-        assert!(rx.try_recv().is_some(), "the message outlives the dropped wait");
+        assert!(
+            rx.try_recv().is_some(),
+            "the message outlives the dropped wait"
+        );
         assert!(rx.try_recv().is_none());
     }
 
@@ -327,7 +330,10 @@ mod tests {
         }
         drop(rx);
         assert!(h.is_closed());
-        assert!(h.queue.lock().is_empty(), "queued messages go with the socket");
+        assert!(
+            h.queue.lock().is_empty(),
+            "queued messages go with the socket"
+        );
         assert_eq!(h.push(msg()), Push::Closed);
         assert_eq!(h.room(), 0);
     }

@@ -318,6 +318,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
 
     // Burst phase: as fast as 4 writers go.
     let writers = Arc::new(writers);
+    let cache_before_burst = verdict_cache(&gw.addr).await;
     let burst_start = Instant::now();
     let convs = Arc::new(convs);
     let users = Arc::new(users);
@@ -341,6 +342,7 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
     let burst_per_s =
         (args.burst * per) as f64 / burst_end.duration_since(burst_start).as_secs_f64();
 
+    let cache_after_burst = verdict_cache(&gw.addr).await;
     // Backlog phase: the gateway process is paused while the backlog is committed, then
     // resumed; from then until the last delivery is how fast it catches up (authorizing
     // queued transactions in batches), which the writers' pace cannot limit.
@@ -365,6 +367,22 @@ async fn run_side(name: &'static str, args: &Args, reference: bool) -> Side {
         .unwrap()
         .unwrap_or_else(Instant::now);
     let backlog_per_s = (backlog * per) as f64 / backlog_end.duration_since(resumed).as_secs_f64();
+    let cache_after_backlog = verdict_cache(&gw.addr).await;
+    if !reference {
+        // Where the time can go: a question the cache answers costs no database work.
+        let share = |(h0, m0): (f64, f64), (h1, m1): (f64, f64)| {
+            let (h, m) = (h1 - h0, m1 - m0);
+            format!(
+                "{h:.0} hits, {m:.0} misses ({:.0}% answered from the cache)",
+                100.0 * h / (h + m).max(1.0)
+            )
+        };
+        println!(
+            "verdict cache: burst {}; backlog {}",
+            share(cache_before_burst, cache_after_burst),
+            share(cache_after_burst, cache_after_backlog)
+        );
+    }
 
     let missing = expected_all.saturating_sub(tally.delivered.load(Ordering::Relaxed));
     for t in tasks {
@@ -423,6 +441,29 @@ async fn write_all(
     for h in handles {
         h.await.unwrap();
     }
+}
+
+/// The gateway's verdict cache (hits, misses) so far, from its `/metrics`.
+async fn verdict_cache(addr: &str) -> (f64, f64) {
+    let resp = ripple_tests::http::request(
+        addr.parse().expect("gateway address"),
+        hyper::Method::GET,
+        "/metrics",
+        &[],
+        None,
+    )
+    .await;
+    let text = resp.text();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        value("ripple_verdict_cache_hits_total"),
+        value("ripple_verdict_cache_misses_total"),
+    )
 }
 
 const INSERT: &str =

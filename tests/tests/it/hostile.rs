@@ -180,6 +180,86 @@ async fn a_filter_on_a_column_the_role_cannot_select_is_refused_and_revoking_the
     );
 }
 
+/// Revocation follows the DBA's SQL, not a setting: the `realtime.messages` policy is
+/// replaced to also read a column the chat's policy never named (`archived_at`: members who
+/// archived a conversation leave its private channel), and a change to that column closes
+/// the open channel. (With the columns kept by hand, `conversation_id user_id`, the UPDATE
+/// was ignored and Bob kept his channel.)
+#[tokio::test]
+async fn a_policy_that_starts_reading_another_column_revokes_on_changes_to_it() {
+    let db = fresh_db().await;
+    let gw = spawn_gateway(&db).await;
+    let alice = db.create_user("alice").await;
+    let bob = db.create_user("bob").await;
+    let conv = conversation(&db, &[alice, bob]).await;
+    db.client
+        .batch_execute(
+            "drop policy realtime_messages_select_members on realtime.messages;
+             create policy realtime_messages_select_members on realtime.messages
+               for select to authenticated
+               using (
+                 topic = realtime.topic()
+                 and private.is_member(realtime.conversation_of(topic))
+                 and not exists (
+                   select 1 from public.conversation_members m
+                    where m.conversation_id = realtime.conversation_of(topic)
+                      and m.user_id = (select auth.uid()) and m.archived_at is not null)
+               );",
+        )
+        .await
+        .unwrap();
+    // A change committed after the policy, seen by a subscriber: the gateway has read the
+    // new policy by then.
+    let mut watcher = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    let spec = json!([{"event": "INSERT", "schema": "public", "table": "messages",
+                       "filter": format!("conversation_id=eq.{conv}")}]);
+    watcher
+        .join_ok(
+            "realtime:watch",
+            changes_payload(&gw.token_for(alice, 3600), spec),
+        )
+        .await;
+    db.client
+        .execute(
+            "insert into public.messages (conversation_id, sender_id, body) values ($1, $2, 'marker')",
+            &[&conv, &alice],
+        )
+        .await
+        .unwrap();
+    watcher
+        .recv_until(|m| {
+            m.event == "postgres_changes" && m.payload["data"]["record"]["body"] == "marker"
+        })
+        .await;
+
+    let topic = format!("realtime:conversation:{conv}");
+    let mut b = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
+    b.join_ok(
+        &topic,
+        json!({"config": {"private": true, "broadcast": {"ack": true},
+                          "presence": {"enabled": false}},
+               "access_token": gw.token_for(bob, 3600)}),
+    )
+    .await;
+    db.client
+        .execute(
+            "update public.conversation_members set archived_at = now() \
+              where conversation_id = $1 and user_id = $2",
+            &[&conv, &bob],
+        )
+        .await
+        .unwrap();
+    let sys = closed_by_server(&mut b, &topic).await;
+    assert!(
+        sys.payload["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer have permission"),
+        "{}",
+        sys.payload
+    );
+}
+
 /// Item 5: Bob is removed from a conversation while his private channel is open. Before,
 /// he kept sending and receiving broadcasts until his token expired; now the removal
 /// closes his channel with a `system` message, and Alice no longer hears from him.
