@@ -160,9 +160,27 @@ fn watch_slot_losses(app: &Arc<App>, repl: &ReplicationHandle) {
 /// a connection died, the transaction is not visible yet), it retries the same transaction:
 /// nothing is skipped and nothing confirmed early. The slot is confirmed only up to what
 /// leaves the window, so a restart replays the window and clients can resume across it.
+/// How long a revocation scope stands without a feed change (as authorization plans).
+const REVOCATION_SCOPE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What private channels' access depends on, from the policies on `realtime.messages`
-/// (read on the pipeline's own connections).
-async fn revocation_scope(app: &App) -> crate::realtime::RevocationScope {
+/// (read on the pipeline's own connections); logged when it differs from `current`.
+async fn revocation_scope(
+    app: &App,
+    current: &crate::realtime::RevocationScope,
+) -> crate::realtime::RevocationScope {
+    let scope = read_revocation_scope(app).await;
+    if scope != *current && !scope.is_everything() {
+        tracing::info!(
+            tables = scope.table_count(),
+            every_column = scope.counts_every_column(),
+            "private channels are re-checked on changes to what the realtime.messages policies read"
+        );
+    }
+    scope
+}
+
+async fn read_revocation_scope(app: &App) -> crate::realtime::RevocationScope {
     use crate::realtime::RevocationScope;
     let read = async {
         let client = app.authorize_pool.get().await.map_err(|e| e.to_string())?;
@@ -171,16 +189,7 @@ async fn revocation_scope(app: &App) -> crate::realtime::RevocationScope {
             .map_err(|e| e.to_string())
     };
     match read.await {
-        Ok(Some(reads)) => {
-            let unnamed = reads.unnamed_reads;
-            let scope = RevocationScope::from_reads(reads);
-            tracing::info!(
-                tables = scope.table_count(),
-                every_column = unnamed,
-                "private channels are re-checked on changes to what the realtime.messages policies read"
-            );
-            scope
-        }
+        Ok(Some(reads)) => RevocationScope::from_reads(reads),
         // No realtime.messages: no private channel can be joined.
         Ok(None) => RevocationScope::default(),
         Err(error) => {
@@ -200,7 +209,7 @@ async fn pump(
     repl: ReplicationHandle,
     authorizer: Arc<dyn Authorizer>,
 ) {
-    let mut revocation = revocation_scope(&app).await;
+    let mut revocation = revocation_scope(&app, &Default::default()).await;
     let mut revocation_read_at = std::time::Instant::now();
     let m = &app.metrics;
     let txs = m.counter(
@@ -379,13 +388,17 @@ async fn pump(
                         grants: acc.grants || c.grants,
                     }
                 });
-        // The policies (or the functions they call) may have changed what they read; a
-        // scope that could not be read is tried again every few seconds.
-        if access_changed.grants
-            || (revocation.is_everything()
-                && revocation_read_at.elapsed() > std::time::Duration::from_secs(5))
-        {
-            revocation = revocation_scope(&app).await;
+        // The policies (or the functions they call) may have changed what they read: the
+        // feed says so at once where its event trigger could be installed (a superuser's
+        // migration), else the scope is read again after a while, as plans are; one that
+        // could not be read is tried again sooner.
+        let ttl = if revocation.is_everything() {
+            std::time::Duration::from_secs(5)
+        } else {
+            REVOCATION_SCOPE_TTL
+        };
+        if access_changed.grants || revocation_read_at.elapsed() > ttl {
+            revocation = revocation_scope(&app, &revocation).await;
             revocation_read_at = std::time::Instant::now();
         }
         let started = std::time::Instant::now();

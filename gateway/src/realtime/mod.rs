@@ -137,6 +137,11 @@ impl RevocationScope {
         self.tables.len()
     }
 
+    /// Every change to its tables counts, not only changes to the columns named.
+    pub fn counts_every_column(&self) -> bool {
+        self.names.is_none()
+    }
+
     /// Can this change alter a private channel's access?
     fn concerns(&self, c: &crate::change::RowChange) -> bool {
         use crate::change::{ChangeKind, ReplicaIdentity};

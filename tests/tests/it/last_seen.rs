@@ -96,16 +96,73 @@ async fn an_empty_setting_calls_nothing() {
     assert_eq!(gone_rows(&db, dana).await, 0);
 }
 
+/// `ripple serve` as its own process with `RIPPLE_LAST_SEEN_FUNCTION=function`, logging to
+/// a file of the test cluster's; returns the gateway and the log's path.
+fn serve_logging(
+    db: &TestDb,
+    function: &str,
+) -> (
+    ripple_tests::RippleServe,
+    ripple_tests::Gateway,
+    std::path::PathBuf,
+) {
+    let port = ripple_tests::free_low_port();
+    let log_path = ripple_tests::cluster()
+        .root
+        .join(format!("{}-last-seen.log", db.name));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let serve = ripple_tests::spawn_ripple_serve_with(
+        &db.url,
+        &db.name,
+        port,
+        &[("RIPPLE_LAST_SEEN_FUNCTION", function)],
+        log.into(),
+    );
+    let gw = ripple_tests::Gateway::external(format!("127.0.0.1:{port}").parse().unwrap());
+    (serve, gw, log_path)
+}
+
 #[tokio::test]
 async fn a_function_the_database_lacks_is_not_called_and_sockets_carry_on() {
     let db = fresh_db().await;
     let (dana, erin) = (db.create_user("Dana").await, db.create_user("Erin").await);
-    let mut config = gateway_config();
-    config.last_seen_function = "public.not_in_this_schema".into();
-    let gw = spawn_gateway_with(&db, config).await;
+    // A function that exists and fails: the failure is logged (what the next case must
+    // not show).
+    db.client
+        .batch_execute(
+            "create function public.always_fails() returns void language plpgsql \
+               as $$ begin raise exception 'no'; end $$; \
+             grant execute on function public.always_fails() to authenticated;",
+        )
+        .await
+        .unwrap();
+    let (serve, gw, log) = serve_logging(&db, "public.always_fails");
+    assert!(ripple_tests::wait_healthy(gw.addr, Duration::from_secs(30)).await);
     visit(&gw, dana).await;
-    // The next user's socket works as before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("the last-seen function failed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a failing function is logged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(serve);
+
+    // A function the database lacks: nothing is called, nothing is logged, and the next
+    // user's socket works as before.
+    let (_serve, gw, log) = serve_logging(&db, "public.not_in_this_schema");
+    assert!(ripple_tests::wait_healthy(gw.addr, Duration::from_secs(30)).await);
+    visit(&gw, dana).await;
     visit(&gw, erin).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(last_seen(&db, dana).await, None);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("last-seen function"),
+        "a missing function is skipped without a warning: {text}"
+    );
 }
