@@ -486,7 +486,9 @@ const STANDBY_CHECK_TICKS: u64 = 2;
 /// as its resume window allows; commits would hang. Says so on /health and in the log
 /// (ERROR) while it lasts.
 async fn check_standby(app: &App, standby_name: &str) {
-    let Ok(conn) = app.pool.get().await else {
+    // On the pipeline's own connections: the pump awaits this, and REST load (which can
+    // hold every connection of its pool for seconds) must not hold deliveries back.
+    let Ok(conn) = app.authorize_pool.get().await else {
         return;
     };
     // Named in the setting is enough: a walsender that is catching up is not counted as a

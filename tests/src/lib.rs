@@ -531,7 +531,31 @@ pub fn spawn_ripple_serve_with(
     env: &[(&str, &str)],
     log: std::process::Stdio,
 ) -> RippleServe {
-    std::process::Command::new(ripple_bin())
+    spawn_ripple_serve_limited(database_url, slot, port, env, log, None)
+}
+
+/// As [`spawn_ripple_serve_with`], with the process's open-files limit (soft and hard) set
+/// to `nofile` when given (through the shell's `ulimit`, then `exec`), so a test can run out
+/// of descriptors without taking the test process with it.
+pub fn spawn_ripple_serve_limited(
+    database_url: &str,
+    slot: &str,
+    port: u16,
+    env: &[(&str, &str)],
+    log: std::process::Stdio,
+    nofile: Option<u32>,
+) -> RippleServe {
+    let mut command = match nofile {
+        Some(n) => {
+            let mut sh = std::process::Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(ripple_bin());
+            sh
+        }
+        None => std::process::Command::new(ripple_bin()),
+    };
+    command
         .args(["serve", "--database-url", database_url, "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .args(["--slot", slot])
@@ -598,6 +622,11 @@ impl RippleServe {
     /// The server's process id (for `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.0.id()
+    }
+
+    /// Whether the process is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.0.try_wait().expect("poll ripple serve").is_none()
     }
 
     /// `kill -9`, and waits for it.

@@ -4,10 +4,10 @@
 
 use crate::support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ripple_tests::{fresh_db, spawn_gateway, JWT_SECRET};
+use ripple_tests::{fresh_db, spawn_gateway, RippleServe};
 use serde_json::{json, Value};
 use support::{changes_payload, conversation, Client, Msg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,27 +36,18 @@ async fn closed_by_server(c: &mut Client, topic: &str) -> Msg {
 
 /// `ripple serve` as its own process, with an open-files limit (soft and hard) of `nofile`,
 /// so that exhausting descriptors cannot take the test process with it.
-fn serve_with_fd_limit(db: &ripple_tests::TestDb, port: u16, nofile: u32) -> Child {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-        .arg(ripple_tests::ripple_bin())
-        .args([
-            "serve",
-            "--database-url",
-            &db.url,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--slot",
-            &db.name,
-        ])
-        .env("RIPPLE_JWT_SECRET", JWT_SECRET)
-        .env("RIPPLE_HEADER_READ_TIMEOUT_SECS", "2")
-        .env("RIPPLE_LOG", "ripple=error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ripple serve")
+fn serve_with_fd_limit(db: &ripple_tests::TestDb, port: u16, nofile: u32) -> RippleServe {
+    ripple_tests::spawn_ripple_serve_limited(
+        &db.url,
+        &db.name,
+        port,
+        &[
+            ("RIPPLE_HEADER_READ_TIMEOUT_SECS", "2"),
+            ("RIPPLE_LOG", "ripple=error"),
+        ],
+        Stdio::inherit(),
+        Some(nofile),
+    )
 }
 
 /// Item 1: a thousand connections that never finish their request head, against a process
@@ -90,7 +81,7 @@ async fn a_thousand_stalled_connections_neither_stop_the_server_nor_keep_others_
     // Let the server take (or turn away) all of them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        child.try_wait().expect("poll child").is_none(),
+        child.is_running(),
         "ripple serve exited under 1,000 stalled connections"
     );
     // The stalled connections are held open by the attacker, yet a normal request gets an
@@ -114,13 +105,9 @@ async fn a_thousand_stalled_connections_neither_stop_the_server_nor_keep_others_
         "stalled connections the server closed"
     );
     drop(stalled);
-    assert!(
-        child.try_wait().expect("poll child").is_none(),
-        "still running"
-    );
+    assert!(child.is_running(), "still running");
     assert!(ripple_tests::wait_healthy(addr, Duration::from_secs(5)).await);
-    child.kill().expect("stop ripple serve");
-    let _ = child.wait();
+    child.kill();
 }
 
 /// Item 2: a table whose `pin` column the subscriber's role may not SELECT. A filter on it
