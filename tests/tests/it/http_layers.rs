@@ -89,6 +89,30 @@ async fn a_request_over_the_timeout_is_answered_504_and_others_are_not_held_up()
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "{took:?}"
     );
+    // The abandoned statement is cancelled, not left sleeping on a pooled connection that
+    // the next request would be handed.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let running: i64 = db
+            .client
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = current_database() \
+                   and query like '%slow_answer%' and state = 'active' \
+                   and pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out statement still runs in PostgreSQL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let quick = call(0.0).await;
     assert_eq!(quick.status, 200, "{}", quick.text());
     assert_eq!(quick.text(), "42");

@@ -155,14 +155,42 @@ async fn serve(parts: &Parts, body: &Bytes, app: &App) -> Result<Response<Body>,
         schema: &req.schema,
         rollback: req.prefer.rollback == Some(true),
     };
-    exec::run(&mut conn, &settings, &statement, |outcome| {
+    let running = CancelOnDrop(Some(conn.cancel_token()));
+    let result = exec::run(&mut conn, &settings, &statement, |outcome| {
         respond(&req, &statement, outcome)
     })
     .await
     .map_err(|e| match e {
         exec::Error::Db(e) => db_err(e),
         exec::Error::Api(e) => e,
-    })
+    });
+    running.finished();
+    result
+}
+
+/// Cancels the statement a request is running when the request is dropped before it ends
+/// (the request timeout answered 504, the client went away). Without it the statement
+/// runs on in PostgreSQL, and the next request handed this pooled connection waits behind
+/// it: one slow RPC past the timeout made the quick request after it time out too. (The
+/// dropped transaction's ROLLBACK is queued by tokio-postgres itself.)
+struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+
+impl CancelOnDrop {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.0.take() {
+            tokio::spawn(async move {
+                if let Err(error) = token.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::debug!(error = %error, "could not cancel an abandoned statement");
+                }
+            });
+        }
+    }
 }
 
 /// `GET /rest/v1/`: the OpenAPI description of the schema (`Accept-Profile`) for the
