@@ -160,48 +160,6 @@ fn watch_slot_losses(app: &Arc<App>, repl: &ReplicationHandle) {
 /// a connection died, the transaction is not visible yet), it retries the same transaction:
 /// nothing is skipped and nothing confirmed early. The slot is confirmed only up to what
 /// leaves the window, so a restart replays the window and clients can resume across it.
-/// How long a revocation scope stands without a feed change (as authorization plans).
-const REVOCATION_SCOPE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// What private channels' access depends on, from the policies on `realtime.messages`
-/// (read on the pipeline's own connections); logged when it differs from `current`.
-async fn revocation_scope(
-    app: &App,
-    current: &crate::realtime::RevocationScope,
-) -> crate::realtime::RevocationScope {
-    let scope = read_revocation_scope(app).await;
-    if scope != *current && !scope.is_everything() {
-        tracing::info!(
-            tables = scope.table_count(),
-            every_column = scope.counts_every_column(),
-            "private channels are re-checked on changes to what the realtime.messages policies read"
-        );
-    }
-    scope
-}
-
-async fn read_revocation_scope(app: &App) -> crate::realtime::RevocationScope {
-    use crate::realtime::RevocationScope;
-    let read = async {
-        let client = app.authorize_pool.get().await.map_err(|e| e.to_string())?;
-        crate::authorize::private_channel_reads(&client)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    match read.await {
-        Ok(Some(reads)) => RevocationScope::from_reads(reads),
-        // No realtime.messages: no private channel can be joined.
-        Ok(None) => RevocationScope::default(),
-        Err(error) => {
-            tracing::warn!(
-                error = %error,
-                "could not read what the realtime.messages policies depend on: every change re-checks private channels until it can"
-            );
-            RevocationScope::everything()
-        }
-    }
-}
-
 /// Between two transactions it serves the replays that resuming joins asked for.
 async fn pump(
     app: Arc<App>,
@@ -209,8 +167,7 @@ async fn pump(
     repl: ReplicationHandle,
     authorizer: Arc<dyn Authorizer>,
 ) {
-    let mut revocation = revocation_scope(&app, &Default::default()).await;
-    let mut revocation_read_at = std::time::Instant::now();
+    let mut revocation = crate::realtime::RevocationWatch::load(&app.authorize_pool).await;
     let m = &app.metrics;
     let txs = m.counter(
         "ripple_transactions_total",
@@ -382,25 +339,16 @@ async fn pump(
             batch
                 .iter()
                 .fold(crate::realtime::AccessChange::default(), |acc, tx| {
-                    let c = crate::realtime::access_change(tx, &revocation);
+                    let c = revocation.access_change(tx);
                     crate::realtime::AccessChange {
                         members: acc.members || c.members,
                         grants: acc.grants || c.grants,
                     }
                 });
-        // The policies (or the functions they call) may have changed what they read: the
-        // feed says so at once where its event trigger could be installed (a superuser's
-        // migration), else the scope is read again after a while, as plans are; one that
-        // could not be read is tried again sooner.
-        let ttl = if revocation.is_everything() {
-            std::time::Duration::from_secs(5)
-        } else {
-            REVOCATION_SCOPE_TTL
-        };
-        if access_changed.grants || revocation_read_at.elapsed() > ttl {
-            revocation = revocation_scope(&app, &revocation).await;
-            revocation_read_at = std::time::Instant::now();
-        }
+        // The policies (or the functions they call) may have changed what they read.
+        revocation
+            .refresh(&app.authorize_pool, access_changed.grants)
+            .await;
         let started = std::time::Instant::now();
         let mut backoff = authorization_backoff();
         let refs: Vec<&Transaction> = batch.iter().map(AsRef::as_ref).collect();

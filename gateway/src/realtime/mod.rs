@@ -32,6 +32,7 @@ pub mod protocol;
 pub mod rate;
 pub mod registry;
 pub mod resume;
+pub mod revocation;
 mod socket;
 pub mod socket_handle;
 pub mod topics;
@@ -49,6 +50,7 @@ use crate::config::ServeConfig;
 
 pub use fanout::{deliver, DeliveryReport};
 pub use registry::Registry;
+pub use revocation::RevocationWatch;
 
 /// The shared realtime state: held by `App`, used by every socket task and by the fan-out.
 #[derive(Default)]
@@ -86,101 +88,11 @@ pub struct Notices {
 /// What a transaction changed that joined channels' authorization depends on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AccessChange {
-    /// What the policies on `realtime.messages` read (`RevocationScope`), such as
+    /// What the policies on `realtime.messages` read (`revocation`), such as
     /// memberships.
     pub members: bool,
     /// The security feed (grants, policies, tables).
     pub grants: bool,
-}
-
-/// What private channels' access depends on, read from the catalog
-/// (`authorize::private_channel_reads`): the tables that the policies on `realtime.messages`
-/// and the functions they call name, and of those tables' columns, the ones they name. A
-/// change elsewhere cannot revoke a joined channel, and neither can an UPDATE that changes
-/// only unnamed columns (a member's unread counter or read position, which every chat
-/// message updates) where the table's old rows are full (REPLICA IDENTITY FULL) so the
-/// stream shows what changed. Reloaded when the security feed shows a policy, grant or
-/// function change, so it follows the DBA's SQL.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RevocationScope {
-    tables: std::collections::HashSet<u32>,
-    /// The identifiers the policies and those bodies use; `None` when a body may read
-    /// columns it does not name (then any change to the tables counts).
-    names: Option<std::collections::HashSet<String>>,
-    /// The catalog could not be read: every change counts until it can.
-    everything: bool,
-}
-
-impl RevocationScope {
-    pub fn from_reads(reads: crate::authorize::PolicyReads) -> Self {
-        Self {
-            tables: reads.tables.into_iter().collect(),
-            names: (!reads.unnamed_reads).then_some(reads.names),
-            everything: false,
-        }
-    }
-
-    /// When the catalog cannot be read: access is never assumed to stand.
-    pub fn everything() -> Self {
-        Self {
-            everything: true,
-            ..Self::default()
-        }
-    }
-
-    pub fn is_everything(&self) -> bool {
-        self.everything
-    }
-
-    /// Tables it watches (for the log).
-    pub fn table_count(&self) -> usize {
-        self.tables.len()
-    }
-
-    /// Every change to its tables counts, not only changes to the columns named.
-    pub fn counts_every_column(&self) -> bool {
-        self.names.is_none()
-    }
-
-    /// Can this change alter a private channel's access?
-    fn concerns(&self, c: &crate::change::RowChange) -> bool {
-        use crate::change::{ChangeKind, ReplicaIdentity};
-        if self.everything {
-            return true;
-        }
-        if !self.tables.contains(&c.relation.oid) {
-            return false;
-        }
-        let Some(names) = &self.names else {
-            return true;
-        };
-        if c.kind != ChangeKind::Update || c.relation.replica_identity != ReplicaIdentity::Full {
-            return true;
-        }
-        let (Some(new), Some(old)) = (&c.record, &c.old_record) else {
-            return true;
-        };
-        // A named column missing from either row (unchanged TOAST) counts as changed.
-        new.keys()
-            .chain(old.keys())
-            .filter(|col| names.contains(col.as_str()))
-            .any(|col| match (new.get(col), old.get(col)) {
-                (Some(a), Some(b)) => a != b,
-                _ => true,
-            })
-    }
-}
-
-/// Did this transaction change something a joined channel's authorization depends on?
-pub fn access_change(tx: &crate::change::Transaction, scope: &RevocationScope) -> AccessChange {
-    let (feed_schema, feed_table) = crate::authorize::SECURITY_FEED;
-    let mut change = AccessChange::default();
-    for c in &tx.changes {
-        let (schema, name) = (&c.relation.schema, &c.relation.name);
-        change.grants |= schema == feed_schema && name == feed_table;
-        change.members |= scope.concerns(c);
-    }
-    change
 }
 
 /// Holds one place among the open sockets until dropped.
@@ -369,97 +281,5 @@ mod access_notice_tests {
         hub.private_channel(false);
         hub.access_may_have_changed(members);
         assert_eq!(hub.notices.borrow().access, 1);
-    }
-}
-
-#[cfg(test)]
-mod revocation_scope_tests {
-    use super::*;
-    use crate::authorize::PolicyReads;
-    use crate::change::{ChangeKind, RelationInfo, ReplicaIdentity, RowChange, Transaction};
-    use serde_json::{json, Value};
-
-    const MEMBERS: u32 = 7;
-
-    fn change(
-        oid: u32,
-        kind: ChangeKind,
-        old: Value,
-        new: Value,
-        identity: ReplicaIdentity,
-    ) -> Transaction {
-        let row = |v: Value| v.as_object().unwrap().clone().into();
-        Transaction {
-            xid: 1,
-            commit_lsn: 1,
-            commit_time_micros: 0,
-            changes: vec![RowChange {
-                relation: Arc::new(RelationInfo {
-                    oid,
-                    schema: "public".into(),
-                    name: "conversation_members".into(),
-                    replica_identity: identity,
-                    columns: vec![],
-                }),
-                kind,
-                record: (kind != ChangeKind::Delete).then(|| row(new)),
-                old_record: (kind != ChangeKind::Insert).then(|| row(old)),
-                unchanged_toast: vec![],
-            }],
-        }
-    }
-
-    /// As the catalog reads the chat's policies: `private.is_member` names the member's
-    /// conversation and user.
-    fn scope(unnamed_reads: bool) -> RevocationScope {
-        RevocationScope::from_reads(PolicyReads {
-            tables: vec![MEMBERS],
-            names: [
-                "conversation_members",
-                "conversation_id",
-                "user_id",
-                "topic",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-            unnamed_reads,
-            ..PolicyReads::default()
-        })
-    }
-
-    #[test]
-    fn an_update_of_columns_no_policy_names_concerns_no_channel() {
-        let named = scope(false);
-        let opaque = scope(true);
-        let old = json!({"conversation_id": "c", "user_id": "u", "unread_count": 1});
-        let counter = json!({"conversation_id": "c", "user_id": "u", "unread_count": 2});
-        let moved = json!({"conversation_id": "c", "user_id": "v", "unread_count": 1});
-        let full = ReplicaIdentity::Full;
-        let update =
-            |new: &Value, id| change(MEMBERS, ChangeKind::Update, old.clone(), new.clone(), id);
-        // A counter changed: ignored where the policies name their columns, counted where
-        // a body may read columns it does not name.
-        assert!(!access_change(&update(&counter, full), &named).members);
-        assert!(access_change(&update(&counter, full), &opaque).members);
-        // A named column changed.
-        assert!(access_change(&update(&moved, full), &named).members);
-        // Without full old rows the stream cannot show what changed: it counts.
-        assert!(access_change(&update(&counter, ReplicaIdentity::Default), &named).members);
-        // Rows added or removed always count.
-        for kind in [ChangeKind::Insert, ChangeKind::Delete] {
-            let tx = change(MEMBERS, kind, old.clone(), old.clone(), full);
-            assert!(access_change(&tx, &named).members, "{kind:?}");
-        }
-        // A table the policies do not read never counts; with the catalog unread, all do.
-        let elsewhere = change(
-            MEMBERS + 1,
-            ChangeKind::Insert,
-            old.clone(),
-            old.clone(),
-            full,
-        );
-        assert!(!access_change(&elsewhere, &named).members);
-        assert!(access_change(&elsewhere, &RevocationScope::everything()).members);
     }
 }
