@@ -85,8 +85,14 @@ pub struct Claims {
 
 impl Claims {
     pub fn is_expired_at(&self, now_epoch: i64) -> bool {
-        self.exp <= now_epoch
+        expired(self.exp, now_epoch)
     }
+}
+
+/// Whether a token expiring at `exp` has expired at `now_epoch` (seconds since the epoch):
+/// at its `exp` second it no longer counts.
+pub fn expired(exp: i64, now_epoch: i64) -> bool {
+    exp <= now_epoch
 }
 
 pub struct JwtVerifier {

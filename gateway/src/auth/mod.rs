@@ -16,7 +16,7 @@ pub mod rate_limit;
 pub mod service;
 pub mod tokens;
 
-pub use jwt::{now_epoch, AuthError, Claims, JwtConfig, JwtVerifier, Secret};
+pub use jwt::{expired, now_epoch, AuthError, Claims, JwtConfig, JwtVerifier, Secret};
 pub use service::{AuthService, AuthSettings, ClientAddr};
 
 pub mod jwt_key_error {

@@ -51,7 +51,7 @@ pub(crate) struct Queue {
     closed: AtomicBool,
     pub(crate) flagged: AtomicBool,
     /// Wakes the socket's task: the queue overflowed.
-    pub(crate) notify: Notify,
+    pub(crate) overflowed: Notify,
     /// Messages that could not be queued (counted for the goodbye message).
     pub(crate) dropped: AtomicU64,
     /// Bytes queued now, against `max_bytes`: a few huge messages overflow a queue as
@@ -167,16 +167,13 @@ impl SocketHandle {
     fn flag_overflow(&self) -> Push {
         self.queue.dropped.fetch_add(1, Ordering::Relaxed);
         if !self.queue.flagged.swap(true, Ordering::Relaxed) {
-            self.queue.notify.notify_one();
+            self.queue.overflowed.notify_one();
         }
         Push::Overflowed
     }
 
     /// Queues without waiting.
     pub fn push(&self, m: Outbound) -> Push {
-        if self.is_closed() {
-            return Push::Closed;
-        }
         if self.queue.flagged.load(Ordering::Relaxed) {
             self.queue.dropped.fetch_add(1, Ordering::Relaxed);
             return Push::Overflowed;
@@ -251,9 +248,12 @@ mod tests {
         assert_eq!(h.push(msg()), Push::Overflowed);
         assert!(h.is_overflowed());
         // The socket task is woken even though it was not waiting at the time.
-        tokio::time::timeout(std::time::Duration::from_secs(1), h.queue.notify.notified())
-            .await
-            .expect("overflow notification");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            h.queue.overflowed.notified(),
+        )
+        .await
+        .expect("overflow notification");
         // Once flagged, nothing more is queued even if room appears.
         rx.recv().await;
         assert_eq!(h.push(msg()), Push::Overflowed);

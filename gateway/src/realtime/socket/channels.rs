@@ -269,7 +269,6 @@ impl Session {
             topic,
             sub_topic,
             channel: channel_ref,
-            identity: identity.clone(),
             exp: claims.exp,
             sub: claims.sub.clone(),
             token_digest: token_digest(&token),
@@ -386,7 +385,8 @@ impl Session {
         let Some(ch) = self.channels.get(&m.topic) else {
             return;
         };
-        if token.starts_with("sb_") || token_digest(&token) == ch.token_digest {
+        let digest = token_digest(&token);
+        if token.starts_with("sb_") || digest == ch.token_digest {
             self.reply(&m, "ok", json!({}));
             return;
         }
@@ -425,10 +425,9 @@ impl Session {
         }
         if let Some(ch) = self.channels.get_mut(&m.topic) {
             ch.channel.set_identity(identity.clone());
-            ch.identity = identity.clone();
             ch.exp = claims.exp;
             ch.sub = claims.sub.clone();
-            ch.token_digest = token_digest(&token);
+            ch.token_digest = digest;
             ch.write_access = None;
         }
         self.note_user(claims.sub, &identity);
@@ -462,7 +461,7 @@ impl Session {
             let (private, sub_topic, identity, columns) = (
                 ch.private,
                 ch.sub_topic.clone(),
-                ch.identity.clone(),
+                ch.channel.identity(),
                 ch.filter_columns.clone(),
             );
             if private {
@@ -570,7 +569,7 @@ impl Session {
         let expired: Vec<(String, i64)> = self
             .channels
             .iter()
-            .filter(|(_, c)| c.exp <= now)
+            .filter(|(_, c)| crate::auth::expired(c.exp, now))
             .map(|(t, c)| (t.clone(), now - c.exp))
             .collect();
         for (topic, ago) in expired {

@@ -54,7 +54,7 @@ impl Session {
         if let Some(a) = ch.write_access {
             return Some(a);
         }
-        let (sub_topic, who) = (ch.sub_topic.clone(), ch.identity.clone());
+        let (sub_topic, who) = (ch.sub_topic.clone(), ch.channel.identity());
         // Asked again after every re-check (which clears it): on the pipeline's
         // connections too, so a removed member's next broadcast is refused without
         // waiting for REST.

@@ -47,11 +47,10 @@ struct Channel {
     join_ref: Option<Arc<str>>,
     topic: Arc<str>,
     sub_topic: String,
+    /// Also holds who the channel runs as (`channel.identity()`: role and claims JSON, the
+    /// same `Arc` as `Session::user`'s). The parsed claims are not kept: two fields of
+    /// them are, below.
     channel: Arc<ChannelRef>,
-    /// Who the channel runs as (its token's role and claims): the same `Arc` as the
-    /// `ChannelRef`'s and `Session::user`'s, since it is kept for the socket's life. The
-    /// parsed claims are not kept: two fields of them are, below.
-    identity: Arc<Identity>,
     /// The token's `exp` (seconds since the epoch) and `sub`.
     exp: i64,
     sub: Option<String>,
@@ -189,7 +188,7 @@ pub(super) fn run(
             // allocated for every idle socket for its whole life (the task's size is the
             // largest state it can be in).
             let outcome = tokio::select! {
-                _ = s.handle.queue.notify.notified() => break End::Overflow,
+                _ = s.handle.queue.overflowed.notified() => break End::Overflow,
                 first = rx.recv() => {
                     Box::pin(write_batch(&mut ws, vsn, &s.handle, first, &mut rx)).await
                 }
@@ -292,7 +291,7 @@ impl Io {
             tokio::select! {
                 biased;
                 () = handler.as_mut() => return Ok(()),
-                _ = self.handle.queue.notify.notified() => ended = Some(End::Overflow),
+                _ = self.handle.queue.overflowed.notified() => ended = Some(End::Overflow),
                 first = rx.recv() => {
                     if let Err(end) =
                         Box::pin(write_batch(ws, self.vsn, &self.handle, first, rx)).await
@@ -372,7 +371,7 @@ async fn write_batch(
     };
     tokio::select! {
         r = write => r.map_err(End::Error),
-        _ = handle.queue.notify.notified() => Err(End::Overflow),
+        _ = handle.queue.overflowed.notified() => Err(End::Overflow),
     }
 }
 
