@@ -534,6 +534,27 @@ pub fn spawn_ripple_serve_with(
     spawn_ripple_serve_limited(database_url, slot, port, env, log, None)
 }
 
+/// `ripple serve` for `db` on a free port with `env`, logging to a file of the test
+/// cluster's named after the database and `tag`, healthy before this returns: the server, a
+/// `Gateway` for it, and the log's path. For tests that read what an operator's log shows
+/// (an in-process capture would also see the other tests running beside it).
+pub async fn serve_logging_to_file(
+    db: &TestDb,
+    tag: &str,
+    env: &[(&str, &str)],
+) -> (RippleServe, Gateway, std::path::PathBuf) {
+    let port = free_low_port();
+    let log_path = cluster().root.join(format!("{}-{tag}.log", db.name));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let serve = spawn_ripple_serve_with(&db.url, &db.name, port, env, log.into());
+    let gw = Gateway::external(format!("127.0.0.1:{port}").parse().expect("address"));
+    assert!(
+        wait_healthy(gw.addr, std::time::Duration::from_secs(30)).await,
+        "ripple serve became healthy"
+    );
+    (serve, gw, log_path)
+}
+
 /// As [`spawn_ripple_serve_with`], with the process's open-files limit (soft and hard) set
 /// to `nofile` when given (through the shell's `ulimit`, then `exec`), so a test can run out
 /// of descriptors without taking the test process with it.

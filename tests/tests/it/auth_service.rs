@@ -86,23 +86,15 @@ async fn with_bearer(
 #[tokio::test]
 async fn no_password_token_hash_or_email_reaches_the_logs() {
     let db = fresh_db().await;
-    let port = ripple_tests::free_low_port();
-    let log_path = ripple_tests::cluster()
-        .root
-        .join(format!("{}.log", db.name));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _serve = ripple_tests::spawn_ripple_serve_with(
-        &db.url,
-        &db.name,
-        port,
+    let (_serve, gw, log_path) = ripple_tests::serve_logging_to_file(
+        &db,
+        "auth",
         &[
             ("RIPPLE_LOG", "ripple=trace"),
             ("RIPPLE_AUTH_REFRESH_REUSE_INTERVAL_SECS", "0"),
         ],
-        log.into(),
-    );
-    let gw = Gateway::external(format!("127.0.0.1:{port}").parse().unwrap());
-    assert!(ripple_tests::wait_healthy(gw.addr, Duration::from_secs(30)).await);
+    )
+    .await;
     let email = "Logged.Person@example.com";
     let up = sign_up(&gw, email).await;
     assert_eq!(up.status, 200, "{}", up.text());

@@ -34,6 +34,12 @@ async fn closed_by_server(c: &mut Client, topic: &str) -> Msg {
     sys
 }
 
+/// A join of a private channel (broadcasts acknowledged, no presence) with `token`.
+fn private_join(token: &str) -> Value {
+    json!({"config": {"private": true, "broadcast": {"ack": true},
+                      "presence": {"enabled": false}}, "access_token": token})
+}
+
 /// `ripple serve` as its own process, with an open-files limit (soft and hard) of `nofile`,
 /// so that exhausting descriptors cannot take the test process with it.
 fn serve_with_fd_limit(db: &ripple_tests::TestDb, port: u16, nofile: u32) -> RippleServe {
@@ -220,14 +226,12 @@ async fn a_policy_that_starts_reading_another_column_revokes_on_changes_to_it() 
         .await;
 
     let topic = format!("realtime:conversation:{conv}");
+    let mut a = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
     let mut b = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
-    b.join_ok(
-        &topic,
-        json!({"config": {"private": true, "broadcast": {"ack": true},
-                          "presence": {"enabled": false}},
-               "access_token": gw.token_for(bob, 3600)}),
-    )
-    .await;
+    a.join_ok(&topic, private_join(&gw.token_for(alice, 3600)))
+        .await;
+    b.join_ok(&topic, private_join(&gw.token_for(bob, 3600)))
+        .await;
     db.client
         .execute(
             "update public.conversation_members set archived_at = now() \
@@ -245,6 +249,18 @@ async fn a_policy_that_starts_reading_another_column_revokes_on_changes_to_it() 
         "{}",
         sys.payload
     );
+    // Alice, who did not archive it, keeps her channel: her broadcast is acknowledged, and
+    // she was told nothing.
+    let r = a
+        .send(
+            Some("1"),
+            &topic,
+            "broadcast",
+            json!({"type": "broadcast", "event": "typing", "payload": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(a.reply_to(&r).await.payload["status"], "ok");
+    a.assert_nothing_pending().await;
 }
 
 /// Item 5: Bob is removed from a conversation while his private channel is open. Before,
@@ -258,14 +274,12 @@ async fn removing_a_member_closes_his_open_private_channel() {
     let bob = db.create_user("bob").await;
     let conv = conversation(&db, &[alice, bob]).await;
     let topic = format!("realtime:conversation:{conv}");
-    let private = |t: &str| {
-        json!({"config": {"private": true, "broadcast": {"ack": true},
-                          "presence": {"enabled": false}}, "access_token": t})
-    };
     let mut a = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
     let mut b = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
-    a.join_ok(&topic, private(&gw.token_for(alice, 3600))).await;
-    b.join_ok(&topic, private(&gw.token_for(bob, 3600))).await;
+    a.join_ok(&topic, private_join(&gw.token_for(alice, 3600)))
+        .await;
+    b.join_ok(&topic, private_join(&gw.token_for(bob, 3600)))
+        .await;
     // Both hear each other before.
     let r = b
         .send(
@@ -903,12 +917,7 @@ async fn rest_saturation_delays_neither_health_nor_deliveries_nor_revocation() {
     let topic = format!("realtime:conversation:{conv}");
     let bob_token = gw.token_for(bob, 3600);
     let mut b = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
-    b.join_ok(
-        &topic,
-        json!({"config": {"private": true, "broadcast": {"ack": true},
-                          "presence": {"enabled": false}}, "access_token": bob_token}),
-    )
-    .await;
+    b.join_ok(&topic, private_join(&bob_token)).await;
     let mut watcher = Client::connect(gw.addr, &gw.anon_key, "1.0.0").await;
     watcher
         .join_ok(

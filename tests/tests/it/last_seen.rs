@@ -97,8 +97,8 @@ async fn an_empty_setting_calls_nothing() {
 }
 
 /// `ripple serve` as its own process with `RIPPLE_LAST_SEEN_FUNCTION=function`, logging to
-/// a file of the test cluster's; returns the gateway and the log's path.
-fn serve_logging(
+/// a file: the server, its gateway and the log's path.
+async fn serve_logging(
     db: &TestDb,
     function: &str,
 ) -> (
@@ -106,20 +106,8 @@ fn serve_logging(
     ripple_tests::Gateway,
     std::path::PathBuf,
 ) {
-    let port = ripple_tests::free_low_port();
-    let log_path = ripple_tests::cluster()
-        .root
-        .join(format!("{}-last-seen.log", db.name));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let serve = ripple_tests::spawn_ripple_serve_with(
-        &db.url,
-        &db.name,
-        port,
-        &[("RIPPLE_LAST_SEEN_FUNCTION", function)],
-        log.into(),
-    );
-    let gw = ripple_tests::Gateway::external(format!("127.0.0.1:{port}").parse().unwrap());
-    (serve, gw, log_path)
+    ripple_tests::serve_logging_to_file(db, "last-seen", &[("RIPPLE_LAST_SEEN_FUNCTION", function)])
+        .await
 }
 
 #[tokio::test]
@@ -136,8 +124,7 @@ async fn a_function_the_database_lacks_is_not_called_and_sockets_carry_on() {
         )
         .await
         .unwrap();
-    let (serve, gw, log) = serve_logging(&db, "public.always_fails");
-    assert!(ripple_tests::wait_healthy(gw.addr, Duration::from_secs(30)).await);
+    let (serve, gw, log) = serve_logging(&db, "public.always_fails").await;
     visit(&gw, dana).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&log)
@@ -154,8 +141,7 @@ async fn a_function_the_database_lacks_is_not_called_and_sockets_carry_on() {
 
     // A function the database lacks: nothing is called, nothing is logged, and the next
     // user's socket works as before.
-    let (_serve, gw, log) = serve_logging(&db, "public.not_in_this_schema");
-    assert!(ripple_tests::wait_healthy(gw.addr, Duration::from_secs(30)).await);
+    let (_serve, gw, log) = serve_logging(&db, "public.not_in_this_schema").await;
     visit(&gw, dana).await;
     visit(&gw, erin).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
