@@ -589,6 +589,21 @@ pub fn spawn_ripple_serve_limited(
         .expect("start ripple serve")
 }
 
+/// The value of the metric `name` on the gateway at `addr`'s `/metrics` (summed over its
+/// label sets; 0 when absent).
+pub async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let text = http::request(addr, hyper::Method::GET, "/metrics", &[], None)
+        .await
+        .text();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The status `/health` at `addr` answers (None when no answer came within 3 s).
 pub async fn health_status(addr: std::net::SocketAddr) -> Option<u16> {
     let attempt = async {

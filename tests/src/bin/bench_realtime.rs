@@ -445,24 +445,10 @@ async fn write_all(
 
 /// The gateway's verdict cache (hits, misses) so far, from its `/metrics`.
 async fn verdict_cache(addr: &str) -> (f64, f64) {
-    let resp = ripple_tests::http::request(
-        addr.parse().expect("gateway address"),
-        hyper::Method::GET,
-        "/metrics",
-        &[],
-        None,
-    )
-    .await;
-    let text = resp.text();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let addr = addr.parse().expect("gateway address");
     (
-        value("ripple_verdict_cache_hits_total"),
-        value("ripple_verdict_cache_misses_total"),
+        ripple_tests::metric(addr, "ripple_verdict_cache_hits_total").await,
+        ripple_tests::metric(addr, "ripple_verdict_cache_misses_total").await,
     )
 }
 

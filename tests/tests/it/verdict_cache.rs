@@ -59,14 +59,7 @@ async fn bodies_until(c: &mut Client, last: &str) -> Vec<String> {
 }
 
 async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = ripple_tests::http::request(gw.addr, hyper::Method::GET, "/metrics", &[], None)
-        .await
-        .text();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    ripple_tests::metric(gw.addr, name).await
 }
 
 #[tokio::test]
